@@ -1,0 +1,457 @@
+//! The one error type of pgdbm.
+//!
+//! Every error class of Python pgdbm (`ConfigurationError`, `ConnectionError`, `PoolError`,
+//! `QueryError`, `SchemaError`, `MigrationError`, `DatabaseTestError`, `TransactionError`,
+//! `MonitoringError`) is a variant of [`Error`], carrying the same context fields.
+//!
+//! No variant ever carries a password: connection errors name host, port, database and attempts
+//! only, and query errors show parameters masked unless the caller opted in
+//! (see [`QueryParams`]).
+
+use std::fmt;
+
+/// A boxed error from a driver or the operating system, kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias used throughout pgdbm.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Longest SQL text (in characters) shown in an error's `Display`; the full text stays in the
+/// [`QueryError::query`] field.
+pub const MAX_DISPLAYED_SQL: usize = 200;
+
+/// The error type of every pgdbm crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid or missing (Python: `ConfigurationError`).
+    #[error("configuration error in `{field}`: {message}")]
+    Configuration {
+        /// The configuration field at fault (Python: `config_field`).
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// Connecting to the server failed, after retries (Python: `ConnectionError`).
+    #[error(
+        "could not connect to {host}:{port} database `{database}` after {attempts} attempt(s): {message}"
+    )]
+    Connection {
+        /// Host (or socket directory) that was tried last.
+        host: String,
+        /// Port that was tried last.
+        port: u16,
+        /// Database name.
+        database: String,
+        /// Number of attempts made.
+        attempts: u32,
+        /// What went wrong, without any password.
+        message: String,
+        /// The last underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The connection pool could not hand out a connection (Python: `PoolError`).
+    #[error("pool error: {message}")]
+    Pool {
+        /// What went wrong, e.g. an acquire timeout with the number of connections in use.
+        message: String,
+        /// Connections in use when the error happened, when known.
+        in_use: Option<usize>,
+        /// Maximum pool size, when known.
+        max_size: Option<usize>,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A query failed (Python: `QueryError`). Boxed to keep `Result` small.
+    #[error(transparent)]
+    Query(Box<QueryError>),
+
+    /// A schema or identifier is invalid (Python: `SchemaError`).
+    #[error("schema error{}: {message}", fmt_opt(" for", schema))]
+    Schema {
+        /// The offending schema or identifier.
+        schema: Option<String>,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A migration failed (Python: `MigrationError`).
+    #[error("migration error{}: {message}", fmt_opt(" in", file))]
+    Migration {
+        /// The migration file at fault (Python: `migration_file`).
+        file: Option<String>,
+        /// What went wrong.
+        message: String,
+        /// The underlying error (often a [`Error::Query`]).
+        #[source]
+        source: Option<Box<Error>>,
+    },
+
+    /// A test database operation failed (Python: `DatabaseTestError`).
+    #[error("test database error{}: {message}", fmt_opt(" for", name))]
+    TestDatabase {
+        /// The test database name (Python: `test_db_name`).
+        name: Option<String>,
+        /// What went wrong.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A transaction could not be started, committed or rolled back (Python: `TransactionError`).
+    #[error("transaction error: {message}")]
+    Transaction {
+        /// What went wrong.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<Error>>,
+    },
+
+    /// Monitoring failed (Python: `MonitoringError`).
+    #[error("monitoring error: {message}")]
+    Monitoring {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn fmt_opt(prefix: &str, value: &Option<String>) -> String {
+    match value {
+        Some(v) => format!("{prefix} `{v}`"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// A [`Error::Configuration`] for `field`.
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Configuration {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A [`Error::Schema`] naming the offending identifier.
+    pub fn schema(schema: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Schema {
+            schema: Some(schema.into()),
+            message: message.into(),
+        }
+    }
+
+    /// A [`Error::Pool`] with a message only.
+    pub fn pool(message: impl Into<String>) -> Self {
+        Error::Pool {
+            message: message.into(),
+            in_use: None,
+            max_size: None,
+            source: None,
+        }
+    }
+
+    /// A [`Error::Migration`] naming `file`.
+    pub fn migration(file: Option<String>, message: impl Into<String>) -> Self {
+        Error::Migration {
+            file,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Error::Transaction`] with a message only.
+    pub fn transaction(message: impl Into<String>) -> Self {
+        Error::Transaction {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The query error inside, if this is an [`Error::Query`].
+    pub fn as_query(&self) -> Option<&QueryError> {
+        match self {
+            Error::Query(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE code of a server error (e.g. `"23505"` for a unique violation), if any.
+    pub fn sqlstate(&self) -> Option<&str> {
+        self.as_query().and_then(|q| q.sqlstate.as_deref())
+    }
+
+    /// True when this error is a query timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.as_query(), Some(q) if q.kind == QueryErrorKind::Timeout)
+    }
+}
+
+impl From<QueryError> for Error {
+    fn from(e: QueryError) -> Self {
+        Error::Query(Box::new(e))
+    }
+}
+
+/// What kind of failure a [`QueryError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QueryErrorKind {
+    /// The server rejected the statement (it has a SQLSTATE).
+    Server,
+    /// The statement ran longer than its timeout and was cancelled on the server.
+    Timeout,
+    /// The connection broke while the statement was running.
+    Connection,
+    /// A parameter could not be encoded or a column could not be decoded into the requested type.
+    Conversion,
+    /// The caller misused the API (wrong number of parameters, missing column, no rows...).
+    Client,
+}
+
+impl fmt::Display for QueryErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QueryErrorKind::Server => "server error",
+            QueryErrorKind::Timeout => "timeout",
+            QueryErrorKind::Connection => "connection error",
+            QueryErrorKind::Conversion => "conversion error",
+            QueryErrorKind::Client => "client error",
+        })
+    }
+}
+
+/// Parameters of a failed query as they appear in errors and logs.
+///
+/// By default only their number is kept ([`QueryParams::Masked`]); a user who opts in
+/// (`Config::log_parameters`) gets their `Debug` text ([`QueryParams::Shown`]).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum QueryParams {
+    /// No parameters.
+    #[default]
+    None,
+    /// `n` parameters, values hidden.
+    Masked(usize),
+    /// The parameters' `Debug` renderings (only when the user opted in).
+    Shown(Vec<String>),
+}
+
+impl QueryParams {
+    /// Masked parameters: only their count is kept.
+    pub fn masked(count: usize) -> Self {
+        if count == 0 {
+            QueryParams::None
+        } else {
+            QueryParams::Masked(count)
+        }
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        match self {
+            QueryParams::None => 0,
+            QueryParams::Masked(n) => *n,
+            QueryParams::Shown(v) => v.len(),
+        }
+    }
+
+    /// True when there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for QueryParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for QueryParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryParams::None => f.write_str("[]"),
+            QueryParams::Masked(n) => {
+                f.write_str("[")?;
+                for i in 1..=*n {
+                    if i > 1 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "${i}=***")?;
+                }
+                f.write_str("]")
+            }
+            QueryParams::Shown(v) => {
+                f.write_str("[")?;
+                for (i, p) in v.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "${}={}", i + 1, p)?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+/// A failed query, with the context Python pgdbm's `QueryError` has and the server's fields.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct QueryError {
+    /// What kind of failure this is.
+    pub kind: QueryErrorKind,
+    /// The server's (or client's) message.
+    pub message: String,
+    /// The SQL that failed, as sent to the server (after template rendering).
+    pub query: String,
+    /// The parameters, masked unless the user opted in.
+    pub params: QueryParams,
+    /// SQLSTATE code for server errors (e.g. `23505`).
+    pub sqlstate: Option<String>,
+    /// Constraint name, when the server gives one.
+    pub constraint: Option<String>,
+    /// Schema name, when the server gives one.
+    pub schema: Option<String>,
+    /// Table name, when the server gives one.
+    pub table: Option<String>,
+    /// Column name, when the server gives one.
+    pub column: Option<String>,
+    /// The server's DETAIL field.
+    pub detail: Option<String>,
+    /// The server's HINT field.
+    pub hint: Option<String>,
+    /// For [`execute_many`](crate::Connection::execute_many): the 0-based index of the row that failed.
+    pub row: Option<usize>,
+    /// The underlying driver error.
+    pub source: Option<BoxError>,
+}
+
+impl QueryError {
+    /// A new query error of `kind` with `message` for `query`; other fields empty.
+    pub fn new(kind: QueryErrorKind, message: impl Into<String>, query: impl Into<String>) -> Self {
+        QueryError {
+            kind,
+            message: message.into(),
+            query: query.into(),
+            params: QueryParams::None,
+            sqlstate: None,
+            constraint: None,
+            schema: None,
+            table: None,
+            column: None,
+            detail: None,
+            hint: None,
+            row: None,
+            source: None,
+        }
+    }
+
+    /// Sets the parameters shown for this error.
+    pub fn with_params(mut self, params: QueryParams) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Sets the underlying error.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+}
+
+/// `sql` cut to at most `max` characters (on a char boundary), with `…` when cut.
+pub fn truncate_sql(sql: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match sql.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(sql),
+        Some((idx, _)) => std::borrow::Cow::Owned(format!("{}…", &sql[..idx])),
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "query failed ({}", self.kind)?;
+        if let Some(code) = &self.sqlstate {
+            write!(f, ", SQLSTATE {code}")?;
+        }
+        write!(f, "): {}", self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, "; detail: {d}")?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "; hint: {h}")?;
+        }
+        if let Some(c) = &self.constraint {
+            write!(f, "; constraint: {c}")?;
+        }
+        if let Some(t) = &self.table {
+            match &self.schema {
+                Some(s) => write!(f, "; table: {s}.{t}")?,
+                None => write!(f, "; table: {t}")?,
+            }
+        }
+        if let Some(c) = &self.column {
+            write!(f, "; column: {c}")?;
+        }
+        if let Some(r) = self.row {
+            write!(f, "; failing row: {r}")?;
+        }
+        write!(
+            f,
+            "; query: {}",
+            truncate_sql(self.query.trim(), MAX_DISPLAYED_SQL)
+        )?;
+        if !self.params.is_empty() {
+            write!(f, "; params: {}", self.params)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for QueryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_error_masks_params_and_truncates_sql() {
+        let long = format!("SELECT {}", "x, ".repeat(200));
+        let e: Error = QueryError::new(QueryErrorKind::Server, "boom", long.clone())
+            .with_params(QueryParams::masked(2))
+            .into();
+        let s = e.to_string();
+        assert!(s.contains("$1=***, $2=***"), "{s}");
+        assert!(s.contains('…'));
+        assert!(s.len() < long.len());
+        assert!(!s.contains("secret"));
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        let s = "é".repeat(10);
+        assert_eq!(truncate_sql(&s, 3), "ééé…");
+        assert_eq!(truncate_sql(&s, 10), s.as_str());
+    }
+
+    #[test]
+    fn sqlstate_and_timeout_helpers() {
+        let mut q = QueryError::new(QueryErrorKind::Timeout, "timed out", "SELECT 1");
+        q.sqlstate = Some("57014".into());
+        let e: Error = q.into();
+        assert!(e.is_timeout());
+        assert_eq!(e.sqlstate(), Some("57014"));
+        assert!(!Error::pool("x").is_timeout());
+    }
+}
