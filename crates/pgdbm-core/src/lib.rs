@@ -11,4 +11,4 @@ pub mod pool;
 
 pub use config::{Config, SslMode};
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
-pub use pool::{ColumnIndex, Connection, Param, Pool, PoolStats, Row};
+pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};

@@ -248,3 +248,13 @@ pub trait Pool: Clone + Send + Sync + 'static {
     /// Waits `duration` on the pool's runtime (used for polling, e.g. migration locks).
     async fn sleep(&self, duration: Duration);
 }
+
+/// Builds a value from a [`Row`]: what `fetch_one_as` / `fetch_all_as` return.
+///
+/// Usually derived with `#[derive(FromRow)]` from the `pgdbm` crate: each field is read from the
+/// column of the same name (or `#[pgdbm(rename = "col")]`), `Option<T>` fields accept NULL, and a
+/// type mismatch is an error naming the column.
+pub trait FromRow: Sized {
+    /// Reads `Self` from `row`.
+    fn from_row<R: Row>(row: &R) -> Result<Self>;
+}
