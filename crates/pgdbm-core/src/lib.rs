@@ -7,8 +7,24 @@
 
 pub mod config;
 pub mod error;
+pub mod ident;
+pub mod migration;
 pub mod pool;
+pub mod retry;
+pub mod sql;
+pub mod template;
 
 pub use config::{Config, SslMode};
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
+pub use ident::{
+    parse_qualified_name, quote_identifier, validate_identifier, MAX_IDENTIFIER_BYTES,
+};
+pub use migration::{
+    checksum, explain_checksum_mismatch, has_no_transaction_marker, is_migration_file_name,
+    migration_version, normalize_content, python_strip, sort_migration_names,
+    NO_TRANSACTION_MARKER,
+};
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
+pub use retry::RetrySchedule;
+pub use sql::{contains_keyword, split_statements, split_statements_spans};
+pub use template::{has_placeholders, render, TemplateCache};

@@ -1,0 +1,465 @@
+//! A small SQL lexer: statement splitting and keyword search that know about PostgreSQL's
+//! quoting rules.
+//!
+//! The lexer recognises single-quoted strings (`''` escapes; `E'…'` strings also take backslash
+//! escapes), double-quoted identifiers, dollar quotes (`$$…$$`, `$tag$…$tag$`, not confused with
+//! `$1` parameters or `$` inside identifiers), `--` line comments, nested `/* /* */ */` block
+//! comments, and `BEGIN ATOMIC … END` bodies of SQL-standard functions (their `;`s do not end
+//! the statement; `CASE … END` inside them nests). Unterminated constructs run to the end of
+//! the input. It never panics and works on any UTF-8 text.
+
+use std::ops::Range;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Spaces, tabs, newlines.
+    Space,
+    /// `-- …` or `/* … */`.
+    Comment,
+    /// An unquoted word: keyword, identifier or number (`[A-Za-z0-9_$]` and non-ASCII).
+    Word,
+    /// `'…'`, `E'…'` (without the `E`), `$tag$…$tag$`.
+    Literal,
+    /// `"…"`.
+    QuotedIdent,
+    /// `$1`.
+    Param,
+    /// `;`.
+    Semicolon,
+    /// Any other character (operators, punctuation).
+    Other,
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+fn is_tag_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_tag_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// Tokens of `sql` as (kind, byte range). Ranges are contiguous and cover the input.
+struct Lexer<'a> {
+    src: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    /// The previous word was `E`/`e` directly followed by `'`.
+    escape_string_next: bool,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(src: &'a str) -> Self {
+        Lexer {
+            src,
+            bytes: src.as_bytes(),
+            pos: 0,
+            escape_string_next: false,
+        }
+    }
+
+    fn at(&self, i: usize) -> Option<u8> {
+        self.bytes.get(i).copied()
+    }
+
+    /// End of a quoted run starting after the opening `quote` at `from`: the byte after the
+    /// closing quote, where a doubled quote is an escaped one (and, when `backslash`, `\x` too).
+    fn quoted_end(&self, from: usize, quote: u8, backslash: bool) -> usize {
+        let mut i = from;
+        while let Some(b) = self.at(i) {
+            if backslash && b == b'\\' {
+                i += 2;
+            } else if b == quote {
+                if self.at(i + 1) == Some(quote) {
+                    i += 2;
+                } else {
+                    return i + 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.bytes.len()
+    }
+
+    /// If a dollar-quote opener `$tag$` starts at `start`, its length.
+    fn dollar_tag_len(&self, start: usize) -> Option<usize> {
+        let mut i = start + 1;
+        match self.at(i)? {
+            b'$' => return Some(2),
+            b if is_tag_start(b) => i += 1,
+            _ => return None,
+        }
+        while let Some(b) = self.at(i) {
+            if b == b'$' {
+                return Some(i + 1 - start);
+            }
+            if !is_tag_byte(b) {
+                return None;
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = (Kind, Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = self.pos;
+        let b = self.at(start)?;
+        let escape_string = std::mem::take(&mut self.escape_string_next);
+        let (kind, end) = match b {
+            b'\'' => (
+                Kind::Literal,
+                self.quoted_end(start + 1, b'\'', escape_string),
+            ),
+            b'"' => (Kind::QuotedIdent, self.quoted_end(start + 1, b'"', false)),
+            b';' => (Kind::Semicolon, start + 1),
+            b'-' if self.at(start + 1) == Some(b'-') => {
+                let end = self.bytes[start..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(self.bytes.len(), |p| start + p);
+                (Kind::Comment, end)
+            }
+            b'/' if self.at(start + 1) == Some(b'*') => {
+                let mut depth = 1usize;
+                let mut i = start + 2;
+                while depth > 0 && i < self.bytes.len() {
+                    match (self.bytes[i], self.at(i + 1)) {
+                        (b'/', Some(b'*')) => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        (b'*', Some(b'/')) => {
+                            depth -= 1;
+                            i += 2;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                (Kind::Comment, i.min(self.bytes.len()))
+            }
+            b'$' => {
+                if let Some(tag_len) = self.dollar_tag_len(start) {
+                    let tag = &self.src[start..start + tag_len];
+                    let body = start + tag_len;
+                    let end = self.src[body..]
+                        .find(tag)
+                        .map_or(self.bytes.len(), |p| body + p + tag_len);
+                    (Kind::Literal, end)
+                } else {
+                    let digits = self.bytes[start + 1..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_digit())
+                        .count();
+                    if digits > 0 {
+                        (Kind::Param, start + 1 + digits)
+                    } else {
+                        (Kind::Other, start + 1)
+                    }
+                }
+            }
+            b if b.is_ascii_whitespace() => {
+                let n = self.bytes[start..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_whitespace())
+                    .count();
+                (Kind::Space, start + n)
+            }
+            b if is_word_byte(b) => {
+                let n = self.bytes[start..]
+                    .iter()
+                    .take_while(|&&c| is_word_byte(c))
+                    .count();
+                let end = start + n;
+                if matches!(&self.bytes[start..end], b"E" | b"e") && self.at(end) == Some(b'\'') {
+                    self.escape_string_next = true;
+                }
+                (Kind::Word, end)
+            }
+            _ => {
+                // Any other character, whole (keeps ranges on char boundaries).
+                let len = self.src[start..].chars().next().map_or(1, char::len_utf8);
+                (Kind::Other, start + len)
+            }
+        };
+        self.pos = end;
+        Some((kind, start..end))
+    }
+}
+
+/// Byte ranges of the statements of `sql`, split at top-level `;`.
+///
+/// The ranges are untrimmed and exclude the `;` separators: joining the pieces with `";"` gives
+/// back `sql` exactly. There is always at least one range (the text after the last `;`,
+/// possibly empty).
+///
+/// ```
+/// use pgdbm_core::sql::split_statements_spans;
+/// let sql = "SELECT ';'; SELECT 2;";
+/// let spans = split_statements_spans(sql);
+/// assert_eq!(spans, vec![0..10, 11..20, 21..21]);
+/// ```
+pub fn split_statements_spans(sql: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let mut piece_start = 0;
+    // BEGIN ATOMIC tracking.
+    let mut prev_word_begin = false;
+    let mut atomic_depth = 0usize;
+    for (kind, range) in Lexer::new(sql) {
+        match kind {
+            Kind::Space | Kind::Comment => continue,
+            Kind::Semicolon if atomic_depth == 0 => {
+                spans.push(piece_start..range.start);
+                piece_start = range.end;
+            }
+            Kind::Word => {
+                let word = &sql[range];
+                if atomic_depth > 0 {
+                    if word.eq_ignore_ascii_case("case") {
+                        atomic_depth += 1;
+                    } else if word.eq_ignore_ascii_case("end") {
+                        atomic_depth -= 1;
+                    }
+                } else if prev_word_begin && word.eq_ignore_ascii_case("atomic") {
+                    atomic_depth = 1;
+                }
+                prev_word_begin = word.eq_ignore_ascii_case("begin");
+                continue;
+            }
+            _ => {}
+        }
+        prev_word_begin = false;
+    }
+    spans.push(piece_start..sql.len());
+    spans
+}
+
+/// True when `piece` has something besides whitespace and comments.
+fn has_code(piece: &str) -> bool {
+    Lexer::new(piece).any(|(k, _)| !matches!(k, Kind::Space | Kind::Comment))
+}
+
+/// The statements of a script, split at top-level `;` (see [`split_statements_spans`]),
+/// trimmed, without their `;`, skipping pieces that are empty or only comments.
+///
+/// ```
+/// use pgdbm_core::sql::split_statements;
+/// let script = "CREATE TABLE t (s text DEFAULT ';');\n-- done;\nINSERT INTO t VALUES ($$a;b$$);";
+/// assert_eq!(
+///     split_statements(script),
+///     vec!["CREATE TABLE t (s text DEFAULT ';')", "-- done;\nINSERT INTO t VALUES ($$a;b$$)"]
+/// );
+/// ```
+pub fn split_statements(sql: &str) -> Vec<&str> {
+    split_statements_spans(sql)
+        .into_iter()
+        .map(|r| sql[r].trim())
+        .filter(|s| has_code(s))
+        .collect()
+}
+
+/// True when `keyword` (ASCII letters, digits and `_`, compared case-insensitively) occurs in
+/// `sql` as a whole word outside string literals, quoted identifiers and comments.
+///
+/// ```
+/// use pgdbm_core::sql::contains_keyword;
+/// assert!(contains_keyword("INSERT INTO t VALUES (1) returning id", "RETURNING"));
+/// assert!(!contains_keyword("INSERT INTO t VALUES ('returning') -- returning", "RETURNING"));
+/// assert!(!contains_keyword("INSERT INTO returning_log VALUES (1)", "RETURNING"));
+/// ```
+pub fn contains_keyword(sql: &str, keyword: &str) -> bool {
+    !keyword.is_empty()
+        && Lexer::new(sql).any(|(k, r)| k == Kind::Word && sql[r].eq_ignore_ascii_case(keyword))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejoin(sql: &str) -> String {
+        split_statements_spans(sql)
+            .into_iter()
+            .map(|r| &sql[r])
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    #[test]
+    fn simple_split() {
+        assert_eq!(
+            split_statements("SELECT 1; SELECT 2"),
+            ["SELECT 1", "SELECT 2"]
+        );
+        assert_eq!(
+            split_statements("SELECT 1;;\n ; SELECT 2;\n"),
+            ["SELECT 1", "SELECT 2"]
+        );
+        assert!(split_statements("").is_empty());
+        assert!(split_statements(" ;\n-- only a comment;\n/* x; */ ;").is_empty());
+        assert_eq!(split_statements_spans(""), vec![0..0]);
+    }
+
+    #[test]
+    fn single_quotes() {
+        assert_eq!(
+            split_statements("SELECT 'a;b'; SELECT 'it''s;'; SELECT 2"),
+            ["SELECT 'a;b'", "SELECT 'it''s;'", "SELECT 2"]
+        );
+        // Standard strings: a backslash is an ordinary character.
+        assert_eq!(
+            split_statements(r"SELECT '\'; SELECT 2"),
+            [r"SELECT '\'", "SELECT 2"]
+        );
+    }
+
+    #[test]
+    fn escape_strings() {
+        assert_eq!(
+            split_statements(r"SELECT E'\';'; SELECT 2"),
+            [r"SELECT E'\';'", "SELECT 2"]
+        );
+        assert_eq!(
+            split_statements(r"SELECT e'\\'; SELECT 2"),
+            [r"SELECT e'\\'", "SELECT 2"]
+        );
+        // `tablE'…'` is not an E string.
+        assert_eq!(split_statements(r"SELECT x'\'; SELECT 2").len(), 2);
+    }
+
+    #[test]
+    fn quoted_identifiers() {
+        assert_eq!(
+            split_statements(r#"SELECT 1 AS "a;""b"; SELECT 2"#),
+            [r#"SELECT 1 AS "a;""b""#, "SELECT 2"]
+        );
+    }
+
+    #[test]
+    fn dollar_quotes() {
+        assert_eq!(
+            split_statements("SELECT $$a;b$$; SELECT $a$ ; $a$; SELECT 3"),
+            ["SELECT $$a;b$$", "SELECT $a$ ; $a$", "SELECT 3"]
+        );
+        assert_eq!(
+            split_statements("SELECT $fn$ $$;$$ $x$; $fn$; SELECT 2"),
+            ["SELECT $fn$ $$;$$ $x$; $fn$", "SELECT 2"]
+        );
+        let f = "CREATE FUNCTION f() RETURNS int AS $body$\nBEGIN\n  RETURN 1;\nEND;\n$body$ LANGUAGE plpgsql";
+        assert_eq!(
+            split_statements(&format!("{f};\nSELECT f();")),
+            [f, "SELECT f()"]
+        );
+    }
+
+    #[test]
+    fn params_are_not_dollar_quotes() {
+        assert_eq!(
+            split_statements("SELECT $1; SELECT $2, $1;SELECT 3"),
+            ["SELECT $1", "SELECT $2, $1", "SELECT 3"]
+        );
+        // `a$b$` is an identifier containing `$`, not a dollar quote.
+        assert_eq!(split_statements("SELECT a$b$; SELECT 2").len(), 2);
+        assert_eq!(split_statements("SELECT $; SELECT 2").len(), 2);
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(
+            split_statements("SELECT 1 -- a;b\n; SELECT 2"),
+            ["SELECT 1 -- a;b", "SELECT 2"]
+        );
+        assert_eq!(
+            split_statements("SELECT /* a; /* nested; */ still; */ 1; SELECT 2"),
+            ["SELECT /* a; /* nested; */ still; */ 1", "SELECT 2"]
+        );
+        // `-` and `/` alone are operators.
+        assert_eq!(split_statements("SELECT 4-1/2; SELECT 2").len(), 2);
+    }
+
+    #[test]
+    fn begin_atomic() {
+        let f = "CREATE FUNCTION f(x int) RETURNS text LANGUAGE sql\nBEGIN ATOMIC\n  SELECT CASE WHEN x > 0 THEN 'pos;' ELSE 'neg' END;\n  SELECT 'x';\nEND";
+        assert_eq!(
+            split_statements(&format!("{f};\nSELECT f(1);")),
+            [f, "SELECT f(1)"]
+        );
+        let p = "create procedure p() begin atomic insert into t values (1); case end; end";
+        // (`case end` is not valid SQL, but must still nest.)
+        assert_eq!(split_statements(&format!("{p}; select 1")), [p, "select 1"]);
+        // A transaction BEGIN is not BEGIN ATOMIC.
+        assert_eq!(
+            split_statements("BEGIN; SELECT 1; END; COMMIT"),
+            ["BEGIN", "SELECT 1", "END", "COMMIT"]
+        );
+        // BEGIN /* c */ ATOMIC still counts.
+        assert_eq!(
+            split_statements("CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN /* c */ ATOMIC SELECT 1; END; SELECT 2")
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn unterminated_constructs_run_to_end() {
+        for sql in [
+            "SELECT 'a;b",
+            "SELECT \"a;b",
+            "SELECT $$a;b",
+            "SELECT /* a;b",
+            "SELECT E'\\",
+        ] {
+            assert_eq!(split_statements(sql), [sql]);
+            assert_eq!(rejoin(sql), sql);
+        }
+    }
+
+    #[test]
+    fn spans_rejoin() {
+        for sql in [
+            "",
+            ";",
+            ";;",
+            "a;b;",
+            "SELECT 'x;y'; SELECT $$;$$;\n-- c;\n",
+            "é;ü;€",
+        ] {
+            assert_eq!(rejoin(sql), sql);
+        }
+    }
+
+    #[test]
+    fn keywords() {
+        assert!(contains_keyword(
+            "insert into t values (1) RETURNING *",
+            "returning"
+        ));
+        assert!(!contains_keyword(
+            "insert into t values ('RETURNING')",
+            "returning"
+        ));
+        assert!(!contains_keyword(
+            "insert into \"returning\" values (1)",
+            "returning"
+        ));
+        assert!(!contains_keyword(
+            "insert into t values (1) /* returning */",
+            "returning"
+        ));
+        assert!(!contains_keyword(
+            "insert into t values ($$ returning $$)",
+            "returning"
+        ));
+        assert!(!contains_keyword(
+            "insert into t_returning values (1)",
+            "returning"
+        ));
+        assert!(!contains_keyword("anything", ""));
+    }
+}
