@@ -1,0 +1,157 @@
+//! The per-module advisory lock, held on a dedicated connection.
+//!
+//! The key is computed by the server as `hashtext('pgdbm_migration_' || module)`, exactly like
+//! Python pgdbm, so Python and Rust migrators exclude each other. The lock is taken by polling
+//! `pg_try_advisory_lock` with jittered exponential backoff: a migrator never sits in a blocking
+//! `pg_advisory_lock`, whose open snapshot would make another migrator's
+//! `CREATE INDEX CONCURRENTLY` wait for it forever (a deadlock).
+
+use std::time::{Duration, Instant};
+
+use pgdbm_core::{Connection, Error, Pool, Result, Row};
+
+use crate::TRACING_TARGET;
+
+const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('pgdbm_migration_' || $1::text))";
+const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext('pgdbm_migration_' || $1::text))";
+/// The backend holding the lock of module `$1` in the current database, if any.
+const HOLDER: &str = "SELECT l.pid FROM pg_locks l \
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+       AND ((l.classid::int8 << 32) | l.objid::int8) = hashtext('pgdbm_migration_' || $1::text)::int8 \
+     LIMIT 1";
+
+const FIRST_DELAY: Duration = Duration::from_millis(20);
+const MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// A connection holding the migration lock of one module.
+///
+/// [`release`](LockGuard::release) unlocks and returns the connection to the pool. When the
+/// guard is dropped without it (an error path that forgot, a panic, a cancelled future), the
+/// connection is [discarded](Connection::discard): the pool closes it and the server releases
+/// the session lock with the session. A connection that cannot be cleaned is never reused.
+pub(crate) struct LockGuard<C: Connection> {
+    conn: Option<C>,
+    module: String,
+}
+
+impl<C: Connection> LockGuard<C> {
+    pub(crate) fn conn(&mut self) -> Result<&mut C> {
+        self.conn.as_mut().ok_or_else(|| {
+            Error::migration(None, "internal error: the migration lock was already released")
+        })
+    }
+
+    /// Rolls back a leftover transaction, unlocks and returns the connection to the pool; on
+    /// any failure the connection is closed instead (which also releases the lock).
+    pub(crate) async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let module = std::mem::take(&mut self.module);
+        let mut clean = true;
+        if conn.in_transaction() && conn.rollback().await.is_err() {
+            clean = false;
+        }
+        if clean {
+            match conn.query_opt(UNLOCK, &[&module], None).await {
+                Ok(Some(row)) => {
+                    clean = matches!(row.get_at::<bool>(0), Ok(true));
+                    if !clean {
+                        tracing::warn!(target: TRACING_TARGET, module = %module, "pg_advisory_unlock returned false: the lock was not held");
+                    }
+                }
+                Ok(None) => clean = false,
+                Err(e) => {
+                    tracing::warn!(target: TRACING_TARGET, module = %module, error = %e, "could not release the migration lock; closing the connection instead");
+                    clean = false;
+                }
+            }
+        }
+        if !clean {
+            conn.discard();
+        }
+        tracing::debug!(target: TRACING_TARGET, module = %module, "migration lock released");
+    }
+}
+
+impl<C: Connection> Drop for LockGuard<C> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            // No async code can run here: let the pool close the connection, which makes the
+            // server release the session-level advisory lock.
+            tracing::warn!(target: TRACING_TARGET, module = %self.module, "migration lock dropped without release (error, panic or cancellation); closing its connection");
+            conn.discard();
+        }
+    }
+}
+
+/// Polls for the lock of `module` on a fresh connection of `pool` until `timeout`.
+pub(crate) async fn acquire<P: Pool>(
+    pool: &P,
+    module: &str,
+    timeout: Duration,
+) -> Result<LockGuard<P::Connection>> {
+    let conn = pool.acquire().await.map_err(|e| lock_error(module, "cannot get a connection", e))?;
+    let mut guard = LockGuard {
+        conn: Some(conn),
+        module: module.to_owned(),
+    };
+    let start = Instant::now();
+    let mut delay = FIRST_DELAY;
+    let mut attempts: u32 = 0;
+    loop {
+        attempts += 1;
+        let conn = guard.conn()?;
+        let got = conn
+            .query_opt(TRY_LOCK, &[&module], None)
+            .await
+            .map_err(|e| lock_error(module, "pg_try_advisory_lock failed", e))?
+            .map(|row| row.get_at::<bool>(0))
+            .transpose()?
+            .unwrap_or(false);
+        if got {
+            tracing::debug!(target: TRACING_TARGET, module, attempts, "migration lock acquired");
+            return Ok(guard);
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            let holder = holder_pid(conn, module).await;
+            return Err(Error::migration(
+                None,
+                format!(
+                    "timed out after {timeout:?} ({attempts} attempts) waiting for the migration lock of module \
+                     `{module}` (advisory lock hashtext('pgdbm_migration_{module}')); it is held by {}. \
+                     Another migrator (Rust or Python pgdbm) is running for this module: wait for it, \
+                     or raise the lock timeout",
+                    match holder {
+                        Some(pid) => format!("server process pid {pid} (see pg_stat_activity)"),
+                        None => "a session that released it meanwhile".to_owned(),
+                    }
+                ),
+            ));
+        }
+        if attempts == 1 {
+            tracing::info!(target: TRACING_TARGET, module, "waiting for the migration lock held by another migrator");
+        }
+        // Jitter in [delay/2, delay), never past the deadline.
+        let jittered = delay.mul_f64(0.5 + 0.5 * crate::clock::jitter());
+        pool.sleep(jittered.min(timeout - elapsed)).await;
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+}
+
+async fn holder_pid<C: Connection>(conn: &mut C, module: &str) -> Option<i32> {
+    match conn.query_opt(HOLDER, &[&module], None).await {
+        Ok(Some(row)) => row.get_at::<i32>(0).ok(),
+        _ => None,
+    }
+}
+
+fn lock_error(module: &str, what: &str, e: Error) -> Error {
+    Error::Migration {
+        file: None,
+        message: format!("{what} while taking the migration lock of module `{module}`: {e}"),
+        source: Some(Box::new(e)),
+    }
+}

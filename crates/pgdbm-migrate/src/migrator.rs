@@ -1,0 +1,949 @@
+//! [`Migrator`]: the migration manager (Python: `AsyncMigrationManager`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use pgdbm_core::migration as rules;
+use pgdbm_core::{validate_identifier, Connection, Database, Error, Pool, Result, Row};
+
+use crate::lock::{self, LockGuard};
+use crate::migration::{EmbeddedMigration, HistoryEntry, Migration, MigrationSource};
+use crate::report::{AppliedMigration, MigrationReport, MigrationStatus};
+use crate::TRACING_TARGET;
+
+/// Default migrations directory (Python: `migrations_path="./migrations"`).
+pub const DEFAULT_MIGRATIONS_PATH: &str = "./migrations";
+/// Default history table name (Python: `migrations_table="schema_migrations"`).
+pub const DEFAULT_TABLE: &str = "schema_migrations";
+/// Default time to wait for another migrator of the same module.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Module used when neither a module nor a schema is set (Python: `"default"`).
+const DEFAULT_MODULE: &str = "default";
+/// `module_name` is a `VARCHAR(100)`.
+const MAX_MODULE_CHARS: usize = 100;
+/// `filename` is a `VARCHAR(255)`.
+const MAX_FILENAME_CHARS: usize = 255;
+
+/// SQLSTATEs of a lost `CREATE ... IF NOT EXISTS` race (unique_violation, duplicate_table,
+/// duplicate_object, duplicate_schema).
+const CREATE_RACE_STATES: [&str; 4] = ["23505", "42P07", "42710", "42P06"];
+/// undefined_table.
+const UNDEFINED_TABLE: &str = "42P01";
+
+/// Applies SQL migration files to a database, compatible with Python pgdbm's
+/// `AsyncMigrationManager` (same history table, checksums, module semantics and lock key).
+///
+/// Built from a [`Database`] (or a pool and a schema) and configured with builder methods;
+/// cloning is cheap.
+///
+/// | Python | Rust |
+/// |---|---|
+/// | `AsyncMigrationManager(db, migrations_path, migrations_table, module_name)` | `Migrator::new(&db).migrations_path(..).table(..).module(..)` |
+/// | `ensure_migrations_table()` | [`ensure_migrations_table`](Self::ensure_migrations_table) |
+/// | `get_applied_migrations()` | [`applied`](Self::applied) |
+/// | `get_pending_migrations()` | [`pending`](Self::pending) |
+/// | `apply_pending_migrations(dry_run)` | [`apply_pending`](Self::apply_pending), [`apply_pending_dry_run`](Self::apply_pending_dry_run), [`apply_pending_report`](Self::apply_pending_report) |
+/// | `apply_migration(m)` | [`apply_migration`](Self::apply_migration) |
+/// | `find_migration_files()` | [`find_migration_files`](Self::find_migration_files) |
+/// | `create_migration(name, content, auto_transaction)` | [`create_migration`](Self::create_migration) |
+/// | `rollback_migration(filename)` | [`rollback_migration`](Self::rollback_migration) |
+/// | `get_migration_history(limit)` | [`history`](Self::history) |
+/// | — | [`repair`](Self::repair), [`baseline`](Self::baseline), [`embedded`](Self::embedded), [`strict`](Self::strict) |
+#[derive(Clone)]
+pub struct Migrator<P: Pool> {
+    pool: P,
+    schema: Option<String>,
+    table: String,
+    module: Option<String>,
+    source: MigrationSource,
+    strict: bool,
+    lock_timeout: Duration,
+}
+
+impl<P: Pool> std::fmt::Debug for Migrator<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migrator")
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("module", &self.module_name())
+            .field("source", &self.source)
+            .field("strict", &self.strict)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Pool> Migrator<P> {
+    /// A migrator for `db`: its pool, and its schema for the history table, the module name and
+    /// templates. Defaults: `./migrations`, table `schema_migrations`, module = schema or
+    /// `default`, not strict, 60 s lock timeout.
+    pub fn new(db: &Database<P>) -> Self {
+        Self::from_pool(db.pool().clone(), db.schema().map(str::to_owned))
+    }
+
+    /// A migrator on `pool` for `schema` (`None`: no schema), without a [`Database`].
+    pub fn from_pool(pool: P, schema: Option<String>) -> Self {
+        Migrator {
+            pool,
+            schema,
+            table: DEFAULT_TABLE.to_owned(),
+            module: None,
+            source: MigrationSource::Directory(PathBuf::from(DEFAULT_MIGRATIONS_PATH)),
+            strict: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+
+    /// Reads migrations from this directory at run time.
+    pub fn migrations_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.source = MigrationSource::Directory(path.into());
+        self
+    }
+
+    /// Uses migrations compiled in with [`embed_migrations!`](crate::embed_migrations).
+    pub fn embedded(mut self, files: &'static [EmbeddedMigration]) -> Self {
+        self.source = MigrationSource::Embedded(files);
+        self
+    }
+
+    /// Sets the migration source.
+    pub fn source(mut self, source: MigrationSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// History table name (default `schema_migrations`); validated as an identifier when used.
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = name.into();
+        self
+    }
+
+    /// Module name recorded with each migration and used for the lock (default: the schema,
+    /// else `default`).
+    pub fn module(mut self, name: impl Into<String>) -> Self {
+        self.module = Some(name.into());
+        self
+    }
+
+    /// When true, a pending file that sorts before an already applied one is an error instead
+    /// of being applied out of order.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// How long to wait for another migrator of the same module (default 60 s).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The module name: the explicit one, else the schema, else `default`.
+    pub fn module_name(&self) -> &str {
+        self.module
+            .as_deref()
+            .or(self.schema.as_deref())
+            .unwrap_or(DEFAULT_MODULE)
+    }
+
+    /// The schema templates are rendered for and the history table lives in.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The migration source.
+    pub fn migration_source(&self) -> &MigrationSource {
+        &self.source
+    }
+
+    /// The history table as it appears in SQL: `<schema>.<table>` or `<table>`, unquoted like
+    /// Python pgdbm (so both name the same table).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Schema`] when the table or schema name is not a valid identifier.
+    pub fn table_name(&self) -> Result<String> {
+        validate_identifier(&self.table)?;
+        Ok(match &self.schema {
+            Some(s) => {
+                validate_identifier(s)?;
+                format!("{s}.{}", self.table)
+            }
+            None => self.table.clone(),
+        })
+    }
+
+    fn checked_module(&self) -> Result<&str> {
+        let m = self.module_name();
+        if m.is_empty() || m.chars().count() > MAX_MODULE_CHARS {
+            return Err(Error::migration(
+                None,
+                format!(
+                    "invalid module name `{}`: it must be 1 to {MAX_MODULE_CHARS} characters \
+                     (the module_name column is VARCHAR({MAX_MODULE_CHARS}))",
+                    m.escape_debug()
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Creates the history table and its index if they do not exist, exactly as Python pgdbm
+    /// 0.5 does (and the schema, when set and missing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Schema`] for invalid names; the server's error otherwise.
+    pub async fn ensure_migrations_table(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        self.ensure_table_on(&mut conn).await
+    }
+
+    async fn ensure_table_on(&self, conn: &mut P::Connection) -> Result<()> {
+        let table = self.table_name()?;
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (\n\
+             \x20   id SERIAL PRIMARY KEY,\n\
+             \x20   filename VARCHAR(255) NOT NULL,\n\
+             \x20   checksum VARCHAR(64) NOT NULL,\n\
+             \x20   module_name VARCHAR(100),\n\
+             \x20   applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n\
+             \x20   applied_by VARCHAR(100) DEFAULT CURRENT_USER,\n\
+             \x20   execution_time_ms INTEGER,\n\
+             \x20   UNIQUE(filename, module_name)\n\
+             )"
+        );
+        let index = format!(
+            "CREATE INDEX IF NOT EXISTS idx_{}_module ON {table}(module_name, filename)",
+            self.table
+        );
+        // Two migrators racing on CREATE ... IF NOT EXISTS can both miss the catalog row and
+        // one gets a duplicate error: the object exists then, so one retry settles it.
+        for attempt in 0..2 {
+            let result = async {
+                if let Some(schema) = &self.schema {
+                    let exists = conn
+                        .query_opt(
+                            "SELECT 1 FROM pg_namespace WHERE nspname = lower($1::text)",
+                            &[schema],
+                            None,
+                        )
+                        .await?
+                        .is_some();
+                    if !exists {
+                        conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"), None)
+                            .await?;
+                    }
+                }
+                conn.batch_execute(&ddl, None).await?;
+                conn.batch_execute(&index, None).await
+            }
+            .await;
+            match result {
+                Err(e)
+                    if attempt == 0
+                        && e.sqlstate().is_some_and(|s| CREATE_RACE_STATES.contains(&s)) =>
+                {
+                    tracing::debug!(target: TRACING_TARGET, error = %e, "lost a CREATE IF NOT EXISTS race; retrying");
+                }
+                other => return other,
+            }
+        }
+        Ok(())
+    }
+
+    /// Migrations recorded as applied for this module (rows with this module name or a NULL
+    /// one), keyed and ordered by file name. No history table yet: an empty map.
+    ///
+    /// # Errors
+    ///
+    /// Connection and server errors.
+    pub async fn applied(&self) -> Result<BTreeMap<String, Migration>> {
+        let mut conn = self.pool.acquire().await?;
+        self.applied_on(&mut conn).await
+    }
+
+    async fn applied_on(&self, conn: &mut P::Connection) -> Result<BTreeMap<String, Migration>> {
+        let table = self.table_name()?;
+        let module = self.checked_module()?;
+        let sql = format!(
+            "SELECT filename, checksum, applied_at, module_name FROM {table} \
+             WHERE module_name = $1 OR module_name IS NULL ORDER BY filename"
+        );
+        let rows = match conn.query(&sql, &[&module], None).await {
+            Ok(rows) => rows,
+            Err(e) if e.sqlstate() == Some(UNDEFINED_TABLE) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let m = Migration {
+                filename: row.try_get("filename")?,
+                checksum: row.try_get("checksum")?,
+                content: String::new(),
+                applied_at: Some(row.try_get::<_, SystemTime>("applied_at")?),
+                module_name: row.try_get("module_name")?,
+            };
+            out.insert(m.filename.clone(), m);
+        }
+        Ok(out)
+    }
+
+    /// All migration files of the source, in code-point order of file name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming an unreadable directory or file.
+    pub fn find_migration_files(&self) -> Result<Vec<Migration>> {
+        self.source.load()
+    }
+
+    /// Migrations not applied yet, in application order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming the file when an applied file was changed (both checksums,
+    /// and "differs only in line endings / BOM / whitespace" when that is the case), or, in
+    /// strict mode, naming the files that would be applied out of order.
+    pub async fn pending(&self) -> Result<Vec<Migration>> {
+        let files = self.find_migration_files()?;
+        let applied = self.applied().await?;
+        self.compute_pending(files, &applied)
+    }
+
+    fn compute_pending(
+        &self,
+        files: Vec<Migration>,
+        applied: &BTreeMap<String, Migration>,
+    ) -> Result<Vec<Migration>> {
+        let module = self.module_name();
+        let mut pending = Vec::new();
+        for file in files {
+            match applied.get(&file.filename) {
+                Some(done) if done.checksum != file.checksum => {
+                    return Err(checksum_error(module, &file, &done.checksum));
+                }
+                Some(_) => {}
+                None => pending.push(file),
+            }
+        }
+        if self.strict {
+            if let Some(last) = applied.keys().next_back() {
+                let early: Vec<&str> = pending
+                    .iter()
+                    .filter(|m| m.filename.as_str() < last.as_str())
+                    .map(|m| m.filename.as_str())
+                    .collect();
+                if !early.is_empty() {
+                    return Err(Error::migration(
+                        early.first().map(|s| (*s).to_owned()),
+                        format!(
+                            "strict mode: pending migration(s) {} sort before the already applied \
+                             `{last}` (module `{module}`) and would be applied out of order; rename \
+                             them to sort after it, or turn strict mode off",
+                            early.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Applies every pending migration under the module's lock.
+    ///
+    /// Returns the report (status `success` or `up_to_date`). Any failure is an `Err`: a failing
+    /// migration is an [`Error::Migration`] naming the file, with the server error as `source`;
+    /// it was rolled back (nothing of it remains) and migrations before it stay applied. For a
+    /// Python-style report that also describes failures, use
+    /// [`apply_pending_report`](Self::apply_pending_report).
+    ///
+    /// # Errors
+    ///
+    /// Lock timeout (naming the module and the holder's pid), changed files, strict-mode
+    /// violations, failing migrations, connection errors.
+    pub async fn apply_pending(&self) -> Result<MigrationReport> {
+        match self.run(false).await {
+            (report, None) => Ok(report),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// Like [`apply_pending`](Self::apply_pending) but applies nothing: status `dry_run` (or
+    /// `up_to_date`) with [`MigrationReport::pending`] listing what would run.
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_pending`](Self::apply_pending), except that no migration runs.
+    pub async fn apply_pending_dry_run(&self) -> Result<MigrationReport> {
+        match self.run(true).await {
+            (report, None) => Ok(report),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// Python's `apply_pending_migrations(dry_run)`: never fails; a failure is a report with
+    /// status `error`, the message in `error`, the file in `failed_migration` (when a migration
+    /// failed) and the migrations applied before it in `applied`.
+    pub async fn apply_pending_report(&self, dry_run: bool) -> MigrationReport {
+        self.run(dry_run).await.0
+    }
+
+    async fn run(&self, dry_run: bool) -> (MigrationReport, Option<Error>) {
+        let mut report = MigrationReport::empty();
+        let error = match self.lock().await {
+            Ok(mut guard) => {
+                let result = match guard.conn() {
+                    Ok(conn) => self.run_locked(conn, dry_run, &mut report).await,
+                    Err(e) => Err(e),
+                };
+                guard.release().await;
+                result.err()
+            }
+            Err(e) => Some(e),
+        };
+        if let Some(e) = &error {
+            report.status = MigrationStatus::Error;
+            report.error = Some(e.to_string());
+            if let Error::Migration { file: Some(f), .. } = e {
+                if report.pending.iter().any(|p| p == f) {
+                    report.failed_migration = Some(f.clone());
+                }
+            }
+        }
+        if !report.applied.is_empty() {
+            // New or changed tables: plans cached before the migration may be stale.
+            self.pool.clear_statement_caches();
+        }
+        (report, error)
+    }
+
+    async fn run_locked(
+        &self,
+        conn: &mut P::Connection,
+        dry_run: bool,
+        report: &mut MigrationReport,
+    ) -> Result<()> {
+        self.ensure_table_on(conn).await?;
+        let files = self.find_migration_files()?;
+        let applied = self.applied_on(conn).await?;
+        let pending = self.compute_pending(files, &applied)?;
+        report.skipped = applied.keys().cloned().collect();
+        report.pending = pending.iter().map(|m| m.filename.clone()).collect();
+        report.total = applied.len() + pending.len();
+        let module = self.module_name();
+        if pending.is_empty() {
+            tracing::info!(target: TRACING_TARGET, module, "no pending migrations");
+            report.status = MigrationStatus::UpToDate;
+            return Ok(());
+        }
+        if dry_run {
+            tracing::info!(target: TRACING_TARGET, module, pending = ?report.pending, "dry run: would apply {} migration(s)", pending.len());
+            report.status = MigrationStatus::DryRun;
+            return Ok(());
+        }
+        for m in &pending {
+            let ms = self.apply_on(conn, m).await?;
+            report.total_time_ms += ms;
+            report.applied.push(AppliedMigration {
+                filename: m.filename.clone(),
+                execution_time_ms: ms,
+            });
+        }
+        tracing::info!(target: TRACING_TARGET, module, count = report.applied.len(), total_time_ms = report.total_time_ms, "applied migrations");
+        report.status = MigrationStatus::Success;
+        Ok(())
+    }
+
+    /// Takes the module's migration lock on a dedicated connection. The caller must
+    /// [`release`](LockGuard::release) it; if it is dropped instead (error path, panic,
+    /// cancellation) its connection is closed, which releases the lock on the server.
+    async fn lock(&self) -> Result<LockGuard<P::Connection>> {
+        let module = self.checked_module()?;
+        lock::acquire(&self.pool, module, self.lock_timeout).await
+    }
+
+    /// Applies one migration under the module's lock, in its own transaction with its history
+    /// row (or statement by statement for `-- pgdbm:no-transaction` files). Returns the
+    /// execution time in milliseconds as recorded (at least 1).
+    ///
+    /// Unlike [`apply_pending`](Self::apply_pending) it does not check whether the migration was
+    /// applied already: applying it twice fails on the history table's unique key (and is
+    /// rolled back). Statement caches of the pool are cleared afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming the file.
+    pub async fn apply_migration(&self, migration: &Migration) -> Result<f64> {
+        let mut guard = self.lock().await?;
+        let result = match guard.conn() {
+            Ok(conn) => match self.ensure_table_on(conn).await {
+                Ok(()) => self.apply_on(conn, migration).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        guard.release().await;
+        if result.is_ok() {
+            self.pool.clear_statement_caches();
+        }
+        result
+    }
+
+    async fn apply_on(&self, conn: &mut P::Connection, m: &Migration) -> Result<f64> {
+        let file = m.filename.as_str();
+        if file.chars().count() > MAX_FILENAME_CHARS {
+            return Err(Error::migration(
+                Some(file.to_owned()),
+                format!("file name longer than {MAX_FILENAME_CHARS} characters (filename is VARCHAR(255))"),
+            ));
+        }
+        if rules::python_strip(&m.content).is_empty() {
+            return Err(Error::migration(
+                Some(file.to_owned()),
+                format!("migration `{file}` is empty"),
+            ));
+        }
+        let rendered = pgdbm_core::render(&m.content, self.schema.as_deref()).map_err(|e| {
+            wrap(file, format!("cannot render the templates of `{file}`: {e}"), e)
+        })?;
+        let table = self.table_name()?;
+        let module = self.checked_module()?;
+        let insert = format!(
+            "INSERT INTO {table} (filename, checksum, module_name, execution_time_ms) \
+             VALUES ($1, $2, $3, $4)"
+        );
+        tracing::info!(target: TRACING_TARGET, module, file, no_transaction = m.is_no_transaction(), "applying migration");
+        let start = Instant::now();
+        if m.is_no_transaction() {
+            let statements = pgdbm_core::split_statements(&rendered);
+            let n = statements.len();
+            for (i, stmt) in statements.into_iter().enumerate() {
+                if let Err(e) = conn.batch_execute(stmt, None).await {
+                    return Err(wrap(
+                        file,
+                        format!(
+                            "no-transaction migration `{file}` failed at statement {} of {n}: {e}; \
+                             statements before it stay applied and no history row was written: \
+                             fix the file (make it re-runnable, e.g. IF NOT EXISTS; drop any \
+                             INVALID index left by CREATE INDEX CONCURRENTLY) and run again",
+                            i + 1
+                        ),
+                        e,
+                    ));
+                }
+            }
+            let ms = elapsed_ms(start);
+            conn.execute(&insert, &[&file, &m.checksum, &module, &ms], None)
+                .await
+                .map_err(|e| {
+                    wrap(
+                        file,
+                        format!("no-transaction migration `{file}` ran but its history row could not be written: {e}"),
+                        e,
+                    )
+                })?;
+            return Ok(f64::from(ms));
+        }
+        let body = strip_python_transaction_wrapper(&rendered);
+        conn.begin()
+            .await
+            .map_err(|e| wrap(file, format!("cannot start the transaction for `{file}`: {e}"), e))?;
+        let result = async {
+            if !rules::python_strip(body).is_empty() {
+                conn.batch_execute(body, None).await?;
+            }
+            let ms = elapsed_ms(start);
+            conn.execute(&insert, &[&file, &m.checksum, &module, &ms], None)
+                .await?;
+            Ok::<i32, Error>(ms)
+        }
+        .await;
+        match result {
+            Ok(ms) => {
+                conn.commit().await.map_err(|e| {
+                    wrap(file, format!("migration `{file}` could not be committed: {e}"), e)
+                })?;
+                tracing::info!(target: TRACING_TARGET, module, file, execution_time_ms = ms, "applied migration");
+                Ok(f64::from(ms))
+            }
+            Err(e) => {
+                if conn.rollback().await.is_err() {
+                    conn.discard();
+                }
+                tracing::error!(target: TRACING_TARGET, module, file, error = %e, "migration failed and was rolled back");
+                Err(wrap(
+                    file,
+                    format!(
+                        "migration `{file}` failed and was rolled back (no schema change and no \
+                         history row remain): {e}"
+                    ),
+                    e,
+                ))
+            }
+        }
+    }
+
+    /// Writes a new migration file `YYYYMMDDHHMMSS_<name>.sql` (UTC timestamp) into the
+    /// migrations directory (created if missing) and returns its path.
+    ///
+    /// Each migration already runs in its own transaction, so unlike Python pgdbm this does not
+    /// wrap the content in `BEGIN;`/`COMMIT;` (that would commit the migrator's transaction
+    /// early and record the history row outside it). `auto_transaction = false` instead writes
+    /// the `-- pgdbm:no-transaction` marker as the first line, so the file runs statement by
+    /// statement outside a transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] when the source is embedded, the name is not made of ASCII letters,
+    /// digits, `_` and `-`, the file exists, or it cannot be written.
+    pub fn create_migration(
+        &self,
+        name: &str,
+        content: &str,
+        auto_transaction: bool,
+    ) -> Result<PathBuf> {
+        let MigrationSource::Directory(dir) = &self.source else {
+            return Err(Error::migration(
+                None,
+                "create_migration needs a directory source; this migrator uses embedded migrations",
+            ));
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(Error::migration(
+                None,
+                format!(
+                    "invalid migration name `{}`: use 1 to 200 ASCII letters, digits, `_` or `-`",
+                    name.escape_debug()
+                ),
+            ));
+        }
+        let filename = format!("{}_{name}.sql", crate::clock::timestamp_now());
+        let path = dir.join(&filename);
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::migration(
+                Some(filename.clone()),
+                format!("cannot create migrations directory `{}`: {e}", dir.display()),
+            )
+        })?;
+        let mut text = String::new();
+        if !auto_transaction && !rules::has_no_transaction_marker(content) {
+            text.push_str(rules::NO_TRANSACTION_MARKER);
+            text.push('\n');
+        }
+        text.push_str(content);
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                Error::migration(
+                    Some(filename.clone()),
+                    format!("cannot create `{}`: {e}", path.display()),
+                )
+            })?;
+        f.write_all(text.as_bytes()).map_err(|e| {
+            Error::migration(
+                Some(filename.clone()),
+                format!("cannot write `{}`: {e}", path.display()),
+            )
+        })?;
+        tracing::info!(target: TRACING_TARGET, path = %path.display(), "created migration");
+        Ok(path)
+    }
+
+    /// Removes the history row of `filename` for this module (Python: `rollback_migration`).
+    /// Does NOT undo the migration's schema changes. Returns whether a row was removed.
+    ///
+    /// # Errors
+    ///
+    /// Connection and server errors.
+    pub async fn rollback_migration(&self, filename: &str) -> Result<bool> {
+        let table = self.table_name()?;
+        let module = self.checked_module()?;
+        let mut conn = self.pool.acquire().await?;
+        let n = conn
+            .execute(
+                &format!("DELETE FROM {table} WHERE filename = $1 AND module_name = $2"),
+                &[&filename, &module],
+                None,
+            )
+            .await?;
+        if n == 0 {
+            tracing::warn!(target: TRACING_TARGET, module, filename, "migration was not found in applied migrations");
+        } else {
+            tracing::info!(target: TRACING_TARGET, module, filename, "removed migration record");
+        }
+        Ok(n > 0)
+    }
+
+    /// The `limit` most recent history rows of this module (and NULL-module rows), newest
+    /// first (Python: `get_migration_history`).
+    ///
+    /// # Errors
+    ///
+    /// Connection and server errors (including a missing history table).
+    pub async fn history(&self, limit: i64) -> Result<Vec<HistoryEntry>> {
+        let table = self.table_name()?;
+        let module = self.checked_module()?;
+        let mut conn = self.pool.acquire().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT filename, module_name, applied_at, applied_by, execution_time_ms \
+                     FROM {table} WHERE module_name = $1 OR module_name IS NULL \
+                     ORDER BY applied_at DESC, id DESC LIMIT $2"
+                ),
+                &[&module, &limit],
+                None,
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HistoryEntry {
+                    filename: row.try_get("filename")?,
+                    module_name: row.try_get("module_name")?,
+                    applied_at: row.try_get("applied_at")?,
+                    applied_by: row.try_get("applied_by")?,
+                    execution_time_ms: row.try_get("execution_time_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Rewrites the stored checksum of every applied file whose current content has a different
+    /// checksum (after a deliberate, harmless edit, e.g. line endings). Runs under the lock and
+    /// in one transaction. Returns the repaired file names.
+    ///
+    /// # Errors
+    ///
+    /// Lock timeout, connection and server errors.
+    pub async fn repair(&self) -> Result<Vec<String>> {
+        let mut guard = self.lock().await?;
+        let result = match guard.conn() {
+            Ok(conn) => self.repair_on(conn).await,
+            Err(e) => Err(e),
+        };
+        guard.release().await;
+        result
+    }
+
+    async fn repair_on(&self, conn: &mut P::Connection) -> Result<Vec<String>> {
+        let this = self;
+        {
+            {
+                this.ensure_table_on(conn).await?;
+                let table = this.table_name()?;
+                let module = this.checked_module()?;
+                let applied = this.applied_on(conn).await?;
+                let files = this.find_migration_files()?;
+                let changed: Vec<&Migration> = files
+                    .iter()
+                    .filter(|f| applied.get(&f.filename).is_some_and(|a| a.checksum != f.checksum))
+                    .collect();
+                if changed.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "UPDATE {table} SET checksum = $1 WHERE filename = $2 \
+                     AND (module_name = $3 OR module_name IS NULL)"
+                );
+                conn.begin().await?;
+                let result = async {
+                    for f in &changed {
+                        conn.execute(&sql, &[&f.checksum, &f.filename, &module], None).await?;
+                        tracing::warn!(target: TRACING_TARGET, module, file = %f.filename, checksum = %f.checksum, "repaired stored checksum");
+                    }
+                    Ok::<(), Error>(())
+                }
+                .await;
+                finish_tx(conn, result).await?;
+                Ok(changed.iter().map(|f| f.filename.clone()).collect())
+            }
+        }
+    }
+
+    /// Records migration files as applied without running them, for adopting an existing
+    /// database: every file not yet applied, or only those whose name sorts at or before
+    /// `up_to` when given. Rows get `execution_time_ms = 0`. Runs under the lock and in one
+    /// transaction. Returns the recorded file names.
+    ///
+    /// # Errors
+    ///
+    /// Lock timeout, connection and server errors; [`Error::Migration`] when `up_to` names no
+    /// migration file.
+    pub async fn baseline(&self, up_to: Option<&str>) -> Result<Vec<String>> {
+        let mut guard = self.lock().await?;
+        let result = match guard.conn() {
+            Ok(conn) => self.baseline_on(conn, up_to).await,
+            Err(e) => Err(e),
+        };
+        guard.release().await;
+        result
+    }
+
+    async fn baseline_on(
+        &self,
+        conn: &mut P::Connection,
+        up_to: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let this = self;
+        {
+            {
+                this.ensure_table_on(conn).await?;
+                let table = this.table_name()?;
+                let module = this.checked_module()?;
+                let files = this.find_migration_files()?;
+                if let Some(u) = &up_to {
+                    if !files.iter().any(|f| f.filename == *u) {
+                        return Err(Error::migration(
+                            Some((*u).to_owned()),
+                            format!("baseline: `{u}` is not one of the migration files"),
+                        ));
+                    }
+                }
+                let applied = this.applied_on(conn).await?;
+                let todo: Vec<&Migration> = files
+                    .iter()
+                    .filter(|f| !applied.contains_key(&f.filename))
+                    .filter(|f| up_to.is_none_or(|u| f.filename.as_str() <= u))
+                    .collect();
+                if todo.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "INSERT INTO {table} (filename, checksum, module_name, execution_time_ms) \
+                     VALUES ($1, $2, $3, 0)"
+                );
+                conn.begin().await?;
+                let result = async {
+                    for f in &todo {
+                        conn.execute(&sql, &[&f.filename, &f.checksum, &module], None).await?;
+                    }
+                    Ok::<(), Error>(())
+                }
+                .await;
+                finish_tx(conn, result).await?;
+                tracing::info!(target: TRACING_TARGET, module, count = todo.len(), "baselined migrations");
+                Ok(todo.iter().map(|f| f.filename.clone()).collect())
+            }
+        }
+    }
+}
+
+async fn finish_tx<C: Connection>(conn: &mut C, result: Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => conn.commit().await,
+        Err(e) => {
+            if conn.rollback().await.is_err() {
+                conn.discard();
+            }
+            Err(e)
+        }
+    }
+}
+
+fn elapsed_ms(start: Instant) -> i32 {
+    i32::try_from(start.elapsed().as_millis())
+        .unwrap_or(i32::MAX)
+        .max(1)
+}
+
+fn wrap(file: &str, message: String, source: Error) -> Error {
+    Error::Migration {
+        file: Some(file.to_owned()),
+        message,
+        source: Some(Box::new(source)),
+    }
+}
+
+fn checksum_error(module: &str, file: &Migration, stored: &str) -> Error {
+    let mut message = format!(
+        "migration `{}` has been modified after being applied (module `{module}`): stored \
+         checksum {stored}, current checksum {}",
+        file.filename, file.checksum
+    );
+    if let Some(why) = rules::explain_checksum_mismatch(stored, &file.content) {
+        message.push_str("; ");
+        message.push_str(why);
+        message.push_str(
+            ". If the edit is intended and harmless, run repair() to record the new checksum",
+        );
+    } else {
+        message.push_str(
+            ". Restore the applied content and put the change in a new migration file; run \
+             repair() only if the change is harmless",
+        );
+    }
+    Error::migration(Some(file.filename.clone()), message)
+}
+
+/// Python pgdbm's `create_migration` wraps files in `BEGIN;` ... `COMMIT;`. Inside the
+/// migrator's own transaction that `COMMIT` would end it early (the history row would then be
+/// written outside it), so such a wrapper is dropped and the body runs in the migrator's
+/// transaction. Anything else is returned unchanged.
+fn strip_python_transaction_wrapper(sql: &str) -> &str {
+    let stmts = pgdbm_core::split_statements(sql);
+    if stmts.len() < 2 {
+        return sql;
+    }
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_uppercase();
+    let first = norm(stmts[0]);
+    let last = norm(stmts[stmts.len() - 1]);
+    let is_begin = matches!(
+        first.as_str(),
+        "BEGIN" | "BEGIN TRANSACTION" | "BEGIN WORK" | "START TRANSACTION"
+    );
+    let is_commit = matches!(
+        last.as_str(),
+        "COMMIT" | "COMMIT TRANSACTION" | "COMMIT WORK" | "END" | "END TRANSACTION"
+    );
+    if !(is_begin && is_commit) {
+        return sql;
+    }
+    if stmts.len() == 2 {
+        return "";
+    }
+    // The statements are subslices of `sql`: take the original text between the first inner
+    // statement and the end of the last inner one.
+    let offset = |s: &str| s.as_ptr() as usize - sql.as_ptr() as usize;
+    let start = offset(stmts[1]);
+    let inner_last = stmts[stmts.len() - 2];
+    let end = offset(inner_last) + inner_last.len();
+    sql.get(start..end).unwrap_or(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_wrapper_is_stripped_only_when_complete() {
+        let wrapped = "BEGIN;\n\nCREATE TABLE a (id int); -- c;\nINSERT INTO a VALUES (1)\n\nCOMMIT;";
+        assert_eq!(
+            strip_python_transaction_wrapper(wrapped),
+            "CREATE TABLE a (id int); -- c;\nINSERT INTO a VALUES (1)"
+        );
+        assert_eq!(strip_python_transaction_wrapper("begin;\ncommit;"), "");
+        let plain = "CREATE TABLE a (id int);\nCOMMIT;";
+        assert_eq!(strip_python_transaction_wrapper(plain), plain);
+        let fn_body = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;";
+        assert_eq!(strip_python_transaction_wrapper(fn_body), fn_body);
+        assert_eq!(strip_python_transaction_wrapper("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
+    fn elapsed_is_at_least_one() {
+        assert!(elapsed_ms(Instant::now()) >= 1);
+    }
+}
