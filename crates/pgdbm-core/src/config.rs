@@ -1,8 +1,13 @@
 //! Connection and pool configuration ([`Config`]), the port of Python pgdbm's `DatabaseConfig`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
+
+use crate::dsn::{self, mask_dsn, percent_encode, url_host, MASK};
+use crate::error::{Error, Result};
 
 /// TLS mode, with libpq's names and meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -134,5 +139,992 @@ impl Default for Config {
             statement_cache_size: 100,
             log_parameters: false,
         }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = Error;
+
+    /// Parses libpq's names: `disable`, `allow` (treated as `prefer`), `prefer`, `require`,
+    /// `verify-ca`, `verify-full` (case-insensitive, `_` accepted for `-`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "disable" => Ok(SslMode::Disable),
+            "allow" | "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            _ => Err(Error::config(
+                "ssl_mode",
+                format!(
+                    "unknown ssl mode `{s}`; use one of disable, allow, prefer, require, \
+                     verify-ca, verify-full"
+                ),
+            )),
+        }
+    }
+}
+
+/// The [`Duration`] fields of [`Config`], for [`Config::with_secs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DurationField {
+    /// [`Config::max_inactive_connection_lifetime`].
+    MaxInactiveConnectionLifetime,
+    /// [`Config::command_timeout`].
+    CommandTimeout,
+    /// [`Config::retry_delay`].
+    RetryDelay,
+    /// [`Config::retry_max_delay`].
+    RetryMaxDelay,
+    /// [`Config::statement_timeout`].
+    StatementTimeout,
+    /// [`Config::lock_timeout`].
+    LockTimeout,
+    /// [`Config::idle_in_transaction_session_timeout`].
+    IdleInTransactionSessionTimeout,
+    /// [`Config::connect_timeout`].
+    ConnectTimeout,
+    /// [`Config::acquire_timeout`].
+    AcquireTimeout,
+    /// [`Config::max_lifetime`].
+    MaxLifetime,
+}
+
+impl DurationField {
+    /// The name of the [`Config`] field.
+    pub fn name(self) -> &'static str {
+        match self {
+            DurationField::MaxInactiveConnectionLifetime => "max_inactive_connection_lifetime",
+            DurationField::CommandTimeout => "command_timeout",
+            DurationField::RetryDelay => "retry_delay",
+            DurationField::RetryMaxDelay => "retry_max_delay",
+            DurationField::StatementTimeout => "statement_timeout",
+            DurationField::LockTimeout => "lock_timeout",
+            DurationField::IdleInTransactionSessionTimeout => "idle_in_transaction_session_timeout",
+            DurationField::ConnectTimeout => "connect_timeout",
+            DurationField::AcquireTimeout => "acquire_timeout",
+            DurationField::MaxLifetime => "max_lifetime",
+        }
+    }
+}
+
+/// `secs` seconds as a [`Duration`]; negative, NaN, infinite or too large values are an
+/// [`Error::Configuration`] naming `field`.
+///
+/// This is how float seconds (Python pgdbm's unit) become durations everywhere in pgdbm.
+pub fn duration_from_secs(field: &str, secs: f64) -> Result<Duration> {
+    if !secs.is_finite() {
+        return Err(Error::config(
+            field,
+            format!("{secs} is not a number of seconds; use a finite, non-negative number"),
+        ));
+    }
+    if secs < 0.0 {
+        return Err(Error::config(
+            field,
+            format!("{secs} s is negative; use a non-negative number of seconds"),
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        Error::config(
+            field,
+            format!("{secs} s is too large for a duration; use a smaller number of seconds"),
+        )
+    })
+}
+
+/// Longest server-side timeout PostgreSQL accepts (an `int` of milliseconds).
+const MAX_SERVER_TIMEOUT_MS: u128 = i32::MAX as u128;
+
+/// True for `^[A-Za-z_][A-Za-z0-9_]*$` of at most 63 bytes.
+// Private helper until the crate's `ident` module can be shared (same rule as templates).
+fn is_identifier(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// True for a PostgreSQL setting name: identifiers separated by dots (custom settings such as
+/// `myapp.tenant_id`).
+fn is_setting_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 127 && s.split('.').all(is_identifier)
+}
+
+/// Quotes `s` as an SQL identifier (`"` doubled).
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Milliseconds of `d`, rounded up so that a non-zero duration never becomes `0` (which would
+/// disable a server-side timeout).
+fn millis_ceil(d: Duration) -> u128 {
+    let ms = d.as_millis();
+    if Duration::from_millis(ms as u64) < d {
+        ms + 1
+    } else {
+        ms
+    }
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Config {
+    /// Parses a `postgresql://` or `postgres://` URL or a libpq `key=value` string.
+    ///
+    /// URLs: `postgresql://user:password@host1:5432,host2:5433/database?param=value&...` with
+    /// percent-decoding of every part, IPv6 hosts in brackets (`[::1]:5432`), and the query
+    /// parameters `host`, `port`, `dbname`, `user`, `password`, `sslmode`, `application_name`,
+    /// `options` (`-c key=value` pairs, which become [`server_settings`](Config::server_settings)),
+    /// `connect_timeout` (seconds), `sslrootcert`, `sslcert`, `sslkey`. `key=value` strings take
+    /// the same parameters, with libpq's quoting (`password='a b\'c'`).
+    ///
+    /// The first host becomes `host`/`port`, the others `fallback_hosts`. Fields not given keep
+    /// their [`Default`]. `connection_string` is set to `s`. Unknown parameters, bad ports, an
+    /// unknown `sslmode` or a negative `connect_timeout` are an [`Error::Configuration`] naming
+    /// the field or parameter. The result is not [`validate`](Config::validate)d.
+    ///
+    /// ```
+    /// use pgdbm_core::Config;
+    /// let c = Config::from_url("postgres://app:p%40ss@db:6432/shop?sslmode=require")?;
+    /// assert_eq!((c.user.as_str(), c.password.as_deref(), c.port), ("app", Some("p@ss"), 6432));
+    /// # Ok::<(), pgdbm_core::Error>(())
+    /// ```
+    pub fn from_url(s: &str) -> Result<Config> {
+        dsn::parse(s)
+    }
+
+    /// Reads the configuration from the process environment; see [`Config::from_env_with`].
+    pub fn from_env() -> Result<Config> {
+        Config::from_env_with(process_env)
+    }
+
+    /// Reads the configuration through `env` (a variable lookup), so it can be tested without
+    /// touching the process environment.
+    ///
+    /// When `DATABASE_URL` is set and not empty it is parsed with [`Config::from_url`] and
+    /// nothing else is read. Otherwise `PGHOST` (comma-separated hosts), `PGPORT`, `PGDATABASE`,
+    /// `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGAPPNAME`, `PGCONNECT_TIMEOUT`, `PGSSLROOTCERT`,
+    /// `PGSSLCERT`, `PGSSLKEY` and `PGOPTIONS` are read like libpq does, with `DB_PASSWORD` as
+    /// the password when `PGPASSWORD` is unset; empty variables count as unset. Invalid values
+    /// are an [`Error::Configuration`] naming the field and the variable.
+    pub fn from_env_with<F>(env: F) -> Result<Config>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        dsn::from_env_with(&env)
+    }
+
+    /// Checks the configuration; the first problem found is an [`Error::Configuration`] naming
+    /// the field and saying how to fix it.
+    ///
+    /// Rejected: empty `host`, `database` or `user` (or ones containing NUL), port 0 (also in
+    /// `fallback_hosts`), `max_connections` 0, `min_connections > max_connections`,
+    /// `max_queries` 0, `retry_attempts` 0, `retry_backoff` below 1 or not finite, zero
+    /// `connect_timeout`, `acquire_timeout`, `command_timeout` or `max_lifetime`, server-side
+    /// timeouts above PostgreSQL's limit (`i32::MAX` ms), a `schema` that is not an identifier
+    /// (`^[A-Za-z_][A-Za-z0-9_]*$`, at most 63 bytes), an `application_name` longer than 63 bytes
+    /// or with characters other than printable ASCII, and `server_settings` whose key is not a
+    /// setting name (identifiers separated by dots) or whose value contains NUL.
+    ///
+    /// A zero `statement_timeout` / `lock_timeout` / `idle_in_transaction_session_timeout` is
+    /// allowed: PostgreSQL reads 0 as "disabled" (`None` instead leaves the server's setting),
+    /// and so are zero retry delays and a zero `max_inactive_connection_lifetime` ("never close
+    /// idle connections", as in asyncpg).
+    pub fn validate(&self) -> Result<()> {
+        let text_field = |name: &str, v: &str| -> Result<()> {
+            if v.is_empty() {
+                return Err(Error::config(
+                    name,
+                    format!("`{name}` is empty; set it (default: see Config::default())"),
+                ));
+            }
+            if v.contains('\0') {
+                return Err(Error::config(
+                    name,
+                    format!("`{name}` contains a NUL character; remove it"),
+                ));
+            }
+            Ok(())
+        };
+        text_field("host", &self.host)?;
+        text_field("database", &self.database)?;
+        text_field("user", &self.user)?;
+        if self.port == 0 {
+            return Err(Error::config(
+                "port",
+                "port 0 is not a valid port; use 1-65535 (PostgreSQL's default is 5432)",
+            ));
+        }
+        for (h, p) in &self.fallback_hosts {
+            if h.is_empty() || h.contains('\0') || *p == 0 {
+                return Err(Error::config(
+                    "fallback_hosts",
+                    format!(
+                        "`{h}:{p}` is not a valid host and port; hosts must be non-empty and \
+                         ports 1-65535"
+                    ),
+                ));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(Error::config(
+                "max_connections",
+                "max_connections is 0; a pool needs at least 1 connection",
+            ));
+        }
+        if self.min_connections > self.max_connections {
+            return Err(Error::config(
+                "min_connections",
+                format!(
+                    "min_connections ({}) is greater than max_connections ({}); lower \
+                     min_connections or raise max_connections",
+                    self.min_connections, self.max_connections
+                ),
+            ));
+        }
+        if self.max_queries == 0 {
+            return Err(Error::config(
+                "max_queries",
+                "max_queries is 0; use a positive number of queries per connection",
+            ));
+        }
+        if self.retry_attempts == 0 {
+            return Err(Error::config(
+                "retry_attempts",
+                "retry_attempts is 0; use at least 1 (1 = a single attempt, no retry)",
+            ));
+        }
+        if !self.retry_backoff.is_finite() || self.retry_backoff < 1.0 {
+            return Err(Error::config(
+                "retry_backoff",
+                format!(
+                    "retry_backoff is {}; use a finite multiplier of at least 1.0 (default 2.0)",
+                    self.retry_backoff
+                ),
+            ));
+        }
+        let nonzero = [
+            ("connect_timeout", Some(self.connect_timeout)),
+            ("acquire_timeout", Some(self.acquire_timeout)),
+            ("command_timeout", self.command_timeout),
+            ("max_lifetime", self.max_lifetime),
+        ];
+        for (name, d) in nonzero {
+            if d == Some(Duration::ZERO) {
+                let hint = if matches!(name, "command_timeout" | "max_lifetime") {
+                    " (or None for no limit)"
+                } else {
+                    ""
+                };
+                return Err(Error::config(
+                    name,
+                    format!("{name} is zero; use a positive duration{hint}"),
+                ));
+            }
+        }
+        let server = [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_session_timeout,
+            ),
+        ];
+        for (name, d) in server {
+            if let Some(d) = d {
+                if millis_ceil(d) > MAX_SERVER_TIMEOUT_MS {
+                    return Err(Error::config(
+                        name,
+                        format!(
+                            "{name} of {} s exceeds PostgreSQL's maximum of {MAX_SERVER_TIMEOUT_MS} \
+                             ms; use a smaller value, Some(0) to disable it or None to keep the \
+                             server's setting",
+                            d.as_secs_f64()
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(schema) = &self.schema {
+            if !is_identifier(schema) {
+                return Err(Error::config(
+                    "schema",
+                    format!(
+                        "schema `{}` is not a valid identifier: use letters, digits and `_`, \
+                         starting with a letter or `_`, at most 63 bytes",
+                        schema.escape_debug()
+                    ),
+                ));
+            }
+        }
+        if let Some(app) = &self.application_name {
+            if app.len() > 63 || !app.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+                return Err(Error::config(
+                    "application_name",
+                    format!(
+                        "application_name `{}` must be at most 63 bytes of printable ASCII \
+                         (no control or non-ASCII characters)",
+                        app.escape_debug()
+                    ),
+                ));
+            }
+        }
+        for (k, v) in &self.server_settings {
+            if !is_setting_name(k) {
+                return Err(Error::config(
+                    "server_settings",
+                    format!(
+                        "`{}` is not a valid setting name; use letters, digits and `_` (and `.` \
+                         for custom settings such as `myapp.tenant`)",
+                        k.escape_debug()
+                    ),
+                ));
+            }
+            if v.contains('\0') {
+                return Err(Error::config(
+                    "server_settings",
+                    format!("the value of `{k}` contains a NUL character; remove it"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a duration field from float seconds (Python pgdbm's unit), rejecting negative, NaN
+    /// and infinite values with an [`Error::Configuration`] naming the field. Optional fields are
+    /// set to `Some`; assign `None` to the field directly to clear it.
+    ///
+    /// ```
+    /// use pgdbm_core::{Config, DurationField};
+    /// let c = Config::default().with_secs(DurationField::CommandTimeout, 2.5)?;
+    /// assert_eq!(c.command_timeout, Some(std::time::Duration::from_millis(2500)));
+    /// assert!(Config::default().with_secs(DurationField::LockTimeout, -1.0).is_err());
+    /// # Ok::<(), pgdbm_core::Error>(())
+    /// ```
+    pub fn with_secs(mut self, field: DurationField, secs: f64) -> Result<Self> {
+        let d = duration_from_secs(field.name(), secs)?;
+        match field {
+            DurationField::MaxInactiveConnectionLifetime => {
+                self.max_inactive_connection_lifetime = d
+            }
+            DurationField::CommandTimeout => self.command_timeout = Some(d),
+            DurationField::RetryDelay => self.retry_delay = d,
+            DurationField::RetryMaxDelay => self.retry_max_delay = d,
+            DurationField::StatementTimeout => self.statement_timeout = Some(d),
+            DurationField::LockTimeout => self.lock_timeout = Some(d),
+            DurationField::IdleInTransactionSessionTimeout => {
+                self.idle_in_transaction_session_timeout = Some(d)
+            }
+            DurationField::ConnectTimeout => self.connect_timeout = d,
+            DurationField::AcquireTimeout => self.acquire_timeout = d,
+            DurationField::MaxLifetime => self.max_lifetime = Some(d),
+        }
+        Ok(self)
+    }
+
+    /// The password to connect with: [`password`](Config::password), else the process's
+    /// `DB_PASSWORD` (empty values count as unset).
+    pub fn resolved_password(&self) -> Option<String> {
+        self.resolved_password_with(process_env)
+    }
+
+    /// [`resolved_password`](Config::resolved_password) with `env` as the variable lookup.
+    pub fn resolved_password_with<F>(&self, env: F) -> Option<String>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        self.password
+            .clone()
+            .filter(|p| !p.is_empty())
+            .or_else(|| env("DB_PASSWORD").filter(|p| !p.is_empty()))
+    }
+
+    /// The connection string (Python: `get_dsn()`).
+    ///
+    /// When [`connection_string`](Config::connection_string) is set it is returned as given.
+    /// Otherwise `postgresql://user:password@host:port[,fallback:port...]/database` is built, with
+    /// user, password, database and host percent-encoded (IPv6 hosts in brackets); the password
+    /// is [`password`](Config::password), else `DB_PASSWORD`. Neither is an
+    /// [`Error::Configuration`] for `password`.
+    ///
+    /// The result contains the password: never log it (use [`dsn_masked`](Config::dsn_masked)).
+    pub fn dsn(&self) -> Result<String> {
+        self.dsn_with(process_env)
+    }
+
+    /// [`dsn`](Config::dsn) with `env` as the variable lookup (for `DB_PASSWORD`).
+    pub fn dsn_with<F>(&self, env: F) -> Result<String>
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        if let Some(cs) = &self.connection_string {
+            return Ok(cs.clone());
+        }
+        let password = self.resolved_password_with(env).ok_or_else(|| {
+            Error::config(
+                "password",
+                "no database password: set Config::password, put it in the connection string, or \
+                 set the DB_PASSWORD environment variable",
+            )
+        })?;
+        Ok(self.build_url(Some(&percent_encode(&password))))
+    }
+
+    /// The connection string with the password replaced by `***` (Python: `get_dsn_masked()`);
+    /// safe to log. Never fails: without any password (none set, no `DB_PASSWORD`) the URL has
+    /// no password part. A set `connection_string` is masked with [`mask_dsn`].
+    pub fn dsn_masked(&self) -> String {
+        self.dsn_masked_with(process_env)
+    }
+
+    /// [`dsn_masked`](Config::dsn_masked) with `env` as the variable lookup.
+    pub fn dsn_masked_with<F>(&self, env: F) -> String
+    where
+        F: Fn(&str) -> Option<String>,
+    {
+        match &self.connection_string {
+            Some(cs) => mask_dsn(cs),
+            None => {
+                let has_password = self.resolved_password_with(env).is_some();
+                self.build_url(has_password.then_some(MASK))
+            }
+        }
+    }
+
+    /// `postgresql://user[:password]@hosts/database` from the fields; `password` already encoded.
+    fn build_url(&self, password: Option<&str>) -> String {
+        let hosts = self
+            .hosts()
+            .iter()
+            .map(|(h, p)| format!("{}:{p}", url_host(h)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let user = percent_encode(&self.user);
+        let db = percent_encode(&self.database);
+        match password {
+            Some(pw) => format!("postgresql://{user}:{pw}@{hosts}/{db}"),
+            None => format!("postgresql://{user}@{hosts}/{db}"),
+        }
+    }
+
+    /// The configured schema (Python: `get_schema()`).
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// Every host to try, in order: `(host, port)` then [`fallback_hosts`](Config::fallback_hosts).
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        let mut v = Vec::with_capacity(1 + self.fallback_hosts.len());
+        v.push((self.host.clone(), self.port));
+        v.extend(self.fallback_hosts.iter().cloned());
+        v
+    }
+
+    /// The run-time settings to send at connection startup (Python: `get_server_settings()`).
+    ///
+    /// The user's [`server_settings`](Config::server_settings), plus, for each of these the user
+    /// did not set: `search_path` = `"<schema>", public` when a schema is set;
+    /// `application_name` when set; `jit` = `off`; and `statement_timeout`, `lock_timeout`,
+    /// `idle_in_transaction_session_timeout` in milliseconds (e.g. `"60000"`) when not `None`
+    /// (rounded up, so a non-zero duration never becomes the "disabled" value 0).
+    ///
+    /// ```
+    /// use pgdbm_core::Config;
+    /// let mut c = Config::default();
+    /// c.schema = Some("myapp".into());
+    /// let s = c.server_settings();
+    /// assert_eq!(s["search_path"], "\"myapp\", public");
+    /// assert_eq!(s["jit"], "off");
+    /// assert_eq!(s["lock_timeout"], "5000");
+    /// ```
+    pub fn server_settings(&self) -> BTreeMap<String, String> {
+        let mut s = self.server_settings.clone();
+        if let Some(schema) = self.schema() {
+            s.entry("search_path".to_string())
+                .or_insert_with(|| format!("{}, public", quote_ident(schema)));
+        }
+        if let Some(app) = &self.application_name {
+            s.entry("application_name".to_string())
+                .or_insert_with(|| app.clone());
+        }
+        s.entry("jit".to_string()).or_insert_with(|| "off".into());
+        let timeouts = [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_session_timeout,
+            ),
+        ];
+        for (name, d) in timeouts {
+            if let Some(d) = d {
+                s.entry(name.to_string())
+                    .or_insert_with(|| millis_ceil(d).to_string());
+            }
+        }
+        s
+    }
+}
+
+impl FromStr for Config {
+    type Err = Error;
+
+    /// Same as [`Config::from_url`].
+    fn from_str(s: &str) -> Result<Self> {
+        Config::from_url(s)
+    }
+}
+
+/// Shows every field; the password as `Some("***")` / `None` and `connection_string` masked.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field(
+                "connection_string",
+                &self.connection_string.as_deref().map(mask_dsn),
+            )
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("fallback_hosts", &self.fallback_hosts)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| MASK))
+            .field("schema", &self.schema)
+            .field("min_connections", &self.min_connections)
+            .field("max_connections", &self.max_connections)
+            .field("max_queries", &self.max_queries)
+            .field(
+                "max_inactive_connection_lifetime",
+                &self.max_inactive_connection_lifetime,
+            )
+            .field("command_timeout", &self.command_timeout)
+            .field("server_settings", &self.server_settings)
+            .field("init_commands", &self.init_commands)
+            .field("retry_attempts", &self.retry_attempts)
+            .field("retry_delay", &self.retry_delay)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .field("retry_jitter", &self.retry_jitter)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_root_cert", &self.ssl_root_cert)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field(
+                "idle_in_transaction_session_timeout",
+                &self.idle_in_transaction_session_timeout,
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("application_name", &self.application_name)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("statement_cache_size", &self.statement_cache_size)
+            .field("log_parameters", &self.log_parameters)
+            .finish()
+    }
+}
+
+/// The masked DSN (without reading `DB_PASSWORD`: `***` appears when a password is set or the
+/// connection string has one), plus the schema when set, e.g.
+/// `postgresql://app:***@db:5432/shop (schema "tenant1")`.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.dsn_masked_with(|_| None))?;
+        if let Some(schema) = &self.schema {
+            write!(f, " (schema {})", quote_ident(schema))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<()>) -> String {
+        match r {
+            Err(Error::Configuration { field, message }) => {
+                assert!(!message.is_empty());
+                field
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    fn with(f: impl FnOnce(&mut Config)) -> Config {
+        let mut c = Config::default();
+        f(&mut c);
+        c
+    }
+
+    const PASSWORDS: &[&str] = &[
+        "hunter22",
+        "p@ss:w/rd",
+        "quo'te\\back",
+        "spa ce&amp=eq?q#h%25",
+        "ünïcødé🔑",
+        "\"dq\"",
+    ];
+
+    #[test]
+    fn debug_and_display_hide_passwords() {
+        for pw in PASSWORDS {
+            let mut c = Config {
+                password: Some(pw.to_string()),
+                schema: Some("tenant".into()),
+                ..Config::default()
+            };
+            let url = c.dsn_with(|_| None).unwrap();
+            let kv = format!(
+                "host=h password='{}'",
+                pw.replace('\\', "\\\\").replace('\'', "\\'")
+            );
+            for cs in [None, Some(url), Some(kv)] {
+                c.connection_string = cs;
+                for out in [format!("{c:?}"), format!("{c:#?}"), c.to_string()] {
+                    assert!(!out.contains(pw), "{pw} leaked in {out}");
+                    assert!(!out.contains(&percent_encode(pw)), "{pw} leaked in {out}");
+                    assert!(out.contains("***"), "{out}");
+                }
+            }
+            let dbg = format!("{c:?}");
+            assert!(dbg.contains(r#"password: Some("***")"#), "{dbg}");
+        }
+        let dbg = format!("{:?}", Config::default());
+        assert!(dbg.contains("password: None"), "{dbg}");
+        assert!(dbg.contains("host: \"localhost\""), "{dbg}");
+        assert_eq!(
+            Config::default().to_string(),
+            "postgresql://postgres@localhost:5432/postgres"
+        );
+        let c = with(|c| {
+            c.password = Some("x".into());
+            c.schema = Some("app".into());
+        });
+        assert_eq!(
+            c.to_string(),
+            "postgresql://postgres:***@localhost:5432/postgres (schema \"app\")"
+        );
+    }
+
+    #[test]
+    fn dsn_builds_encoded_url() {
+        let c = with(|c| {
+            c.user = "us er".into();
+            c.password = Some("p@ss/w:rd".into());
+            c.database = "my/db".into();
+            c.host = "db.local".into();
+            c.port = 6000;
+        });
+        assert_eq!(
+            c.dsn_with(|_| None).unwrap(),
+            "postgresql://us%20er:p%40ss%2Fw%3Ard@db.local:6000/my%2Fdb"
+        );
+        let c = with(|c| {
+            c.password = Some("x".into());
+            c.host = "::1".into();
+            c.fallback_hosts = vec![("h2".into(), 5433)];
+        });
+        assert_eq!(
+            c.dsn_with(|_| None).unwrap(),
+            "postgresql://postgres:x@[::1]:5432,h2:5433/postgres"
+        );
+    }
+
+    #[test]
+    fn dsn_password_sources() {
+        let env = |k: &str| (k == "DB_PASSWORD").then(|| "from env".to_string());
+        let c = Config::default();
+        assert_eq!(
+            c.dsn_with(env).unwrap(),
+            "postgresql://postgres:from%20env@localhost:5432/postgres"
+        );
+        // The config's own password wins over DB_PASSWORD.
+        let c = with(|c| c.password = Some("own".into()));
+        assert!(c.dsn_with(env).unwrap().contains(":own@"));
+        // Neither: an error naming the password field.
+        match Config::default().dsn_with(|_| None) {
+            Err(Error::Configuration { field, message }) => {
+                assert_eq!(field, "password");
+                assert!(message.contains("DB_PASSWORD"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        // Empty strings count as missing, like Python's `or`.
+        let c = with(|c| c.password = Some(String::new()));
+        assert!(c
+            .dsn_with(|k| (k == "DB_PASSWORD").then(String::new))
+            .is_err());
+        // A connection string is returned as given.
+        let c = Config::from_url("host=h user=u").unwrap();
+        assert_eq!(c.dsn_with(|_| None).unwrap(), "host=h user=u");
+    }
+
+    #[test]
+    fn dsn_masked_forms() {
+        let c = with(|c| c.password = Some("secret".into()));
+        assert_eq!(
+            c.dsn_masked_with(|_| None),
+            "postgresql://postgres:***@localhost:5432/postgres"
+        );
+        assert_eq!(
+            Config::default().dsn_masked_with(|_| None),
+            "postgresql://postgres@localhost:5432/postgres"
+        );
+        assert_eq!(
+            Config::default().dsn_masked_with(|_| Some("envpw".into())),
+            "postgresql://postgres:***@localhost:5432/postgres"
+        );
+        let c = Config::from_url("postgres://u:secret@h/db?password=again").unwrap();
+        assert_eq!(c.dsn_masked(), "postgres://u:***@h/db?password=***");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        let c = with(|c| {
+            c.schema = Some("_tenant_1".into());
+            c.statement_timeout = Some(Duration::ZERO);
+            c.retry_delay = Duration::ZERO;
+            c.server_settings
+                .insert("myapp.tenant_id".into(), "42".into());
+            c.application_name = Some("my app (v1.2) #3".into());
+            c.min_connections = 20;
+        });
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_rejects_naming_the_field() {
+        type Case = (&'static str, fn(&mut Config));
+        let cases: &[Case] = &[
+            ("min_connections", |c| c.min_connections = 21),
+            ("max_connections", |c| {
+                c.max_connections = 0;
+                c.min_connections = 0
+            }),
+            ("port", |c| c.port = 0),
+            ("fallback_hosts", |c| {
+                c.fallback_hosts = vec![("h".into(), 0)]
+            }),
+            ("fallback_hosts", |c| {
+                c.fallback_hosts = vec![(String::new(), 1)]
+            }),
+            ("retry_backoff", |c| c.retry_backoff = 0.5),
+            ("retry_backoff", |c| c.retry_backoff = f64::NAN),
+            ("retry_backoff", |c| c.retry_backoff = f64::INFINITY),
+            ("retry_backoff", |c| c.retry_backoff = -2.0),
+            ("retry_attempts", |c| c.retry_attempts = 0),
+            ("max_queries", |c| c.max_queries = 0),
+            ("connect_timeout", |c| c.connect_timeout = Duration::ZERO),
+            ("acquire_timeout", |c| c.acquire_timeout = Duration::ZERO),
+            ("command_timeout", |c| {
+                c.command_timeout = Some(Duration::ZERO)
+            }),
+            ("max_lifetime", |c| c.max_lifetime = Some(Duration::ZERO)),
+            ("statement_timeout", |c| {
+                c.statement_timeout = Some(Duration::from_secs(30 * 24 * 3600))
+            }),
+            ("lock_timeout", |c| c.lock_timeout = Some(Duration::MAX)),
+            ("schema", |c| c.schema = Some("my-app".into())),
+            ("schema", |c| c.schema = Some("1abc".into())),
+            ("schema", |c| c.schema = Some(String::new())),
+            ("schema", |c| c.schema = Some("a\n".into())),
+            ("schema", |c| c.schema = Some("x".repeat(64))),
+            ("schema", |c| c.schema = Some("\"; DROP TABLE x; --".into())),
+            ("schema", |c| c.schema = Some("é".into())),
+            ("application_name", |c| {
+                c.application_name = Some("a".repeat(64))
+            }),
+            ("application_name", |c| {
+                c.application_name = Some("bad\nname".into())
+            }),
+            ("application_name", |c| {
+                c.application_name = Some("naïve".into())
+            }),
+            ("server_settings", |c| {
+                c.server_settings.insert("bad key".into(), "1".into());
+            }),
+            ("server_settings", |c| {
+                c.server_settings.insert("a..b".into(), "1".into());
+            }),
+            ("server_settings", |c| {
+                c.server_settings.insert("ok".into(), "nul\0".into());
+            }),
+            ("host", |c| c.host = String::new()),
+            ("database", |c| c.database = String::new()),
+            ("user", |c| c.user = String::new()),
+            ("user", |c| c.user = "a\0b".into()),
+        ];
+        for (want, f) in cases {
+            let c = with(f);
+            assert_eq!(field_of(c.validate()), *want, "{c:?}");
+        }
+        // Exactly 63 bytes is fine for both.
+        let c = with(|c| {
+            c.schema = Some("s".repeat(63));
+            c.application_name = Some("a".repeat(63));
+        });
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn duration_setters() {
+        let c = Config::default()
+            .with_secs(DurationField::CommandTimeout, 1.5)
+            .unwrap()
+            .with_secs(DurationField::RetryDelay, 0.0)
+            .unwrap()
+            .with_secs(DurationField::MaxLifetime, 10.0)
+            .unwrap();
+        assert_eq!(c.command_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(c.retry_delay, Duration::ZERO);
+        assert_eq!(c.max_lifetime, Some(Duration::from_secs(10)));
+        let all = [
+            DurationField::MaxInactiveConnectionLifetime,
+            DurationField::CommandTimeout,
+            DurationField::RetryDelay,
+            DurationField::RetryMaxDelay,
+            DurationField::StatementTimeout,
+            DurationField::LockTimeout,
+            DurationField::IdleInTransactionSessionTimeout,
+            DurationField::ConnectTimeout,
+            DurationField::AcquireTimeout,
+            DurationField::MaxLifetime,
+        ];
+        for field in all {
+            let ok = Config::default().with_secs(field, 2.0).unwrap();
+            assert_ne!(ok, Config::default(), "{field:?} was not set");
+            for bad in [
+                -1.0,
+                -0.001,
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                1e300,
+            ] {
+                match Config::default().with_secs(field, bad) {
+                    Err(Error::Configuration { field: f, .. }) => assert_eq!(f, field.name()),
+                    other => panic!("{field:?} {bad}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ssl_mode_parse_and_display() {
+        for (s, m) in [
+            ("disable", SslMode::Disable),
+            ("allow", SslMode::Prefer),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::VerifyCa),
+            ("VERIFY_FULL", SslMode::VerifyFull),
+        ] {
+            assert_eq!(s.parse::<SslMode>().unwrap(), m);
+        }
+        for m in [
+            SslMode::Disable,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            assert_eq!(m.to_string().parse::<SslMode>().unwrap(), m);
+        }
+        assert_eq!(SslMode::VerifyCa.to_string(), "verify-ca");
+        match "bogus".parse::<SslMode>() {
+            Err(Error::Configuration { field, message }) => {
+                assert_eq!(field, "ssl_mode");
+                assert!(message.contains("bogus") && message.contains("verify-full"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_settings_derivation() {
+        let s = Config::default().server_settings();
+        let want: BTreeMap<String, String> = [
+            ("application_name", "pgdbm"),
+            ("jit", "off"),
+            ("statement_timeout", "60000"),
+            ("lock_timeout", "5000"),
+            ("idle_in_transaction_session_timeout", "60000"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(s, want);
+
+        let c = with(|c| {
+            c.schema = Some("myapp".into());
+            c.application_name = None;
+            c.statement_timeout = None;
+            c.lock_timeout = Some(Duration::from_micros(1500));
+            c.idle_in_transaction_session_timeout = Some(Duration::ZERO);
+            c.server_settings.insert("work_mem".into(), "64MB".into());
+        });
+        let s = c.server_settings();
+        assert_eq!(s["search_path"], "\"myapp\", public");
+        assert_eq!(s["work_mem"], "64MB");
+        assert_eq!(s["lock_timeout"], "2", "sub-millisecond parts round up");
+        assert_eq!(s["idle_in_transaction_session_timeout"], "0");
+        assert!(!s.contains_key("statement_timeout"));
+        assert!(!s.contains_key("application_name"));
+        assert_eq!(c.schema(), Some("myapp"));
+
+        // User-set values win.
+        let c = with(|c| {
+            c.schema = Some("myapp".into());
+            for (k, v) in [
+                ("search_path", "other"),
+                ("application_name", "mine"),
+                ("jit", "on"),
+                ("statement_timeout", "1s"),
+                ("lock_timeout", "2s"),
+                ("idle_in_transaction_session_timeout", "3s"),
+            ] {
+                c.server_settings.insert(k.into(), v.into());
+            }
+        });
+        assert_eq!(c.server_settings(), c.server_settings.clone());
+        assert_eq!(Config::default().schema(), None);
+    }
+
+    #[test]
+    fn hosts_lists_primary_then_fallbacks() {
+        let c = with(|c| {
+            c.host = "a".into();
+            c.port = 1;
+            c.fallback_hosts = vec![("b".into(), 2), ("c".into(), 3)];
+        });
+        assert_eq!(
+            c.hosts(),
+            vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)]
+        );
+    }
+
+    #[test]
+    fn duration_from_secs_rules() {
+        assert_eq!(
+            duration_from_secs("x", 0.25).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(duration_from_secs("x", -0.0).unwrap(), Duration::ZERO);
+        assert!(duration_from_secs("x", -1.0).is_err());
+        assert!(duration_from_secs("x", f64::NAN).is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! written once against them.
 
 pub mod config;
+pub mod dsn;
 pub mod error;
 pub mod ident;
 pub mod migration;
@@ -14,7 +15,8 @@ pub mod retry;
 pub mod sql;
 pub mod template;
 
-pub use config::{Config, SslMode};
+pub use config::{duration_from_secs, Config, DurationField, SslMode};
+pub use dsn::mask_dsn;
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
 pub use ident::{
     parse_qualified_name, quote_identifier, validate_identifier, MAX_IDENTIFIER_BYTES,

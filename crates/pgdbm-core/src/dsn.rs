@@ -1,0 +1,1303 @@
+//! Connection strings: parsing `postgres://` URLs and libpq `key=value` strings into a
+//! [`Config`], percent-encoding, and [`mask_dsn`], which hides the password of any of these forms.
+//!
+//! The grammar follows libpq's (see "Connection Strings" in the PostgreSQL manual), with two
+//! deliberate leniencies in URLs so that hand-written DSNs with unencoded special characters in the
+//! password still parse (and, more importantly, still get masked):
+//!
+//! * the user info ends at the **last** `@` before the query string, so a raw `@`, `:` or `/` in
+//!   the password is kept in the password;
+//! * a raw `?` is taken to be part of the password when an `@` follows it and the text between
+//!   them is not a query string of known parameters (so `?application_name=a@b` stays a query).
+//!
+//! Percent-encoding the user, password and database (as [`Config::dsn`] does) is always the safe
+//! choice.
+
+use std::time::Duration;
+
+use crate::config::{duration_from_secs, Config, SslMode};
+use crate::error::{Error, Result};
+
+/// The text put in place of a password by [`mask_dsn`], [`Config::dsn_masked`] and `Debug`.
+pub const MASK: &str = "***";
+
+/// Parameter names understood in URL query strings and `key=value` strings.
+const KNOWN_PARAMS: &[&str] = &[
+    "host",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "sslmode",
+    "application_name",
+    "options",
+    "connect_timeout",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Percent-encoding
+// ---------------------------------------------------------------------------------------------
+
+/// `s` with every byte outside RFC 3986's unreserved set (`A-Z a-z 0-9 - . _ ~`) written as `%XX`.
+pub(crate) fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(hex_digit(b >> 4));
+            out.push(hex_digit(b & 0x0f));
+        }
+    }
+    out
+}
+
+fn hex_digit(n: u8) -> char {
+    char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` sequences of `s`; an invalid sequence or non-UTF-8 result is an
+/// [`Error::Configuration`] for `field`. `show` says whether the text may appear in the error
+/// (false for passwords).
+fn percent_decode(field: &str, s: &str, show: bool) -> Result<String> {
+    if !s.contains('%') {
+        return Ok(s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex_value);
+            let lo = bytes.get(i + 2).copied().and_then(hex_value);
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                }
+                _ => {
+                    return Err(Error::config(
+                        field,
+                        format!(
+                            "invalid percent-encoding{} in connection URL: `%` must be followed by \
+                             two hex digits; write a literal `%` as `%25`",
+                            shown(s, show)
+                        ),
+                    ))
+                }
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| {
+        Error::config(
+            field,
+            format!("percent-decoded value{} is not valid UTF-8", shown(s, show)),
+        )
+    })
+}
+
+fn shown(s: &str, show: bool) -> String {
+    if show {
+        format!(" in `{s}`")
+    } else {
+        String::new()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// URL splitting (shared by parsing and masking, so both agree on where the password is)
+// ---------------------------------------------------------------------------------------------
+
+/// Byte ranges of a URL after its `scheme://`.
+struct UrlParts<'a> {
+    /// `user[:password]`, without the `@`.
+    userinfo: Option<&'a str>,
+    /// `host[:port][,host[:port]...]`.
+    hostspec: &'a str,
+    /// Database name (still percent-encoded), without the leading `/`.
+    path: Option<&'a str>,
+    /// Query string without the `?`.
+    query: Option<&'a str>,
+}
+
+/// Scheme prefix length when `s` starts with `postgres://` or `postgresql://` (any case).
+fn url_scheme_len(s: &str) -> Option<usize> {
+    ["postgresql://", "postgres://"].iter().find_map(|p| {
+        s.get(..p.len())
+            .filter(|head| head.eq_ignore_ascii_case(p))
+            .map(|_| p.len())
+    })
+}
+
+fn split_url(rest: &str) -> UrlParts<'_> {
+    let at = userinfo_end(rest);
+    let (userinfo, after) = match at {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let (before_query, query) = match after.find('?') {
+        Some(q) => (&after[..q], Some(&after[q + 1..])),
+        None => (after, None),
+    };
+    let (hostspec, path) = match before_query.find('/') {
+        Some(p) => (&before_query[..p], Some(&before_query[p + 1..])),
+        None => (before_query, None),
+    };
+    UrlParts {
+        userinfo,
+        hostspec,
+        path,
+        query,
+    }
+}
+
+/// Index of the `@` that ends the user info of `rest` (URL text after `scheme://`), if any.
+///
+/// Normally the last `@` before the query string. But a raw `?` may be part of a password, so
+/// the last `@` of the whole text is taken unless the text between the first `?` and that `@`
+/// is a well-formed query string of known parameters (then the `@` is inside a query value,
+/// as in `?application_name=a@b`).
+fn userinfo_end(rest: &str) -> Option<usize> {
+    let last = rest.rfind('@')?;
+    match rest[..last].find('?') {
+        None => Some(last),
+        Some(q) if !is_known_query(&rest[q + 1..last]) => Some(last),
+        Some(q) => rest[..q].rfind('@'),
+    }
+}
+
+/// True when `s` is `key=value(&key=value)*` with known parameter names.
+fn is_known_query(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('&').all(|pair| {
+            pair.split_once('=').is_some_and(|(k, _)| {
+                let key =
+                    percent_decode("connection_string", k, false).unwrap_or_else(|_| k.to_string());
+                KNOWN_PARAMS.contains(&key.as_str())
+            })
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Masking
+// ---------------------------------------------------------------------------------------------
+
+/// `s` with its password replaced by `***`, whatever the form of `s`:
+///
+/// * URL user info: `postgres://u:pw@h/db` -> `postgres://u:***@h/db`, also when the password is
+///   percent-encoded or contains raw `@`, `:` or `/` (the user info ends at the last `@` before the
+///   host part);
+/// * `password=` in libpq `key=value` strings, quoted (`password='a b\'c'`) or not;
+/// * `password=` query parameters (`?password=...`, `&password=...`).
+///
+/// Parameter names are matched case-insensitively. Text without a password is returned unchanged.
+/// This never fails: input it cannot make sense of is masked as far as it can be.
+///
+/// ```
+/// use pgdbm_core::mask_dsn;
+/// assert_eq!(mask_dsn("postgres://app:s3cr@t@db:5432/x"), "postgres://app:***@db:5432/x");
+/// assert_eq!(mask_dsn("host=db password='a b' user=app"), "host=db password=*** user=app");
+/// assert_eq!(mask_dsn("postgresql://db/x?password=pw&sslmode=require"),
+///            "postgresql://db/x?password=***&sslmode=require");
+/// ```
+pub fn mask_dsn(s: &str) -> String {
+    match url_scheme_len(s) {
+        Some(n) => mask_url(&s[..n], &s[n..]),
+        None => mask_query_params(&mask_keyword_values(s)),
+    }
+}
+
+fn mask_url(scheme: &str, rest: &str) -> String {
+    let parts = split_url(rest);
+    let mut out = String::with_capacity(scheme.len() + rest.len());
+    out.push_str(scheme);
+    let mut tail = rest;
+    if let Some(userinfo) = parts.userinfo {
+        match userinfo.find(':') {
+            Some(c) => {
+                out.push_str(&userinfo[..c + 1]);
+                out.push_str(MASK);
+            }
+            None => out.push_str(userinfo),
+        }
+        out.push('@');
+        tail = &rest[userinfo.len() + 1..];
+    }
+    out.push_str(&mask_query_params(tail));
+    out
+}
+
+/// Masks the values of `password=` after `?` or `&` (the value runs to the next `&`).
+fn mask_query_params(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let bytes = s.as_bytes();
+    while i < bytes.len() {
+        let c = bytes[i];
+        if (c == b'?' || c == b'&') && key_at(s, i + 1, false).is_some() {
+            // Safe: key_at returned Some, so the key and '=' are in bounds.
+            let value_start = key_at(s, i + 1, false).unwrap_or(i + 1);
+            out.push_str(&s[i..value_start]);
+            out.push_str(MASK);
+            let end = s[value_start..]
+                .find('&')
+                .map_or(s.len(), |e| value_start + e);
+            i = end;
+        } else {
+            let ch_len = s[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&s[i..i + ch_len]);
+            i += ch_len;
+        }
+    }
+    out
+}
+
+/// When `s[at..]` starts with the keyword `password` (case-insensitive, possibly
+/// percent-encoded in query strings), optional blanks (if `blanks`), `=` and optional blanks
+/// (if `blanks`): the index where the value starts.
+fn key_at(s: &str, at: usize, blanks: bool) -> Option<usize> {
+    let rest = s.get(at..)?;
+    // Read the key up to '=' (or whitespace when blanks are allowed).
+    let key_end = rest
+        .find(|c: char| c == '=' || c == '&' || (blanks && c.is_whitespace()))
+        .unwrap_or(rest.len());
+    let raw_key = &rest[..key_end];
+    let key = if blanks {
+        raw_key.to_string()
+    } else {
+        percent_decode("password", raw_key, false).unwrap_or_else(|_| raw_key.to_string())
+    };
+    if !key.eq_ignore_ascii_case("password") {
+        return None;
+    }
+    let mut j = at + key_end;
+    if blanks {
+        j += count_ws(&s[j..]);
+    }
+    if s[j..].starts_with('=') {
+        j += 1;
+        if blanks {
+            j += count_ws(&s[j..]);
+        }
+        Some(j)
+    } else {
+        None
+    }
+}
+
+fn count_ws(s: &str) -> usize {
+    s.len() - s.trim_start().len()
+}
+
+/// Masks `password = value` in a libpq `key=value` string (quoted or unquoted values).
+fn mask_keyword_values(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let mut at_token_start = true;
+    while i < bytes.len() {
+        if at_token_start {
+            if let Some(v) = key_at(s, i, true) {
+                out.push_str(&s[i..v]);
+                out.push_str(MASK);
+                i = v + value_len(&s[v..]);
+                at_token_start = false;
+                continue;
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        at_token_start = ch.is_whitespace();
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// Length in bytes of the libpq value at the start of `s` (quoted with `\` escapes, or up to
+/// unescaped whitespace); an unterminated quote runs to the end.
+fn value_len(s: &str) -> usize {
+    let mut chars = s.char_indices().peekable();
+    let quoted = s.starts_with('\'');
+    if quoted {
+        chars.next();
+    }
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '\'' if quoted => return i + 1,
+            c if !quoted && c.is_whitespace() => return i,
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------------
+
+/// Collects connection parameters (libpq names) and applies them to a [`Config`].
+pub(crate) struct ParamSink {
+    config: Config,
+    hosts: Option<Vec<String>>,
+    ports: Option<Vec<Option<u16>>>,
+    /// Where the values come from, for error messages ("connection URL", "environment").
+    source: &'static str,
+}
+
+impl ParamSink {
+    pub(crate) fn new(source: &'static str) -> Self {
+        ParamSink {
+            config: Config::default(),
+            hosts: None,
+            ports: None,
+            source,
+        }
+    }
+
+    /// Applies libpq parameter `key` = `value`.
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let c = &mut self.config;
+        match key {
+            "host" => self.hosts = Some(value.split(',').map(|h| h.trim().to_string()).collect()),
+            "port" => {
+                let ports = value
+                    .split(',')
+                    .map(|p| parse_port(p.trim()))
+                    .collect::<Result<Vec<_>>>()?;
+                self.ports = Some(ports);
+            }
+            "dbname" => c.database = value.to_string(),
+            "user" => c.user = value.to_string(),
+            "password" => c.password = Some(value.to_string()),
+            "sslmode" => c.ssl_mode = value.parse()?,
+            "application_name" => c.application_name = Some(value.to_string()),
+            "options" => {
+                for (k, v) in parse_options(value)? {
+                    c.server_settings.insert(k, v);
+                }
+            }
+            "connect_timeout" => {
+                let secs: f64 = value.trim().parse().map_err(|_| {
+                    Error::config(
+                        "connect_timeout",
+                        format!(
+                            "`{value}` in the {} is not a number of seconds; use e.g. `connect_timeout=10`",
+                            self.source
+                        ),
+                    )
+                })?;
+                let d = duration_from_secs("connect_timeout", secs)?;
+                if d == Duration::ZERO {
+                    return Err(Error::config(
+                        "connect_timeout",
+                        "0 (libpq's \"wait forever\") is not supported: pgdbm always bounds \
+                         connecting; use a positive number of seconds",
+                    ));
+                }
+                c.connect_timeout = d;
+            }
+            "sslrootcert" => c.ssl_root_cert = Some(value.into()),
+            "sslcert" => c.ssl_cert = Some(value.into()),
+            "sslkey" => c.ssl_key = Some(value.into()),
+            other => {
+                return Err(Error::config(
+                    other,
+                    format!(
+                        "unknown connection parameter `{other}` in the {}; supported: {}",
+                        self.source,
+                        KNOWN_PARAMS.join(", ")
+                    ),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Combines hosts and ports and returns the config.
+    pub(crate) fn finish(mut self) -> Result<Config> {
+        let default_port = self.config.port;
+        let hosts = self.hosts.unwrap_or_else(|| vec![self.config.host.clone()]);
+        let ports = self.ports.unwrap_or_default();
+        let port_for = |i: usize| -> Result<u16> {
+            let p = match ports.len() {
+                0 => None,
+                1 => ports[0],
+                n if n == hosts.len() => ports[i],
+                n => {
+                    return Err(Error::config(
+                        "port",
+                        format!(
+                        "{n} ports given for {} hosts; give one port for all hosts or one per host",
+                        hosts.len()
+                    ),
+                    ))
+                }
+            };
+            Ok(p.unwrap_or(default_port))
+        };
+        let mut list = Vec::with_capacity(hosts.len());
+        for (i, h) in hosts.iter().enumerate() {
+            let host = if h.is_empty() {
+                Config::default().host
+            } else {
+                h.clone()
+            };
+            list.push((host, port_for(i)?));
+        }
+        let mut iter = list.into_iter();
+        if let Some((h, p)) = iter.next() {
+            self.config.host = h;
+            self.config.port = p;
+        }
+        self.config.fallback_hosts = iter.collect();
+        Ok(self.config)
+    }
+}
+
+/// Parses a port; an empty string means "default".
+fn parse_port(p: &str) -> Result<Option<u16>> {
+    if p.is_empty() {
+        return Ok(None);
+    }
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(Error::config(
+            "port",
+            format!("`{p}` is not a valid port; use a number from 1 to 65535 (default 5432)"),
+        )),
+        Ok(n) => Ok(Some(n)),
+    }
+}
+
+/// Parses libpq `options` (`-c key=value`, `-ckey=value`, `--key=value`, separated by
+/// whitespace; `\` escapes the next character) into server settings.
+pub(crate) fn parse_options(s: &str) -> Result<Vec<(String, String)>> {
+    // Split on unescaped whitespace.
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                cur.push(n);
+            }
+            in_word = true;
+        } else if c.is_whitespace() {
+            if in_word {
+                words.push(std::mem::take(&mut cur));
+                in_word = false;
+            }
+        } else {
+            cur.push(c);
+            in_word = true;
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    let mut out = Vec::new();
+    let mut iter = words.into_iter();
+    while let Some(w) = iter.next() {
+        let setting = if w == "-c" {
+            iter.next().ok_or_else(|| {
+                Error::config(
+                    "server_settings",
+                    "`-c` at the end of `options` has no `key=value` after it",
+                )
+            })?
+        } else if let Some(rest) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
+            rest.to_string()
+        } else {
+            return Err(Error::config(
+                "server_settings",
+                format!("`{w}` in `options` is not understood; write settings as `-c key=value`"),
+            ));
+        };
+        let (k, v) = setting.split_once('=').ok_or_else(|| {
+            Error::config(
+                "server_settings",
+                format!("`{setting}` in `options` has no `=`; write settings as `-c key=value`"),
+            )
+        })?;
+        // PostgreSQL treats `-` in setting names given on the command line as `_`.
+        out.push((k.replace('-', "_"), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Parses a `postgres://` / `postgresql://` URL or a libpq `key=value` string.
+pub(crate) fn parse(s: &str) -> Result<Config> {
+    let trimmed = s.trim();
+    let mut cfg = if let Some(n) = url_scheme_len(trimmed) {
+        parse_url(&trimmed[n..])?
+    } else if let Some(scheme_end) = trimmed.find("://").filter(|&i| {
+        trimmed[..i]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    }) {
+        return Err(Error::config(
+            "connection_string",
+            format!(
+                "unsupported URL scheme `{}`; use `postgresql://` or `postgres://`",
+                &trimmed[..scheme_end]
+            ),
+        ));
+    } else if trimmed.is_empty() || trimmed.contains('=') {
+        parse_keyword_value(trimmed)?
+    } else {
+        return Err(Error::config(
+            "connection_string",
+            "not a connection string: expected a `postgresql://user:password@host:port/db` URL \
+             or libpq `key=value` pairs such as `host=localhost dbname=app`",
+        ));
+    };
+    cfg.connection_string = Some(s.to_string());
+    Ok(cfg)
+}
+
+fn parse_url(rest: &str) -> Result<Config> {
+    let parts = split_url(rest);
+    let mut sink = ParamSink::new("connection URL");
+    if let Some(ui) = parts.userinfo {
+        let (user, password) = match ui.find(':') {
+            Some(c) => (&ui[..c], Some(&ui[c + 1..])),
+            None => (ui, None),
+        };
+        if !user.is_empty() {
+            sink.config.user = percent_decode("user", user, true)?;
+        }
+        if let Some(pw) = password {
+            sink.config.password = Some(percent_decode("password", pw, false)?);
+        }
+    }
+    if !parts.hostspec.is_empty() {
+        let mut hosts = Vec::new();
+        let mut ports = Vec::new();
+        for spec in split_hostspec(parts.hostspec) {
+            let (h, p) = split_host_port(spec)?;
+            hosts.push(percent_decode("host", h, true)?);
+            ports.push(parse_port(&percent_decode("port", p.unwrap_or(""), true)?)?);
+        }
+        sink.hosts = Some(hosts);
+        sink.ports = Some(ports);
+    }
+    if let Some(path) = parts.path.filter(|p| !p.is_empty()) {
+        sink.config.database = percent_decode("database", path, true)?;
+    }
+    if let Some(q) = parts.query.filter(|q| !q.is_empty()) {
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                Error::config(
+                    "connection_string",
+                    format!("query parameter `{pair}` has no `=`; write `name=value`"),
+                )
+            })?;
+            let key = percent_decode("connection_string", k, true)?;
+            let value = percent_decode(&param_field(&key), v, key != "password")?;
+            sink.set(&key, &value)?;
+        }
+    }
+    sink.finish()
+}
+
+/// The [`Config`] field a libpq parameter sets (for error messages).
+fn param_field(key: &str) -> String {
+    match key {
+        "dbname" => "database",
+        "sslmode" => "ssl_mode",
+        "sslrootcert" => "ssl_root_cert",
+        "sslcert" => "ssl_cert",
+        "sslkey" => "ssl_key",
+        "options" => "server_settings",
+        other => other,
+    }
+    .to_string()
+}
+
+/// Splits `h1:p1,[::1]:p2` at commas outside brackets.
+fn split_hostspec(spec: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in spec.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                out.push(&spec[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&spec[start..]);
+    out
+}
+
+fn split_host_port(spec: &str) -> Result<(&str, Option<&str>)> {
+    if let Some(inner) = spec.strip_prefix('[') {
+        let close = inner.find(']').ok_or_else(|| {
+            Error::config(
+                "host",
+                format!("`{spec}`: IPv6 address has no closing `]`; write e.g. `[::1]:5432`"),
+            )
+        })?;
+        let host = &inner[..close];
+        let after = &inner[close + 1..];
+        if after.is_empty() {
+            Ok((host, None))
+        } else if let Some(p) = after.strip_prefix(':') {
+            Ok((host, Some(p)))
+        } else {
+            Err(Error::config(
+                "host",
+                format!("`{spec}`: unexpected text after `]`; write e.g. `[::1]:5432`"),
+            ))
+        }
+    } else {
+        match spec.rfind(':') {
+            Some(c) => Ok((&spec[..c], Some(&spec[c + 1..]))),
+            None => Ok((spec, None)),
+        }
+    }
+}
+
+fn parse_keyword_value(s: &str) -> Result<Config> {
+    let mut sink = ParamSink::new("key=value connection string");
+    let mut chars = s.char_indices().peekable();
+    loop {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
+        let mut key_end = s.len();
+        while let Some(&(i, c)) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                key_end = i;
+                break;
+            }
+            chars.next();
+        }
+        let key = &s[start..key_end];
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        if chars.next_if(|(_, c)| *c == '=').is_none() {
+            return Err(Error::config(
+                "connection_string",
+                format!("missing `=` after `{key}` in key=value connection string"),
+            ));
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if(|(_, c)| *c == '\'').is_some() {
+            let mut closed = false;
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '\'' => {
+                        closed = true;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(Error::config(
+                    param_field(key),
+                    format!(
+                        "unterminated quoted value for `{key}`; close it with `'` and write a \
+                         literal quote as `\\'`"
+                    ),
+                ));
+            }
+        } else {
+            while let Some(&(_, c)) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                if c == '\\' {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(n);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        sink.set(key, &value)?;
+    }
+    sink.finish()
+}
+
+/// Builds a config from environment lookups (see [`Config::from_env_with`]).
+pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    if let Some(url) = env("DATABASE_URL").filter(|u| !u.trim().is_empty()) {
+        return parse(&url);
+    }
+    const VARS: &[(&str, &str)] = &[
+        ("PGHOST", "host"),
+        ("PGPORT", "port"),
+        ("PGDATABASE", "dbname"),
+        ("PGUSER", "user"),
+        ("PGPASSWORD", "password"),
+        ("PGSSLMODE", "sslmode"),
+        ("PGAPPNAME", "application_name"),
+        ("PGCONNECT_TIMEOUT", "connect_timeout"),
+        ("PGSSLROOTCERT", "sslrootcert"),
+        ("PGSSLCERT", "sslcert"),
+        ("PGSSLKEY", "sslkey"),
+        ("PGOPTIONS", "options"),
+    ];
+    let mut sink = ParamSink::new("environment");
+    for (var, key) in VARS {
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            sink.set(key, &v).map_err(|e| match e {
+                Error::Configuration { field, message } => Error::Configuration {
+                    field,
+                    message: format!("{message} (from environment variable {var})"),
+                },
+                other => other,
+            })?;
+        }
+    }
+    if sink.config.password.is_none() {
+        sink.config.password = env("DB_PASSWORD").filter(|v| !v.is_empty());
+    }
+    sink.finish()
+}
+
+/// Writes `host` for a URL: IPv6 addresses in brackets, anything else percent-encoded.
+pub(crate) fn url_host(host: &str) -> String {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]")
+    } else {
+        percent_encode(host)
+    }
+}
+
+impl SslMode {
+    /// libpq's name of the mode (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cfg_err(r: Result<Config>) -> (String, String) {
+        match r {
+            Err(Error::Configuration { field, message }) => (field, message),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn url_basic_and_scheme_variants() {
+        for scheme in ["postgres", "postgresql", "PostgreSQL"] {
+            let s = format!("{scheme}://app:pw@db.example.com:6432/shop");
+            let c = Config::from_url(&s).unwrap();
+            assert_eq!(c.user, "app");
+            assert_eq!(c.password.as_deref(), Some("pw"));
+            assert_eq!(c.host, "db.example.com");
+            assert_eq!(c.port, 6432);
+            assert_eq!(c.database, "shop");
+            assert_eq!(c.connection_string.as_deref(), Some(s.as_str()));
+            assert!(c.fallback_hosts.is_empty());
+        }
+    }
+
+    #[test]
+    fn url_defaults_when_parts_missing() {
+        let c = Config::from_url("postgresql://").unwrap();
+        let d = Config::default();
+        assert_eq!(
+            (c.host, c.port, c.user, c.database),
+            (d.host, d.port, d.user, d.database)
+        );
+        assert_eq!(c.password, None);
+        let c = Config::from_url("postgres://h/").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.database.as_str()),
+            ("h", 5432, "postgres")
+        );
+        let c = Config::from_url("postgres://u@h").unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_deref()), ("u", None));
+    }
+
+    #[test]
+    fn url_percent_decoding() {
+        let c = Config::from_url("postgres://us%40er:p%40ss%3Aw%2Frd%25@h%2Dx/my%20db").unwrap();
+        assert_eq!(c.user, "us@er");
+        assert_eq!(c.password.as_deref(), Some("p@ss:w/rd%"));
+        assert_eq!(c.host, "h-x");
+        assert_eq!(c.database, "my db");
+        let c = Config::from_url("postgres://%2Fvar%2Frun%2Fpostgresql/db").unwrap();
+        assert_eq!(c.host, "/var/run/postgresql");
+        let c = Config::from_url("postgres://u:%C3%A9t%C3%A9@h/%E6%97%A5").unwrap();
+        assert_eq!(c.password.as_deref(), Some("été"));
+        assert_eq!(c.database, "日");
+    }
+
+    #[test]
+    fn url_raw_special_characters_in_password() {
+        let c = Config::from_url("postgres://u:p@ss:w/rd@host:5433/db").unwrap();
+        assert_eq!(c.password.as_deref(), Some("p@ss:w/rd"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.database.as_str()),
+            ("host", 5433, "db")
+        );
+        let c = Config::from_url("postgres://u:ab?cd@host/db?sslmode=require").unwrap();
+        assert_eq!(c.password.as_deref(), Some("ab?cd"));
+        assert_eq!(c.host, "host");
+        assert_eq!(c.ssl_mode, SslMode::Require);
+        // '@' in a query value is not user info
+        let c = Config::from_url("postgres://h:5433?application_name=a@b").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("h", 5433));
+        assert_eq!(c.application_name.as_deref(), Some("a@b"));
+    }
+
+    #[test]
+    fn url_bad_percent_encoding_does_not_show_password() {
+        let (field, msg) = cfg_err(Config::from_url("postgres://u:sec%zzret@h/db"));
+        assert_eq!(field, "password");
+        assert!(!msg.contains("sec"), "{msg}");
+        let (field, _) = cfg_err(Config::from_url("postgres://u@h/d%4"));
+        assert_eq!(field, "database");
+        let (field, _) = cfg_err(Config::from_url("postgres://u@h/%FF"));
+        assert_eq!(field, "database");
+    }
+
+    #[test]
+    fn url_multiple_hosts_and_ipv6() {
+        let c = Config::from_url("postgres://u@host1:5432,host2:5433,host3/db").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("host1", 5432));
+        assert_eq!(
+            c.fallback_hosts,
+            vec![("host2".to_string(), 5433), ("host3".to_string(), 5432)]
+        );
+        assert_eq!(c.hosts().len(), 3);
+        let c = Config::from_url("postgresql://[::1]:5433,[fe80::1]/db").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 5433));
+        assert_eq!(c.fallback_hosts, vec![("fe80::1".to_string(), 5432)]);
+        let c = Config::from_url("postgresql://[2001:db8::1]/db").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("2001:db8::1", 5432));
+        let (f, _) = cfg_err(Config::from_url("postgresql://[::1/db"));
+        assert_eq!(f, "host");
+    }
+
+    #[test]
+    fn url_query_parameters() {
+        let c = Config::from_url(
+            "postgres://u@h/db?sslmode=verify-full&application_name=my%20app\
+             &connect_timeout=7&sslrootcert=/ca.pem&sslcert=/c.pem&sslkey=/k.pem\
+             &options=-c%20search_path%3Dx%20-cstatement_timeout%3D5s%20--lock-timeout%3D1s",
+        )
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.application_name.as_deref(), Some("my app"));
+        assert_eq!(c.connect_timeout, Duration::from_secs(7));
+        assert_eq!(
+            c.ssl_root_cert.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_eq!(c.ssl_cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(c.ssl_key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(c.server_settings["search_path"], "x");
+        assert_eq!(c.server_settings["statement_timeout"], "5s");
+        assert_eq!(c.server_settings["lock_timeout"], "1s");
+
+        let c = Config::from_url("postgres:///?host=a,b&port=1,2&user=us&password=p%26w&dbname=d")
+            .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("a", 1));
+        assert_eq!(c.fallback_hosts, vec![("b".to_string(), 2)]);
+        assert_eq!(c.user, "us");
+        assert_eq!(c.password.as_deref(), Some("p&w"));
+        assert_eq!(c.database, "d");
+        let c = Config::from_url("postgres://x,y/db?port=7").unwrap();
+        assert_eq!(c.hosts(), vec![("x".to_string(), 7), ("y".to_string(), 7)]);
+        let c = Config::from_url("postgres://h/db?sslmode=allow").unwrap();
+        assert_eq!(c.ssl_mode, SslMode::Prefer);
+    }
+
+    #[test]
+    fn url_bad_parameters_name_the_field() {
+        let cases = [
+            ("postgres://h/db?sslmode=bogus", "ssl_mode"),
+            ("postgres://h/db?connect_timeout=-1", "connect_timeout"),
+            ("postgres://h/db?connect_timeout=abc", "connect_timeout"),
+            ("postgres://h/db?connect_timeout=NaN", "connect_timeout"),
+            ("postgres://h/db?connect_timeout=inf", "connect_timeout"),
+            ("postgres://h/db?connect_timeout=0", "connect_timeout"),
+            ("postgres://h:0/db", "port"),
+            ("postgres://h:99999/db", "port"),
+            ("postgres://h:abc/db", "port"),
+            ("postgres://a,b,c/db?port=1,2", "port"),
+            ("postgres://h/db?frobnicate=1", "frobnicate"),
+            ("postgres://h/db?options=-x", "server_settings"),
+            ("postgres://h/db?options=-c", "server_settings"),
+            ("postgres://h/db?options=-cfoo", "server_settings"),
+            ("postgres://h/db?sslmode", "connection_string"),
+            ("mysql://h/db", "connection_string"),
+            ("just some text", "connection_string"),
+        ];
+        for (url, want) in cases {
+            let (field, msg) = cfg_err(Config::from_url(url));
+            assert_eq!(field, want, "{url}: {msg}");
+            assert!(!msg.is_empty());
+        }
+        let (_, msg) = cfg_err(Config::from_url("postgres://h/db?frobnicate=1"));
+        assert!(
+            msg.contains("frobnicate") && msg.contains("sslmode"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn keyword_value_strings() {
+        let c = Config::from_url(
+            r"host=db port=6543 dbname='my db' user=app password='a b\'c\\d' sslmode=require",
+        )
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("db", 6543));
+        assert_eq!(c.database, "my db");
+        assert_eq!(c.user, "app");
+        assert_eq!(c.password.as_deref(), Some(r"a b'c\d"));
+        assert_eq!(c.ssl_mode, SslMode::Require);
+        let c = Config::from_url(r"  host = h1,h2   port=1,2 password=x\ y options='-c jit=on'")
+            .unwrap();
+        assert_eq!(c.hosts(), vec![("h1".into(), 1), ("h2".into(), 2)]);
+        assert_eq!(c.password.as_deref(), Some("x y"));
+        assert_eq!(c.server_settings["jit"], "on");
+        let c = Config::from_url("password=''").unwrap();
+        assert_eq!(c.password.as_deref(), Some(""));
+        let c: Config = "dbname=x".parse().unwrap();
+        assert_eq!(c.database, "x");
+        assert_eq!(c.connection_string.as_deref(), Some("dbname=x"));
+    }
+
+    #[test]
+    fn keyword_value_errors() {
+        let (f, m) = cfg_err(Config::from_url("host=h password='sekrit"));
+        assert_eq!(f, "password");
+        assert!(!m.contains("sekrit"), "{m}");
+        let (f, _) = cfg_err(Config::from_url("host=h bogus=1"));
+        assert_eq!(f, "bogus");
+        let (f, _) = cfg_err(Config::from_url("host=h dbname"));
+        assert_eq!(f, "connection_string");
+        let (f, _) = cfg_err(Config::from_url("host=h sslmode=nope"));
+        assert_eq!(f, "ssl_mode");
+    }
+
+    #[test]
+    fn options_forms() {
+        let got = parse_options(r"-c a=1 -cb=2 --c-d=3 -c e=x\ y").unwrap();
+        let want = [("a", "1"), ("b", "2"), ("c_d", "3"), ("e", "x y")];
+        assert_eq!(
+            got,
+            want.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        );
+        assert!(parse_options("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn env_reading() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = Config::from_env_with(vars(&[
+            ("PGHOST", "pg1,pg2"),
+            ("PGPORT", "6000"),
+            ("PGDATABASE", "app"),
+            ("PGUSER", "me"),
+            ("PGPASSWORD", "pw"),
+            ("DB_PASSWORD", "other"),
+            ("PGSSLMODE", "verify-ca"),
+            ("PGAPPNAME", "svc"),
+            ("PGCONNECT_TIMEOUT", "3"),
+            ("PGSSLROOTCERT", "/ca"),
+            ("PGSSLCERT", "/cert"),
+            ("PGSSLKEY", "/key"),
+            ("PGOPTIONS", "-c work_mem=64MB"),
+        ]))
+        .unwrap();
+        assert_eq!(c.hosts(), vec![("pg1".into(), 6000), ("pg2".into(), 6000)]);
+        assert_eq!((c.database.as_str(), c.user.as_str()), ("app", "me"));
+        assert_eq!(c.password.as_deref(), Some("pw"));
+        assert_eq!(c.ssl_mode, SslMode::VerifyCa);
+        assert_eq!(c.application_name.as_deref(), Some("svc"));
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.ssl_root_cert, Some("/ca".into()));
+        assert_eq!(c.ssl_cert, Some("/cert".into()));
+        assert_eq!(c.ssl_key, Some("/key".into()));
+        assert_eq!(c.server_settings["work_mem"], "64MB");
+        assert_eq!(c.connection_string, None);
+
+        let c = Config::from_env_with(vars(&[("DB_PASSWORD", "fallback")])).unwrap();
+        assert_eq!(c.password.as_deref(), Some("fallback"));
+        assert_eq!(c.host, "localhost");
+
+        let c = Config::from_env_with(vars(&[
+            ("DATABASE_URL", "postgres://u:x@h:1/d"),
+            ("PGHOST", "ignored"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.password.as_deref()),
+            ("h", 1, Some("x"))
+        );
+        assert_eq!(c.connection_string.as_deref(), Some("postgres://u:x@h:1/d"));
+
+        let c = Config::from_env_with(|_| None).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn env_errors_name_field_and_variable() {
+        let cases: [(&str, &str, &str); 4] = [
+            ("PGPORT", "nope", "port"),
+            ("PGSSLMODE", "bogus", "ssl_mode"),
+            ("PGCONNECT_TIMEOUT", "-1", "connect_timeout"),
+            ("DATABASE_URL", "postgres://h/db?x=1", "x"),
+        ];
+        for (var, val, want) in cases {
+            let (field, msg) = cfg_err(Config::from_env_with(|k| (k == var).then(|| val.into())));
+            assert_eq!(field, want, "{var}={val}: {msg}");
+            if var != "DATABASE_URL" {
+                assert!(msg.contains(var), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn mask_url_forms() {
+        let cases = [
+            ("postgres://u:pw@h/db", "postgres://u:***@h/db"),
+            ("postgresql://u:p%40w@h:1/db", "postgresql://u:***@h:1/db"),
+            ("postgres://u:p@s:s/w@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:ab?cd@h/db", "postgres://u:***@h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?password=x&sslmode=disable",
+                "postgres://h/db?password=***&sslmode=disable",
+            ),
+            (
+                "postgres://u:a@h/db?sslmode=disable&PASSWORD=x",
+                "postgres://u:***@h/db?sslmode=disable&PASSWORD=***",
+            ),
+            (
+                "postgres://h/db?pass%77ord=x",
+                "postgres://h/db?pass%77ord=***",
+            ),
+            (
+                "postgres://h:5433?application_name=a@b",
+                "postgres://h:5433?application_name=a@b",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(mask_dsn(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn mask_keyword_value_forms() {
+        let cases = [
+            (
+                "host=h password=secret user=u",
+                "host=h password=*** user=u",
+            ),
+            (
+                r"host=h password='se cr\'et' user=u",
+                "host=h password=*** user=u",
+            ),
+            ("password = 'x y'", "password = ***"),
+            (r"password=a\ b c=d", "password=*** c=d"),
+            ("password='unterminated and more", "password=***"),
+            ("user=password host=h", "user=password host=h"),
+            ("PASSWORD=x", "PASSWORD=***"),
+            ("no secrets here", "no secrets here"),
+            ("", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(mask_dsn(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn percent_encode_roundtrip_examples() {
+        for s in ["", "abc", "a b@c:d/e?f#g%h&i", "日本", "~-._"] {
+            assert_eq!(percent_decode("x", &percent_encode(s), true).unwrap(), s);
+        }
+        assert_eq!(percent_encode("a b"), "a%20b");
+        assert_eq!(url_host("::1"), "[::1]");
+        assert_eq!(url_host("/tmp/s"), "%2Ftmp%2Fs");
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        // Arbitrary non-empty text, biased towards URL/keyword delimiters and unicode.
+        proptest::collection::vec(
+            prop_oneof![
+                3 => proptest::sample::select(vec![
+                    '@', ':', '/', '?', '#', '%', '&', '=', '\'', '\\', ' ', ',', '[', ']', '+'
+                ]),
+                3 => proptest::char::range('a', 'z'),
+                1 => proptest::char::range('0', '9'),
+                1 => any::<char>().prop_filter("no NUL", |c| *c != '\0'),
+            ],
+            1..16,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    fn host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,10}){0,2}",
+            (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+                .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+            any::<[u16; 8]>().prop_map(|a| std::net::Ipv6Addr::from(a).to_string()),
+            Just("::1".to_string()),
+            "/[a-z ]{1,8}(/[a-z:]{1,8}){0,2}",
+        ]
+    }
+
+    fn password() -> impl Strategy<Value = String> {
+        text().prop_filter("at least 4 chars", |p| p.chars().count() >= 4)
+    }
+
+    /// Every way the password could show up in text.
+    fn forms(pw: &str) -> Vec<String> {
+        let mut v = vec![pw.to_string(), percent_encode(pw)];
+        // libpq-escaped form as written inside quotes
+        v.push(pw.replace('\\', "\\\\").replace('\'', "\\'"));
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn dsn_round_trip(user in text(), pw in text(), db in text(), host in host(),
+                          port in 1u16..) {
+            let c = Config {
+                user: user.clone(),
+                password: Some(pw.clone()),
+                database: db.clone(),
+                host: host.clone(),
+                port,
+                ..Config::default()
+            };
+            let dsn = c.dsn_with(|_| None).unwrap();
+            let back = Config::from_url(&dsn).unwrap();
+            prop_assert_eq!(back.user, user);
+            prop_assert_eq!(back.password, Some(pw));
+            prop_assert_eq!(back.database, db);
+            prop_assert_eq!(back.host, host);
+            prop_assert_eq!(back.port, port);
+            prop_assert!(back.fallback_hosts.is_empty());
+        }
+
+        #[test]
+        fn dsn_round_trip_with_fallback_hosts(hosts in proptest::collection::vec((host(), 1u16..), 1..4)) {
+            let c = Config {
+                password: Some("x".into()),
+                host: hosts[0].0.clone(),
+                port: hosts[0].1,
+                fallback_hosts: hosts[1..].to_vec(),
+                ..Config::default()
+            };
+            let back = Config::from_url(&c.dsn_with(|_| None).unwrap()).unwrap();
+            prop_assert_eq!(back.hosts(), hosts);
+        }
+
+        #[test]
+        fn masking_never_leaks(pw in password(), user in "[a-z]{1,8}", host in host()) {
+            let c = Config {
+                user: user.clone(),
+                password: Some(pw.clone()),
+                host: host.clone(),
+                ..Config::default()
+            };
+            let url = c.dsn_with(|_| None).unwrap();
+            let quoted = format!(
+                "host=h user={user} password='{}' dbname=d",
+                pw.replace('\\', "\\\\").replace('\'', "\\'")
+            );
+            let query = format!("postgresql://{user}@h/db?sslmode=prefer&password={}&application_name=x",
+                                percent_encode(&pw));
+            let query_first = format!("postgresql://h/db?password={}", percent_encode(&pw));
+            let mut outputs = vec![
+                c.dsn_masked_with(|_| None),
+                format!("{c:?}"),
+                format!("{c:#?}"),
+                format!("{c}"),
+                mask_dsn(&url),
+                mask_dsn(&quoted),
+                mask_dsn(&query),
+                mask_dsn(&query_first),
+            ];
+            // Raw (unencoded) URL userinfo, as people write by hand.
+            outputs.push(mask_dsn(&format!("postgres://{user}:{pw}@h:5432/db")));
+            // Configs parsed from each form keep masking in Debug/Display too.
+            for s in [&url, &quoted, &query] {
+                let parsed = Config::from_url(s).unwrap();
+                prop_assert_eq!(parsed.password.as_deref(), Some(pw.as_str()));
+                outputs.push(format!("{parsed:?}"));
+                outputs.push(format!("{parsed}"));
+                outputs.push(parsed.dsn_masked_with(|_| None));
+            }
+            for out in &outputs {
+                for form in forms(&pw) {
+                    prop_assert!(!out.contains(&form), "{:?} leaked in {:?}", form, out);
+                }
+            }
+            // The masked URL still parses and keeps the non-secret parts.
+            let masked = Config::from_url(&mask_dsn(&url)).unwrap();
+            prop_assert_eq!(masked.host, host);
+            prop_assert_eq!(masked.user, user);
+        }
+
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,60}") {
+            let _ = Config::from_url(&s);
+            let _ = mask_dsn(&s);
+        }
+    }
+}
