@@ -1,0 +1,383 @@
+//! pgdbm's [deadpool](https://docs.rs/deadpool) backend: [`DeadpoolPool`], a thin
+//! [`pgdbm_core::Pool`] over [`PgConnection`]s from `pgdbm-tokio-postgres`.
+//!
+//! # Why the generic `deadpool::managed` pool and not `deadpool-postgres`
+//!
+//! `deadpool-postgres` opens connections with `tokio_postgres::Config::connect` and recycles
+//! them with its own checks. pgdbm needs its own connect path (one timeout over TCP + TLS +
+//! authentication, server settings, init commands, retries with core's backoff schedule) and its
+//! own recycle policy (`max_queries`, a maximum lifetime, idle reaping, a reset of connections
+//! returned inside a transaction or after a cancelled query, a liveness check after a second
+//! idle). Both live in `pgdbm-tokio-postgres` ([`PgConnection::connect`] and
+//! [`pgdbm_tokio_postgres::recycle`]); this crate only plugs them into a
+//! [`deadpool::managed::Manager`], so both backends behave the same.
+//!
+//! # Behaviour
+//!
+//! - [`Pool::connect`] validates the config, opens the first connection with retries (an
+//!   [`Error::Connection`] when the server cannot be reached), then opens up to
+//!   `min_connections` eagerly (best effort: later failures are logged, not fatal).
+//! - [`Pool::acquire`] waits at most `acquire_timeout` (the whole checkout: waiting, recycling
+//!   and, when the pool is not full, opening a connection). deadpool hands connections to
+//!   waiters first come, first served (its semaphore is fair). A connection that cannot be
+//!   opened fails the checkout at once with the connection error.
+//! - Every reuse runs [`pgdbm_tokio_postgres::recycle`]; a connection it rejects is closed and
+//!   the checkout goes on with another one.
+//! - deadpool has no idle reaper: a background task (stopped by [`Pool::close`] or when the
+//!   pool is dropped) closes idle connections idle longer than
+//!   `max_inactive_connection_lifetime`, older than `max_lifetime` or broken, then tops the pool
+//!   back up to `min_connections`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use pgdbm_core::{Config, Connection, Pool};
+//! use pgdbm_deadpool::DeadpoolPool;
+//!
+//! # async fn demo() -> pgdbm_core::Result<()> {
+//! let pool = DeadpoolPool::connect(&Config::default()).await?;
+//! let mut conn = pool.acquire().await?;
+//! conn.execute("SELECT 1", &[], None).await?;
+//! drop(conn); // back to the pool
+//! println!("{:?}", pool.stats());
+//! pool.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
+use pgdbm_core::{Config, Error, Pool, PoolStats, Result};
+use pgdbm_tokio_postgres::{PgConnection, Pooled, RecyclePolicy};
+use tokio::task::JoinSet;
+
+/// The connection type handed out by [`DeadpoolPool::acquire`](Pool::acquire).
+pub type DeadpoolConnection = Pooled<DeadpoolGuard>;
+
+/// A connection checked out of a [`DeadpoolPool`]; dropping it returns the connection to the
+/// pool. It is wrapped in [`Pooled`], which implements [`pgdbm_core::Connection`].
+pub struct DeadpoolGuard(Object<Manager>);
+
+impl fmt::Debug for DeadpoolGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadpoolGuard").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for DeadpoolGuard {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for DeadpoolGuard {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.0
+    }
+}
+
+/// Opens and recycles [`PgConnection`]s for deadpool.
+struct Manager {
+    config: Config,
+    policy: RecyclePolicy,
+    epoch: Arc<AtomicU64>,
+    /// Connections opened by [`DeadpoolPool::connect`] (with retries) before the pool existed;
+    /// `create` hands them out before opening new ones.
+    seeds: Mutex<Vec<PgConnection>>,
+}
+
+impl Manager {
+    fn take_seed(&self) -> Option<PgConnection> {
+        // A poisoned lock only means another task panicked while pushing/popping a Vec; the
+        // Vec itself is still consistent, so keep using it.
+        let mut seeds = self.seeds.lock().unwrap_or_else(|p| p.into_inner());
+        seeds.pop()
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = PgConnection;
+    type Error = Error;
+
+    async fn create(&self) -> Result<PgConnection> {
+        if let Some(conn) = self.take_seed() {
+            return Ok(conn);
+        }
+        let mut conn = PgConnection::connect_once(&self.config).await?;
+        conn.set_cache_epoch(self.epoch.clone());
+        Ok(conn)
+    }
+
+    async fn recycle(&self, conn: &mut PgConnection, _metrics: &Metrics) -> RecycleResult<Error> {
+        pgdbm_tokio_postgres::recycle(conn, &self.policy)
+            .await
+            .map_err(|e| {
+                tracing::debug!(target: "pgdbm", error = %e, "pooled connection discarded");
+                RecycleError::Backend(e)
+            })
+    }
+}
+
+struct Inner {
+    pool: managed::Pool<Manager>,
+    epoch: Arc<AtomicU64>,
+    /// Tasks inside `acquire` that have no connection yet.
+    waiting: AtomicUsize,
+    min_size: usize,
+    max_size: usize,
+    acquire_timeout: Duration,
+    reaper: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// A pgdbm [`Pool`] on deadpool's generic managed pool. Cloning shares the pool.
+///
+/// See the [crate documentation](crate) for its behaviour.
+#[derive(Clone)]
+pub struct DeadpoolPool {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for DeadpoolPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadpoolPool")
+            .field("stats", &self.stats())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Decrements a counter when dropped (also when the future holding it is cancelled).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn closed_error() -> Error {
+    Error::pool("the pool is closed: no connections can be acquired after close(); open a new pool")
+}
+
+/// How often the reaper looks for idle, expired or broken connections.
+fn reap_interval(config: &Config) -> Duration {
+    [max_idle(config), config.max_lifetime]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(Duration::from_secs(10), |d| {
+            (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+        })
+}
+
+/// `max_inactive_connection_lifetime`, where zero means "never close idle connections" (as in
+/// asyncpg).
+fn max_idle(config: &Config) -> Option<Duration> {
+    Some(config.max_inactive_connection_lifetime).filter(|d| !d.is_zero())
+}
+
+impl DeadpoolPool {
+    fn timeout_error(&self) -> Error {
+        let stats = self.stats();
+        Error::Pool {
+            message: format!(
+                "timed out after {:?} waiting for a connection: {} of {} connections in use \
+                 ({} other task(s) waiting); raise max_connections or acquire_timeout, or release \
+                 connections sooner",
+                self.inner.acquire_timeout, stats.in_use, stats.max_size, stats.waiting
+            ),
+            in_use: Some(stats.in_use),
+            max_size: Some(stats.max_size),
+            source: None,
+        }
+    }
+
+    fn map_error(&self, e: PoolError<Error>) -> Error {
+        match e {
+            PoolError::Backend(e) => e,
+            PoolError::Closed => closed_error(),
+            PoolError::Timeout(_) => self.timeout_error(),
+            PoolError::NoRuntimeSpecified => {
+                Error::pool("deadpool was built without a runtime (pgdbm bug: please report)")
+            }
+            PoolError::PostCreateHook(e) => Error::pool(format!("post-create hook failed: {e}")),
+        }
+    }
+
+    /// The current cache epoch: bumped by [`Pool::clear_statement_caches`].
+    pub fn cache_epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::SeqCst)
+    }
+}
+
+/// Checks out connections without waiting until the pool holds `min` connections (or no more
+/// can be opened), then returns them all. Holding them is what makes deadpool open new ones
+/// instead of handing out the same idle connection again.
+async fn top_up(pool: &managed::Pool<Manager>, min: usize) {
+    let no_wait = Timeouts {
+        wait: Some(Duration::ZERO),
+        create: None,
+        recycle: None,
+    };
+    let mut held = Vec::new();
+    while pool.status().size < min && !pool.is_closed() {
+        match pool.timeout_get(&no_wait).await {
+            Ok(obj) => held.push(obj),
+            Err(PoolError::Backend(e)) => {
+                tracing::warn!(target: "pgdbm", error = %e, "could not open a pooled connection to keep min_connections");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// Background task: drops idle connections that are idle too long, too old or broken, then tops
+/// the pool up to `min`. Holds only a weak reference, so it ends when the pool is dropped.
+async fn reaper(weak: managed::WeakPool<Manager>, config: Config) {
+    let period = reap_interval(&config);
+    let max_idle = max_idle(&config);
+    let max_lifetime = config.max_lifetime;
+    let min = config.min_connections;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    loop {
+        ticker.tick().await;
+        let Some(pool) = weak.upgrade() else { break };
+        if pool.is_closed() {
+            break;
+        }
+        let removed = pool.retain(|conn, _metrics| {
+            !conn.is_broken()
+                && max_idle.is_none_or(|i| conn.last_used().elapsed() < i)
+                && max_lifetime.is_none_or(|l| conn.created_at().elapsed() < l)
+        });
+        if !removed.removed.is_empty() {
+            tracing::debug!(target: "pgdbm", closed = removed.removed.len(), "closed idle, expired or broken pooled connections");
+        }
+        drop(removed);
+        top_up(&pool, min).await;
+    }
+}
+
+#[async_trait]
+impl Pool for DeadpoolPool {
+    type Connection = DeadpoolConnection;
+
+    async fn connect(config: &Config) -> Result<Self> {
+        config.validate()?;
+        let epoch = Arc::new(AtomicU64::new(0));
+        let mut first = PgConnection::connect(config).await?;
+        first.set_cache_epoch(epoch.clone());
+        let manager = Manager {
+            config: config.clone(),
+            policy: RecyclePolicy::from_config(config),
+            epoch: epoch.clone(),
+            seeds: Mutex::new(vec![first]),
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(config.max_connections)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::pool(format!("could not build the deadpool pool: {e}")))?;
+
+        // Open min_connections eagerly (the first one is the seed): check them all out at once
+        // so each checkout opens a new connection, then return them.
+        let eager = config.min_connections.max(1);
+        let mut tasks = JoinSet::new();
+        for _ in 0..eager {
+            let pool = pool.clone();
+            tasks.spawn(async move { pool.get().await });
+        }
+        let mut held = Vec::with_capacity(eager);
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(obj)) => held.push(obj),
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "pgdbm", error = %e, "could not open one of min_connections; the pool opens it later")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "pgdbm", error = %e, "task opening a pooled connection failed")
+                }
+            }
+        }
+        drop(held);
+
+        let reaper = tokio::spawn(reaper(pool.weak(), config.clone())).abort_handle();
+        Ok(DeadpoolPool {
+            inner: Arc::new(Inner {
+                pool,
+                epoch,
+                waiting: AtomicUsize::new(0),
+                min_size: config.min_connections,
+                max_size: config.max_connections,
+                acquire_timeout: config.acquire_timeout,
+                reaper: Mutex::new(Some(reaper)),
+            }),
+        })
+    }
+
+    async fn acquire(&self) -> Result<Self::Connection> {
+        if self.inner.pool.is_closed() {
+            return Err(closed_error());
+        }
+        let waiting = Counted::new(&self.inner.waiting);
+        let got = tokio::time::timeout(self.inner.acquire_timeout, self.inner.pool.get()).await;
+        drop(waiting);
+        match got {
+            Ok(Ok(obj)) => Ok(Pooled::new(DeadpoolGuard(obj))),
+            Ok(Err(e)) => Err(self.map_error(e)),
+            Err(_elapsed) => Err(self.timeout_error()),
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        let status = self.inner.pool.status();
+        PoolStats::new(
+            status.size,
+            status.available,
+            self.inner.min_size,
+            self.inner.max_size,
+            self.inner.waiting.load(Ordering::SeqCst),
+        )
+    }
+
+    async fn close(&self) {
+        self.inner.pool.close();
+        let reaper = self
+            .inner
+            .reaper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(reaper) = reaper {
+            reaper.abort();
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.pool.is_closed()
+    }
+
+    fn clear_statement_caches(&self) {
+        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
