@@ -1,0 +1,1075 @@
+//! [`PgConnection`]: one physical tokio-postgres connection and the state pgdbm keeps about it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pgdbm_core::error::truncate_sql;
+use pgdbm_core::{Connection, Error, Param, QueryError, QueryErrorKind, Result};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+use tracing::Instrument;
+
+use crate::cache::StatementCache;
+use crate::errors::{client_error, is_connection_error, query_error, QUERY_CANCELED};
+use crate::row::PgRow;
+use crate::sql::{tx_effect, TxEffect};
+
+/// How long a timed-out statement may take to finish after its CancelRequest was sent before the
+/// connection is given up as broken.
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// Rows sent per pipelined batch by `execute_many`; bounds the memory of queued requests.
+const EXECUTE_MANY_CHUNK: usize = 4096;
+
+/// Longest SQL text (in characters) recorded in tracing spans.
+const TRACED_SQL: usize = 200;
+
+const EXECUTE_MANY_SAVEPOINT: &str = "pgdbm_execute_many";
+
+type PgFuture<'a, T> =
+    Pin<Box<dyn Future<Output = std::result::Result<T, tokio_postgres::Error>> + Send + 'a>>;
+
+/// One physical PostgreSQL connection (a [`tokio_postgres::Client`] whose connection task runs on
+/// tokio) plus the state pgdbm keeps about it: a bounded statement cache, transaction tracking,
+/// usage counters and the TLS connector used to cancel timed-out statements.
+///
+/// Open one with [`PgConnection::connect`]; pools hand them out wrapped in
+/// [`Pooled`](crate::Pooled). It implements [`pgdbm_core::Connection`].
+///
+/// ```no_run
+/// # async fn demo() -> pgdbm_core::Result<()> {
+/// use pgdbm_core::{Config, Connection};
+/// use pgdbm_tokio_postgres::PgConnection;
+///
+/// let mut config = Config::default();
+/// config.database = "app".into();
+/// let mut conn = PgConnection::connect(&config).await?;
+/// let n = conn.execute("UPDATE t SET x = $1", &[&1_i32], None).await?;
+/// # let _ = n; Ok(()) }
+/// ```
+pub struct PgConnection {
+    client: Client,
+    tls: Option<MakeRustlsConnect>,
+    cache: StatementCache,
+    epoch: Option<(Arc<AtomicU64>, u64)>,
+    created_at: Instant,
+    last_used: Instant,
+    query_count: u64,
+    /// Inside a transaction opened by `begin()`.
+    in_tx: bool,
+    /// The user ran `BEGIN`/`START` through `execute`/`batch_execute`.
+    maybe_tx: bool,
+    /// A statement was cancelled or interrupted: reset before reuse.
+    dirty: bool,
+    /// Unusable: discard it.
+    broken: bool,
+    log_parameters: bool,
+    /// `host:port/database`, for messages.
+    endpoint: String,
+}
+
+impl std::fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnection")
+            .field("endpoint", &self.endpoint)
+            .field("tls", &self.tls.is_some())
+            .field("cached_statements", &self.cache.len())
+            .field("query_count", &self.query_count)
+            .field("in_transaction", &(self.in_tx || self.maybe_tx))
+            .field("needs_reset", &self.needs_reset())
+            .field("broken", &self.is_broken())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to a statement run under a deadline.
+enum Bounded<T> {
+    /// It finished (successfully or not) before the deadline.
+    Done(std::result::Result<T, tokio_postgres::Error>),
+    /// The deadline passed; a CancelRequest was sent. `finished` holds the statement's own
+    /// outcome when it completed within the grace period (the connection is idle again), `None`
+    /// when it did not (the connection must be discarded).
+    TimedOut {
+        finished: Option<std::result::Result<T, tokio_postgres::Error>>,
+    },
+}
+
+/// A statement ready to run: prepared (cached or not), or unnamed (no parameters, cache off).
+enum Stmt {
+    Prepared(Statement),
+    Unnamed,
+}
+
+/// What a single statement returns.
+#[derive(Clone, Copy)]
+enum Op {
+    Execute,
+    Query,
+    QueryOpt,
+}
+
+enum Output {
+    Count(u64),
+    Rows(Vec<tokio_postgres::Row>),
+}
+
+fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + t)
+}
+
+fn is_cached_plan_error(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code().code() == "0A000"
+            && db
+                .message()
+                .contains("cached plan must not change result type")
+    })
+}
+
+fn quote_column(name: &str) -> Result<String> {
+    let valid = name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(format!("\"{name}\""))
+    } else {
+        Err(Error::schema(
+            name,
+            "invalid column name: use 1-63 characters from A-Z, a-z, 0-9 and _, not starting with a digit",
+        ))
+    }
+}
+
+impl PgConnection {
+    pub(crate) fn from_parts(
+        client: Client,
+        tls: Option<MakeRustlsConnect>,
+        statement_cache_size: usize,
+        log_parameters: bool,
+        endpoint: String,
+    ) -> Self {
+        let now = Instant::now();
+        PgConnection {
+            client,
+            tls,
+            cache: StatementCache::new(statement_cache_size),
+            epoch: None,
+            created_at: now,
+            last_used: now,
+            query_count: 0,
+            in_tx: false,
+            maybe_tx: false,
+            dirty: false,
+            broken: false,
+            log_parameters,
+            endpoint,
+        }
+    }
+
+    /// When this physical connection was opened.
+    pub fn created_at(&self) -> Instant {
+        self.created_at
+    }
+
+    /// When this connection last finished a statement (or was opened).
+    pub fn last_used(&self) -> Instant {
+        self.last_used
+    }
+
+    /// Statements run on this connection so far (each row of an `execute_many` counts as one).
+    pub fn query_count(&self) -> u64 {
+        self.query_count
+    }
+
+    /// True if the connection may be inside a transaction or may have a cancelled or unfinished
+    /// statement: it was returned inside a transaction opened by `begin()`, its user ran
+    /// `BEGIN`/`START TRANSACTION` through `execute`/`batch_execute` without a later
+    /// `COMMIT`/`ROLLBACK`/`END`/`ABORT`, or a statement timed out or was interrupted.
+    /// [`reset`](Self::reset) brings it back to a clean idle state.
+    pub fn needs_reset(&self) -> bool {
+        self.in_tx || self.maybe_tx || self.dirty
+    }
+
+    /// Brings the connection back to a clean idle state: a `ROLLBACK` (simple protocol) when
+    /// [`needs_reset`](Self::needs_reset), bounded by `timeout`. An error means the connection
+    /// must be discarded. Session settings (`SET`) are kept: they are part of the connection's
+    /// setup (`server_settings`, `init_commands`).
+    pub async fn reset(&mut self, timeout: Duration) -> Result<()> {
+        if self.is_broken() {
+            return Err(self.broken_error("reset"));
+        }
+        if !self.needs_reset() {
+            return Ok(());
+        }
+        match tokio::time::timeout(timeout, self.client.batch_execute("ROLLBACK")).await {
+            Ok(Ok(())) => {
+                self.in_tx = false;
+                self.maybe_tx = false;
+                self.dirty = false;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.broken = true;
+                Err(query_error(e, "ROLLBACK", 0))
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(client_error(
+                    QueryErrorKind::Timeout,
+                    format!(
+                        "resetting the connection (ROLLBACK) took longer than {timeout:?}; the connection is discarded"
+                    ),
+                    "ROLLBACK",
+                ))
+            }
+        }
+    }
+
+    /// Liveness check: an empty simple query, bounded by `timeout`. An error means the
+    /// connection must be discarded (it is marked broken).
+    pub async fn check_alive(&mut self, timeout: Duration) -> Result<()> {
+        if self.is_broken() {
+            return Err(self.broken_error("liveness check"));
+        }
+        match tokio::time::timeout(timeout, self.client.simple_query("")).await {
+            Ok(Ok(_)) => {
+                self.last_used = Instant::now();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.broken = true;
+                Err(query_error(e, "", 0))
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(client_error(
+                    QueryErrorKind::Timeout,
+                    format!(
+                        "the liveness check got no answer within {timeout:?}; the connection is discarded"
+                    ),
+                    "",
+                ))
+            }
+        }
+    }
+
+    /// True when the connection is closed (the server or network ended it, or an I/O error or an
+    /// unfinished cancelled statement left it unusable) or [`discard`](Connection::discard) was
+    /// called. A broken connection is never reused.
+    pub fn is_broken(&self) -> bool {
+        self.broken || self.client.is_closed()
+    }
+
+    /// Shares the pool's statement-cache epoch: `Pool::clear_statement_caches` increments it,
+    /// and before its next statement this connection clears its cache when the epoch differs
+    /// from the one it last saw.
+    pub fn set_cache_epoch(&mut self, epoch: Arc<AtomicU64>) {
+        let seen = epoch.load(Ordering::Acquire);
+        self.epoch = Some((epoch, seen));
+    }
+
+    /// The underlying tokio-postgres client: an escape hatch for what pgdbm does not wrap
+    /// (LISTEN/NOTIFY, `copy_out`, custom types).
+    ///
+    /// Statements run through it bypass pgdbm's bookkeeping: its transaction tracking, statement
+    /// cache, query counter and timeouts. Leave the connection idle and outside a transaction
+    /// before returning it to a pool, or call [`discard`](Connection::discard).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Number of prepared statements currently cached.
+    pub fn cached_statements(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn in_any_tx(&self) -> bool {
+        self.in_tx || self.maybe_tx
+    }
+
+    fn broken_error(&self, what: &str) -> Error {
+        client_error(
+            QueryErrorKind::Connection,
+            format!(
+                "{what} on a closed connection to {}; the connection is discarded, use a new one",
+                self.endpoint
+            ),
+            "",
+        )
+    }
+
+    fn check_usable(&self, sql: &str) -> Result<()> {
+        if self.is_broken() {
+            Err(client_error(
+                QueryErrorKind::Connection,
+                format!(
+                    "the connection to {} is closed; the connection is discarded, retry on a new one",
+                    self.endpoint
+                ),
+                sql,
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Clears the statement cache when the pool's epoch moved.
+    fn sync_epoch(&mut self) {
+        if let Some((epoch, seen)) = &mut self.epoch {
+            let now = epoch.load(Ordering::Acquire);
+            if now != *seen {
+                *seen = now;
+                self.cache.clear();
+            }
+        }
+    }
+
+    fn span(&self, op: &'static str, sql: &str) -> tracing::Span {
+        tracing::debug_span!(
+            target: "pgdbm",
+            "query",
+            op,
+            sql = %truncate_sql(sql.trim(), TRACED_SQL),
+            rows = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        )
+    }
+
+    fn record(&self, span: &tracing::Span, started: Instant, rows: Option<u64>, ok: bool) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        span.record("duration_ms", ms);
+        if let Some(r) = rows {
+            span.record("rows", r);
+        }
+        span.in_scope(|| {
+            if ok {
+                tracing::debug!(target: "pgdbm", duration_ms = ms, rows, "query finished");
+            } else {
+                tracing::debug!(target: "pgdbm", duration_ms = ms, "query failed");
+            }
+        });
+    }
+
+    fn log_params(&self, span: &tracing::Span, params: &[Param<'_>]) {
+        if self.log_parameters && !params.is_empty() {
+            let shown: Vec<String> = params.iter().map(|p| format!("{p:?}")).collect();
+            span.in_scope(|| tracing::debug!(target: "pgdbm", params = ?shown, "query parameters"));
+        }
+    }
+
+    /// Runs `fut` (a request on this connection's client) until `deadline`; on expiry sends a
+    /// CancelRequest and waits up to [`CANCEL_GRACE`] for the statement to end.
+    async fn bounded<T>(
+        &self,
+        deadline: Option<Instant>,
+        fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Bounded<T> {
+        let Some(deadline) = deadline else {
+            return Bounded::Done(fut.await);
+        };
+        let mut fut = std::pin::pin!(fut);
+        match tokio::time::timeout_at(deadline.into(), &mut fut).await {
+            Ok(r) => Bounded::Done(r),
+            Err(_) => {
+                let grace_end = tokio::time::Instant::now() + CANCEL_GRACE;
+                let token = self.client.cancel_token();
+                let cancel = async {
+                    match &self.tls {
+                        Some(tls) => token.cancel_query(tls.clone()).await,
+                        None => token.cancel_query(NoTls).await,
+                    }
+                };
+                match tokio::time::timeout_at(grace_end, cancel).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(target: "pgdbm", error = %e, "cancel request failed")
+                    }
+                    Err(_) => tracing::debug!(target: "pgdbm", "cancel request timed out"),
+                }
+                let finished = tokio::time::timeout_at(grace_end, &mut fut).await.ok();
+                Bounded::TimedOut { finished }
+            }
+        }
+    }
+
+    /// Turns a [`Bounded`] outcome into a result, updating the connection's state.
+    fn settle<T>(
+        &mut self,
+        outcome: Bounded<T>,
+        sql: &str,
+        n_params: usize,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        match outcome {
+            Bounded::Done(Ok(v)) => Ok(v),
+            Bounded::Done(Err(e)) => {
+                if is_connection_error(&e) {
+                    self.broken = true;
+                }
+                Err(query_error(e, sql, n_params))
+            }
+            Bounded::TimedOut { finished } => {
+                self.dirty = true;
+                let limit = timeout.unwrap_or_default();
+                let detail = match finished {
+                    // The statement completed just as the deadline passed: its outcome stands.
+                    Some(Ok(v)) => return Ok(v),
+                    Some(Err(e)) if e.code().map(|c| c.code()) != Some(QUERY_CANCELED) => {
+                        if is_connection_error(&e) {
+                            self.broken = true;
+                        }
+                        return Err(query_error(e, sql, n_params));
+                    }
+                    Some(Err(_)) => "the statement was cancelled on the server".to_string(),
+                    None => {
+                        self.broken = true;
+                        format!(
+                            "a cancel request was sent but the statement did not end within {CANCEL_GRACE:?}; the connection is discarded"
+                        )
+                    }
+                };
+                let mut q = QueryError::new(
+                    QueryErrorKind::Timeout,
+                    format!("statement exceeded its timeout of {limit:?}; {detail}"),
+                    sql,
+                )
+                .with_params(crate::errors::params_for(n_params));
+                q.sqlstate = Some(QUERY_CANCELED.to_string());
+                Err(q.into())
+            }
+        }
+    }
+
+    /// The statement for `sql`: from the cache, or prepared (and cached when the cache is on).
+    async fn statement(
+        &mut self,
+        sql: &str,
+        n_params: usize,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+        allow_unnamed: bool,
+    ) -> Result<Stmt> {
+        if !self.cache.enabled() {
+            if allow_unnamed && n_params == 0 {
+                return Ok(Stmt::Unnamed);
+            }
+            let outcome = self.bounded(deadline, self.client.prepare(sql)).await;
+            return self
+                .settle(outcome, sql, n_params, timeout)
+                .map(Stmt::Prepared);
+        }
+        self.sync_epoch();
+        if let Some(stmt) = self.cache.get(sql) {
+            return Ok(Stmt::Prepared(stmt));
+        }
+        let outcome = self.bounded(deadline, self.client.prepare(sql)).await;
+        let stmt = self.settle(outcome, sql, n_params, timeout)?;
+        self.cache.insert(sql, stmt.clone());
+        Ok(Stmt::Prepared(stmt))
+    }
+
+    fn start<'a>(
+        &'a self,
+        stmt: &'a Stmt,
+        sql: &'a str,
+        params: &'a [Param<'a>],
+        op: Op,
+    ) -> PgFuture<'a, Output> {
+        let client = &self.client;
+        match (stmt, op) {
+            (Stmt::Prepared(s), Op::Execute) => {
+                Box::pin(async move { client.execute(s, params).await.map(Output::Count) })
+            }
+            (Stmt::Prepared(s), Op::Query) => {
+                Box::pin(async move { client.query(s, params).await.map(Output::Rows) })
+            }
+            (Stmt::Prepared(s), Op::QueryOpt) => Box::pin(async move {
+                let stream = client.query_raw(s, params.iter().copied()).await?;
+                first_row(stream).await
+            }),
+            (Stmt::Unnamed, Op::Execute) => {
+                Box::pin(async move { client.execute_typed(sql, &[]).await.map(Output::Count) })
+            }
+            (Stmt::Unnamed, Op::Query) => {
+                Box::pin(async move { client.query_typed(sql, &[]).await.map(Output::Rows) })
+            }
+            (Stmt::Unnamed, Op::QueryOpt) => Box::pin(async move {
+                let stream = client
+                    .query_typed_raw(
+                        sql,
+                        std::iter::empty::<(
+                            &(dyn postgres_types::ToSql + Sync),
+                            postgres_types::Type,
+                        )>(),
+                    )
+                    .await?;
+                first_row(stream).await
+            }),
+        }
+    }
+
+    fn note_tx_effect(&mut self, sql: &str) {
+        match tx_effect(sql) {
+            TxEffect::Begin => self.maybe_tx = true,
+            TxEffect::End => {
+                self.maybe_tx = false;
+                self.in_tx = false;
+            }
+            TxEffect::None => {}
+        }
+    }
+
+    /// Runs one statement with the statement cache, the evict-and-retry-once rule for
+    /// "cached plan must not change result type", timeouts and bookkeeping.
+    async fn run(
+        &mut self,
+        op: Op,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<Output> {
+        self.check_usable(sql)?;
+        let deadline = deadline_of(timeout);
+        let mut retried = false;
+        loop {
+            let stmt = self
+                .statement(sql, params.len(), deadline, timeout, true)
+                .await?;
+            let outcome = self
+                .bounded(deadline, self.start(&stmt, sql, params, op))
+                .await;
+            self.query_count += 1;
+            if let Bounded::Done(Err(e)) = &outcome {
+                if !retried && is_cached_plan_error(e) && !self.in_any_tx() {
+                    self.cache.remove(sql);
+                    retried = true;
+                    continue;
+                }
+            }
+            self.note_tx_effect(sql);
+            let result = self.settle(outcome, sql, params.len(), timeout);
+            if matches!(op, Op::Execute | Op::Query) {
+                drop(stmt);
+            }
+            return result;
+        }
+    }
+
+    async fn traced(
+        &mut self,
+        op: Op,
+        name: &'static str,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<Output> {
+        let span = self.span(name, sql);
+        self.log_params(&span, params);
+        let started = Instant::now();
+        let result = self
+            .run(op, sql, params, timeout)
+            .instrument(span.clone())
+            .await;
+        self.last_used = Instant::now();
+        let rows = match &result {
+            Ok(Output::Count(n)) => Some(*n),
+            Ok(Output::Rows(r)) => Some(r.len() as u64),
+            Err(_) => None,
+        };
+        self.record(&span, started, rows, result.is_ok());
+        result
+    }
+
+    /// Runs a control statement (`BEGIN`, `COMMIT`...) with the simple protocol.
+    async fn control(&mut self, sql: &str) -> Result<()> {
+        self.check_usable(sql)?;
+        let span = self.span("control", sql);
+        let started = Instant::now();
+        let result = self
+            .client
+            .batch_execute(sql)
+            .instrument(span.clone())
+            .await;
+        self.query_count += 1;
+        self.last_used = Instant::now();
+        self.record(&span, started, None, result.is_ok());
+        result.map_err(|e| {
+            if is_connection_error(&e) {
+                self.broken = true;
+            }
+            query_error(e, sql, 0)
+        })
+    }
+
+    /// The pipelined part of `execute_many`: opens (BEGIN or SAVEPOINT), sends every row's
+    /// Bind/Execute without waiting, closes (COMMIT or RELEASE), all in as few round trips as
+    /// tokio-postgres allows. Returns per-row results or the first client-side failure.
+    async fn pipeline_rows(
+        client: &Client,
+        stmt: &Statement,
+        rows: &[&[Param<'_>]],
+        own_tx: bool,
+    ) -> std::result::Result<u64, ManyError> {
+        let open = if own_tx {
+            "BEGIN".to_string()
+        } else {
+            format!("SAVEPOINT {EXECUTE_MANY_SAVEPOINT}")
+        };
+        let close_ok = if own_tx {
+            "COMMIT".to_string()
+        } else {
+            format!("RELEASE SAVEPOINT {EXECUTE_MANY_SAVEPOINT}")
+        };
+        let close_err = if own_tx {
+            "ROLLBACK".to_string()
+        } else {
+            format!(
+                "ROLLBACK TO SAVEPOINT {EXECUTE_MANY_SAVEPOINT}; RELEASE SAVEPOINT {EXECUTE_MANY_SAVEPOINT}"
+            )
+        };
+
+        let open_fut: PgFuture<'_, ()> = Box::pin(client.batch_execute(&open));
+        let mut open_fut = Some(open_fut);
+        let mut total = 0u64;
+        let mut failure: Option<ManyError> = None;
+        let mut base = 0usize;
+        let chunks: Vec<&[&[Param<'_>]]> = rows.chunks(EXECUTE_MANY_CHUNK).collect();
+        let last_chunk = chunks.len().saturating_sub(1);
+        let mut open_result: Option<std::result::Result<(), tokio_postgres::Error>> = None;
+
+        for (ci, chunk) in chunks.into_iter().enumerate() {
+            let mut futs: Vec<Option<PgFuture<'_, u64>>> = chunk
+                .iter()
+                .map(|params| {
+                    let f: PgFuture<'_, u64> = Box::pin(client.execute(stmt, params));
+                    Some(f)
+                })
+                .collect();
+            let mut early: Vec<Option<std::result::Result<u64, tokio_postgres::Error>>> =
+                (0..futs.len()).map(|_| None).collect();
+            // Poll every request once, in row order, so they go out in that order; stop at a row
+            // that fails before being sent (a parameter that cannot be encoded).
+            let mut client_failure: Option<usize> = None;
+            std::future::poll_fn(|cx| {
+                if let Some(f) = open_fut.as_mut() {
+                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                        open_result = Some(r);
+                        open_fut = None;
+                    }
+                }
+                for (i, slot) in futs.iter_mut().enumerate() {
+                    if let Some(f) = slot.as_mut() {
+                        if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                            let failed = r.is_err();
+                            early[i] = Some(r);
+                            *slot = None;
+                            if failed {
+                                client_failure = Some(i);
+                                // Requests after the failing row are never sent.
+                                for later in futs.iter_mut().skip(i + 1) {
+                                    *later = None;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(())
+            })
+            .await;
+
+            let close_fut: Option<PgFuture<'_, ()>> = if client_failure.is_some() {
+                Some(Box::pin(client.batch_execute(&close_err)))
+            } else if ci == last_chunk {
+                Some(Box::pin(client.batch_execute(&close_ok)))
+            } else {
+                None
+            };
+            // Send the close request right behind the rows (same pipeline).
+            let mut close_fut = close_fut.map(futures_util::future::MaybeDone::Future);
+            if let Some(f) = close_fut.as_mut() {
+                std::future::poll_fn(|cx| {
+                    let _ = Pin::new(&mut *f).poll(cx);
+                    Poll::Ready(())
+                })
+                .await;
+            }
+
+            if let Some(f) = open_fut.take() {
+                open_result = Some(f.await);
+            }
+            if let Some(Err(e)) = open_result.take() {
+                return Err(ManyError {
+                    row: None,
+                    error: e,
+                    closed: false,
+                    aborted: false,
+                });
+            }
+
+            let pending: Vec<_> = futs
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, f)| f.map(|f| async move { (i, f.await) }))
+                .collect();
+            for (i, r) in futures_util::future::join_all(pending).await {
+                early[i] = Some(r);
+            }
+            for (i, r) in early.into_iter().enumerate() {
+                match r {
+                    Some(Ok(n)) => total += n,
+                    Some(Err(e)) => {
+                        // The failing row is the first whose error is not "transaction aborted"
+                        // (25P02, what every later row of an aborted transaction gets).
+                        let aborted = e.code().map(|c| c.code()) == Some("25P02");
+                        if failure.as_ref().is_none_or(|f| f.aborted && !aborted) {
+                            failure = Some(ManyError {
+                                row: Some(base + i),
+                                error: e,
+                                closed: client_failure.is_some(),
+                                aborted,
+                            });
+                        }
+                    }
+                    None => {}
+                }
+            }
+
+            let close_result = match close_fut {
+                Some(mut f) => {
+                    (&mut f).await;
+                    Pin::new(&mut f).take_output()
+                }
+                None => None,
+            };
+
+            if let Some(mut f) = failure.take() {
+                if !f.closed {
+                    // A server error aborted the transaction: the close request (COMMIT ends an
+                    // aborted transaction with a rollback; RELEASE fails) did not apply the rows.
+                    if !own_tx || ci != last_chunk {
+                        let _ = client.batch_execute(&close_err).await;
+                    }
+                    f.closed = true;
+                }
+                return Err(f);
+            }
+            if let Some(Err(e)) = close_result {
+                return Err(ManyError {
+                    row: None,
+                    error: e,
+                    closed: true,
+                    aborted: false,
+                });
+            }
+            base += chunk.len();
+        }
+        Ok(total)
+    }
+}
+
+/// A failure inside `execute_many`.
+struct ManyError {
+    /// The failing row, when one failed.
+    row: Option<usize>,
+    error: tokio_postgres::Error,
+    /// The transaction or savepoint was already closed (rolled back).
+    closed: bool,
+    /// The error is 25P02 (a consequence of an earlier failure, not the cause).
+    aborted: bool,
+}
+
+async fn first_row(
+    stream: tokio_postgres::RowStream,
+) -> std::result::Result<Output, tokio_postgres::Error> {
+    use futures_util::TryStreamExt;
+    let mut stream = std::pin::pin!(stream);
+    let first = stream.try_next().await?;
+    // Drain the rest so the statement completes and any error after the first row is reported.
+    while stream.try_next().await?.is_some() {}
+    Ok(Output::Rows(first.into_iter().collect()))
+}
+
+#[async_trait]
+impl Connection for PgConnection {
+    type Row = PgRow;
+
+    async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        match self
+            .traced(Op::Execute, "execute", sql, params, timeout)
+            .await?
+        {
+            Output::Count(n) => Ok(n),
+            Output::Rows(r) => Ok(r.len() as u64),
+        }
+    }
+
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<PgRow>> {
+        match self
+            .traced(Op::Query, "query", sql, params, timeout)
+            .await?
+        {
+            Output::Rows(r) => Ok(r.into_iter().map(PgRow::new).collect()),
+            Output::Count(_) => Ok(Vec::new()),
+        }
+    }
+
+    async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<Option<PgRow>> {
+        match self
+            .traced(Op::QueryOpt, "query_opt", sql, params, timeout)
+            .await?
+        {
+            Output::Rows(r) => Ok(r.into_iter().next().map(PgRow::new)),
+            Output::Count(_) => Ok(None),
+        }
+    }
+
+    async fn batch_execute(&mut self, sql: &str, timeout: Option<Duration>) -> Result<()> {
+        self.check_usable(sql)?;
+        let span = self.span("batch_execute", sql);
+        let started = Instant::now();
+        let deadline = deadline_of(timeout);
+        let outcome = self
+            .bounded(deadline, self.client.batch_execute(sql))
+            .instrument(span.clone())
+            .await;
+        self.query_count += 1;
+        self.last_used = Instant::now();
+        self.note_tx_effect(sql);
+        let result = self.settle(outcome, sql, 0, timeout);
+        self.record(&span, started, None, result.is_ok());
+        result
+    }
+
+    async fn execute_many(
+        &mut self,
+        sql: &str,
+        rows: &[&[Param<'_>]],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        self.check_usable(sql)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let span = self.span("execute_many", sql);
+        let started = Instant::now();
+        let deadline = deadline_of(timeout);
+        let n_params = rows.first().map_or(0, |r| r.len());
+        let stmt = match self
+            .statement(sql, n_params, deadline, timeout, false)
+            .instrument(span.clone())
+            .await?
+        {
+            Stmt::Prepared(s) => s,
+            // `statement` never answers Unnamed when `allow_unnamed` is false.
+            Stmt::Unnamed => self
+                .client
+                .prepare(sql)
+                .await
+                .map_err(|e| query_error(e, sql, n_params))?,
+        };
+        let own_tx = !self.in_any_tx();
+        let outcome = self
+            .bounded(deadline, async {
+                Ok::<_, tokio_postgres::Error>(
+                    Self::pipeline_rows(&self.client, &stmt, rows, own_tx).await,
+                )
+            })
+            .instrument(span.clone())
+            .await;
+        self.query_count += rows.len() as u64;
+        self.last_used = Instant::now();
+        let result = match self.settle(outcome, sql, n_params, timeout) {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(many)) => {
+                if is_connection_error(&many.error) {
+                    self.broken = true;
+                }
+                let row_params = many
+                    .row
+                    .and_then(|r| rows.get(r))
+                    .map_or(n_params, |r| r.len());
+                let mut err = query_error(many.error, sql, row_params);
+                if let Error::Query(q) = &mut err {
+                    q.row = many.row;
+                    if let Some(r) = many.row {
+                        q.message = format!(
+                            "row {r} of {}: {}; no row was applied",
+                            rows.len(),
+                            q.message
+                        );
+                    }
+                }
+                Err(err)
+            }
+            Err(e) => Err(e),
+        };
+        self.record(
+            &span,
+            started,
+            result.as_ref().ok().copied(),
+            result.is_ok(),
+        );
+        result
+    }
+
+    async fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: &[&[Param<'_>]],
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        let quoted = columns
+            .iter()
+            .map(|c| quote_column(c))
+            .collect::<Result<Vec<_>>>()?
+            .join(", ");
+        let (probe, copy) = if columns.is_empty() {
+            (
+                format!("SELECT * FROM {table} LIMIT 0"),
+                format!("COPY {table} FROM STDIN (FORMAT binary)"),
+            )
+        } else {
+            (
+                format!("SELECT {quoted} FROM {table} LIMIT 0"),
+                format!("COPY {table} ({quoted}) FROM STDIN (FORMAT binary)"),
+            )
+        };
+        self.check_usable(&copy)?;
+        let span = self.span("copy_in", &copy);
+        let started = Instant::now();
+        let deadline = deadline_of(timeout);
+
+        let outcome = self.bounded(deadline, self.client.prepare(&probe)).await;
+        let types: Vec<postgres_types::Type> = self
+            .settle(outcome, &probe, 0, timeout)?
+            .columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect();
+        if let Some((i, row)) = rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() != types.len())
+        {
+            let mut q = QueryError::new(
+                QueryErrorKind::Client,
+                format!(
+                    "row {i} has {} value(s) but the copy targets {} column(s); nothing was copied",
+                    row.len(),
+                    types.len()
+                ),
+                copy.clone(),
+            );
+            q.row = Some(i);
+            return Err(q.into());
+        }
+
+        let client = &self.client;
+        let copy_sql = copy.as_str();
+        let work = async {
+            let sink = client.copy_in(copy_sql).await?;
+            let writer = BinaryCopyInWriter::new(sink, &types);
+            let mut writer = std::pin::pin!(writer);
+            for (i, row) in rows.iter().enumerate() {
+                if let Err(e) = writer.as_mut().write(row).await {
+                    return Ok(Err((i, e)));
+                }
+            }
+            writer.as_mut().finish().await.map(Ok)
+        };
+        let outcome = self.bounded(deadline, work).instrument(span.clone()).await;
+        self.query_count += 1;
+        self.last_used = Instant::now();
+        let result = match self.settle(outcome, &copy, 0, timeout) {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err((i, e))) => {
+                let mut err = query_error(e, &copy, types.len());
+                if let Error::Query(q) = &mut err {
+                    q.row = Some(i);
+                    q.message = format!("row {i}: {}; the copy was aborted", q.message);
+                }
+                Err(err)
+            }
+            Err(e) => Err(e),
+        };
+        self.record(
+            &span,
+            started,
+            result.as_ref().ok().copied(),
+            result.is_ok(),
+        );
+        result
+    }
+
+    async fn prepare(&mut self, sql: &str) -> Result<()> {
+        self.check_usable(sql)?;
+        let outcome = self.bounded(None, self.client.prepare(sql)).await;
+        let stmt = self.settle(outcome, sql, 0, None)?;
+        self.sync_epoch();
+        self.cache.insert(sql, stmt);
+        Ok(())
+    }
+
+    async fn begin(&mut self) -> Result<()> {
+        self.control("BEGIN").await?;
+        self.in_tx = true;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        let r = self.control("COMMIT").await;
+        // A failed COMMIT (e.g. a deferred constraint) still ends the transaction.
+        self.in_tx = false;
+        self.maybe_tx = false;
+        r
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        let r = self.control("ROLLBACK").await;
+        self.in_tx = false;
+        self.maybe_tx = false;
+        r
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.in_any_tx()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.is_broken()
+    }
+
+    fn discard(&mut self) {
+        self.broken = true;
+    }
+
+    fn clear_statement_cache(&mut self) {
+        self.cache.clear();
+    }
+}

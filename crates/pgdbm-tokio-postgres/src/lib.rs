@@ -1,0 +1,39 @@
+//! pgdbm's tokio-postgres adapter: the one place that turns a [`tokio_postgres::Client`] into a
+//! [`pgdbm_core::Connection`].
+//!
+//! - [`PgConnection`]: one physical connection. [`PgConnection::connect`] tries the configured
+//!   hosts in order with TLS ([`tls`](crate::tls) explains why rustls), passes
+//!   `server_settings` in the startup packet, runs `init_commands`, bounds each attempt (TCP +
+//!   TLS + authentication) by `connect_timeout` and retries with the config's backoff schedule.
+//! - Statements are prepared once per connection and kept in a bounded LRU cache
+//!   (`Config::statement_cache_size`, default 100), with an evict-and-retry-once on
+//!   "cached plan must not change result type" outside transactions. A cache size of 0 turns it
+//!   off: statements without parameters then use the unnamed statement (one round trip,
+//!   nothing left on the server); statements with parameters are prepared, run and closed
+//!   again. Behind PgBouncer in transaction mode, that is safe inside transactions or with
+//!   PgBouncer 1.21+ (`max_prepared_statements` > 0).
+//! - Timeouts cancel on the server: when a statement's timeout expires a CancelRequest is sent,
+//!   and the connection is kept only if the statement ends within a short grace (2 s).
+//! - [`Pooled`] wraps a pool guard, and [`recycle`] with a [`RecyclePolicy`] is the reuse check
+//!   both pool adapters apply.
+//!
+//! Tracing: each statement gets a `debug` span named `query` with target `pgdbm`, holding the
+//! SQL (truncated), its duration and row count; parameters only when `Config::log_parameters`.
+
+mod cache;
+mod connect;
+mod connection;
+mod errors;
+mod pooled;
+mod recycle;
+mod row;
+mod sql;
+pub mod tls;
+
+pub use connection::PgConnection;
+pub use pooled::Pooled;
+pub use recycle::{recycle, RecyclePolicy};
+pub use row::PgRow;
+
+/// Re-export of the driver, for users of [`PgConnection::client`] and [`PgRow::into_inner`].
+pub use tokio_postgres;

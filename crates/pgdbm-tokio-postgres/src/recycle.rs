@@ -1,0 +1,93 @@
+//! The recycling policy both pool adapters apply when a connection is returned or reused.
+
+use std::time::{Duration, Instant};
+
+use pgdbm_core::{Config, Error, Result};
+
+use crate::connection::PgConnection;
+
+/// When a pooled connection may be reused. Shared by `pgdbm-deadpool` and `pgdbm-bb8`.
+#[derive(Debug, Clone)]
+pub struct RecyclePolicy {
+    /// Statements after which the connection is closed (0 = no limit). From `Config::max_queries`.
+    pub max_queries: u64,
+    /// Longest life of a physical connection (`None` = no limit). From `Config::max_lifetime`.
+    pub max_lifetime: Option<Duration>,
+    /// Idle time after which the connection is closed. From
+    /// `Config::max_inactive_connection_lifetime` (zero = no limit).
+    pub max_idle: Duration,
+    /// Idle time after which a liveness check runs before reuse (1 s).
+    pub liveness_after: Duration,
+    /// Bound on the reset (`ROLLBACK`) and on the liveness check.
+    pub reset_timeout: Duration,
+}
+
+impl RecyclePolicy {
+    /// The policy `config` asks for.
+    pub fn from_config(config: &Config) -> Self {
+        RecyclePolicy {
+            max_queries: config.max_queries,
+            max_lifetime: config.max_lifetime,
+            max_idle: config.max_inactive_connection_lifetime,
+            liveness_after: Duration::from_secs(1),
+            reset_timeout: Duration::from_secs(5)
+                .min(config.connect_timeout.max(Duration::from_millis(100))),
+        }
+    }
+}
+
+impl Default for RecyclePolicy {
+    fn default() -> Self {
+        RecyclePolicy::from_config(&Config::default())
+    }
+}
+
+fn reject(reason: String) -> Error {
+    Error::pool(format!("connection not reused: {reason}"))
+}
+
+/// Decides whether `conn` may be handed out again; called by the pools when a connection is
+/// returned or about to be reused. `Err(reason)` means the pool must drop it.
+///
+/// In order: a broken connection, `max_queries` reached, `max_lifetime` exceeded or idle longer
+/// than `max_idle` are rejected; a connection that [needs a reset](PgConnection::needs_reset)
+/// (inside a transaction, or after a cancelled statement) is reset with `ROLLBACK`; one idle
+/// longer than `liveness_after` gets a liveness check. Both are bounded by `reset_timeout`.
+pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<()> {
+    if conn.is_broken() {
+        return Err(reject("it is closed or was discarded".to_string()));
+    }
+    if policy.max_queries > 0 && conn.query_count() >= policy.max_queries {
+        return Err(reject(format!(
+            "it ran {} statements (max_queries = {})",
+            conn.query_count(),
+            policy.max_queries
+        )));
+    }
+    let now = Instant::now();
+    if let Some(max) = policy.max_lifetime {
+        let age = now.saturating_duration_since(conn.created_at());
+        if age >= max {
+            return Err(reject(format!(
+                "it is {age:?} old (max_lifetime = {max:?})"
+            )));
+        }
+    }
+    let idle = now.saturating_duration_since(conn.last_used());
+    if !policy.max_idle.is_zero() && idle >= policy.max_idle {
+        return Err(reject(format!(
+            "it was idle for {idle:?} (max_inactive_connection_lifetime = {:?})",
+            policy.max_idle
+        )));
+    }
+    if conn.needs_reset() {
+        conn.reset(policy.reset_timeout)
+            .await
+            .map_err(|e| reject(format!("resetting it failed: {e}")))?;
+    } else if idle >= policy.liveness_after {
+        conn.check_alive(policy.reset_timeout)
+            .await
+            .map_err(|e| reject(format!("liveness check failed: {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! TLS with rustls.
+//!
+//! Why rustls (through `tokio-postgres-rustls`) and not native-tls: it is pure Rust, so building
+//! pgdbm needs no OpenSSL headers or system library (a plain Debian CI image builds it), the
+//! behaviour is the same on every platform, and the `ring` provider is selected explicitly so no
+//! process-wide crypto provider has to be installed by the application.
+//!
+//! The modes follow libpq:
+//!
+//! | `ssl_mode`   | tokio-postgres | certificate check                                              |
+//! |--------------|----------------|----------------------------------------------------------------|
+//! | `Disable`    | `Disable`      | no TLS                                                         |
+//! | `Prefer`     | `Prefer`       | TLS when the server offers it; certificate not verified       |
+//! | `Require`    | `Require`      | TLS required; certificate not verified (like libpq)           |
+//! | `VerifyCa`   | `Require`      | chain verified against `ssl_root_cert` (or Mozilla's roots); host name not checked |
+//! | `VerifyFull` | `Require`      | chain and host name verified                                   |
+//!
+//! `ssl_cert` + `ssl_key` (PEM) add a client certificate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pgdbm_core::{Config, Error, Result, SslMode};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The tokio-postgres TLS mode for a pgdbm [`SslMode`].
+pub(crate) fn pg_ssl_mode(mode: SslMode) -> tokio_postgres::config::SslMode {
+    match mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            tokio_postgres::config::SslMode::Require
+        }
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the rustls connector for `config`, or `None` when TLS is disabled.
+pub(crate) fn connector(config: &Config) -> Result<Option<MakeRustlsConnect>> {
+    if config.ssl_mode == SslMode::Disable {
+        return Ok(None);
+    }
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config("ssl_mode", format!("rustls rejected its own defaults: {e}")))?;
+
+    let builder = match config.ssl_mode {
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider))),
+        SslMode::VerifyCa => {
+            let inner = webpki_verifier(config, provider)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(VerifyChainOnly(inner)))
+        }
+        SslMode::VerifyFull => builder.with_webpki_verifier(webpki_verifier(config, provider)?),
+    };
+
+    let client_config = match (&config.ssl_cert, &config.ssl_key) {
+        (Some(cert), Some(key)) => {
+            let certs = load_certs(cert, "ssl_cert")?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                Error::config(
+                    "ssl_key",
+                    format!("cannot read a PEM private key from {}: {e}", key.display()),
+                )
+            })?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                Error::config(
+                    "ssl_cert",
+                    format!("the client certificate and key do not form a usable pair: {e}"),
+                )
+            })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        (Some(_), None) => {
+            return Err(Error::config(
+                "ssl_key",
+                "ssl_cert is set but ssl_key is not: set both (PEM files) or neither",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::config(
+                "ssl_cert",
+                "ssl_key is set but ssl_cert is not: set both (PEM files) or neither",
+            ))
+        }
+    };
+    Ok(Some(MakeRustlsConnect::new(client_config)))
+}
+
+fn load_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| {
+        Error::config(
+            field,
+            format!("cannot read PEM certificates from {}: {e}", path.display()),
+        )
+    })?;
+    let certs = iter
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::config(
+                field,
+                format!("invalid PEM certificate in {}: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::config(
+            field,
+            format!("{} contains no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+fn webpki_verifier(
+    config: &Config,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>> {
+    let mut roots = RootCertStore::empty();
+    match &config.ssl_root_cert {
+        Some(path) => {
+            for cert in load_certs(path, "ssl_root_cert")? {
+                roots.add(cert).map_err(|e| {
+                    Error::config(
+                        "ssl_root_cert",
+                        format!("{} holds an unusable CA certificate: {e}", path.display()),
+                    )
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| {
+            Error::config(
+                "ssl_root_cert",
+                format!("cannot build a certificate verifier: {e}"),
+            )
+        })
+}
+
+/// `require` / `prefer`: encrypt without verifying the certificate, like libpq.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the host name is not checked.
+#[derive(Debug)]
+struct VerifyChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for VerifyChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
