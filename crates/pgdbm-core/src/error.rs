@@ -401,11 +401,13 @@ impl fmt::Display for QueryError {
         if let Some(r) = self.row {
             write!(f, "; failing row: {r}")?;
         }
-        write!(
-            f,
-            "; query: {}",
-            truncate_sql(self.query.trim(), MAX_DISPLAYED_SQL)
-        )?;
+        if !self.query.trim().is_empty() {
+            write!(
+                f,
+                "; query: {}",
+                truncate_sql(self.query.trim(), MAX_DISPLAYED_SQL)
+            )?;
+        }
         if !self.params.is_empty() {
             write!(f, "; params: {}", self.params)?;
         }
