@@ -142,6 +142,19 @@ impl Default for Config {
     }
 }
 
+impl SslMode {
+    /// libpq's name of the mode (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
 impl fmt::Display for SslMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -686,7 +699,26 @@ impl FromStr for Config {
     }
 }
 
-/// Shows every field; the password as `Some("***")` / `None` and `connection_string` masked.
+/// `Debug` of `init_commands` that hides commands mentioning a password (such as
+/// `ALTER ROLE ... PASSWORD '...'`).
+struct InitCommands<'a>(&'a [String]);
+
+impl fmt::Debug for InitCommands<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|c| {
+                if c.to_ascii_lowercase().contains("password") {
+                    "*** (hidden: mentions a password)"
+                } else {
+                    c.as_str()
+                }
+            }))
+            .finish()
+    }
+}
+
+/// Shows every field; the password as `Some("***")` / `None`, `connection_string` masked with
+/// [`mask_dsn`], and `init_commands` that mention a password hidden.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -710,7 +742,7 @@ impl fmt::Debug for Config {
             )
             .field("command_timeout", &self.command_timeout)
             .field("server_settings", &self.server_settings)
-            .field("init_commands", &self.init_commands)
+            .field("init_commands", &InitCommands(&self.init_commands))
             .field("retry_attempts", &self.retry_attempts)
             .field("retry_delay", &self.retry_delay)
             .field("retry_backoff", &self.retry_backoff)
@@ -804,6 +836,17 @@ mod tests {
         }
         let dbg = format!("{:?}", Config::default());
         assert!(dbg.contains("password: None"), "{dbg}");
+        let c = with(|c| {
+            c.init_commands = vec![
+                "SET work_mem = '64MB'".into(),
+                "ALTER ROLE app PASSWORD 'topsecret'".into(),
+            ];
+        });
+        let dbg = format!("{c:?}");
+        assert!(
+            dbg.contains("SET work_mem") && !dbg.contains("topsecret"),
+            "{dbg}"
+        );
         assert!(dbg.contains("host: \"localhost\""), "{dbg}");
         assert_eq!(
             Config::default().to_string(),

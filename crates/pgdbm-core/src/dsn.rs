@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::config::{duration_from_secs, Config, SslMode};
+use crate::config::{duration_from_secs, Config};
 use crate::error::{Error, Result};
 
 /// The text put in place of a password by [`mask_dsn`], [`Config::dsn_masked`] and `Debug`.
@@ -217,8 +217,10 @@ fn is_known_query(s: &str) -> bool {
 ///            "postgresql://db/x?password=***&sslmode=require");
 /// ```
 pub fn mask_dsn(s: &str) -> String {
-    match url_scheme_len(s) {
-        Some(n) => mask_url(&s[..n], &s[n..]),
+    let body = s.trim_start();
+    let lead = &s[..s.len() - body.len()];
+    match url_scheme_len(body) {
+        Some(n) => format!("{lead}{}", mask_url(&body[..n], &body[n..])),
         None => mask_query_params(&mask_keyword_values(s)),
     }
 }
@@ -798,22 +800,10 @@ pub(crate) fn url_host(host: &str) -> String {
     }
 }
 
-impl SslMode {
-    /// libpq's name of the mode (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SslMode;
     use proptest::prelude::*;
 
     fn cfg_err(r: Result<Config>) -> (String, String) {
