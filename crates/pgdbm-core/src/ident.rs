@@ -4,7 +4,7 @@
 //! pgdbm, made stricter about trailing newlines: an identifier matches
 //! `^[A-Za-z_][A-Za-z0-9_]*$`, is 1 to [`MAX_IDENTIFIER_BYTES`] bytes long, and contains nothing
 //! else (no trailing newline, no quotes, no dots, no non-ASCII letters). Anything else is an
-//! [`Error::Schema`](crate::Error::Schema) naming the identifier, never SQL.
+//! [`Error::Schema`] naming the identifier, never SQL.
 
 use crate::error::{Error, Result};
 

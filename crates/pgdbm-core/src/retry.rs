@@ -72,9 +72,18 @@ impl RetrySchedule {
         } else {
             random.clamp(0.0, 1.0)
         };
-        let factor = 0.5 + 0.5 * r;
-        // factor is in [0.5, 1], so the product is finite, non-negative and at most `base`.
-        Some(Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base))
+        // Equal jitter in integer nanoseconds: half the delay, plus `r` times the other half.
+        let total = base.as_nanos();
+        let half = total / 2;
+        let rest = total - half;
+        // The float-to-int cast saturates; `min` keeps the sum at most `total`.
+        let extra = ((rest as f64 * r) as u128).min(rest);
+        let n = half + extra;
+        // n <= total, the nanoseconds of a Duration, so the seconds fit in a u64.
+        Some(Duration::new(
+            (n / 1_000_000_000) as u64,
+            (n % 1_000_000_000) as u32,
+        ))
     }
 
     /// `delay * backoff^(attempt-1)` capped at `max_delay`, without jitter.
@@ -95,7 +104,7 @@ impl RetrySchedule {
             // Never below the first delay (rounding), never above the cap.
             Ok(d) => capped(d.max(self.delay)),
             // Infinite or too large for a Duration.
-            Err(_) => self.max_delay.max(capped(self.delay)),
+            Err(_) => self.max_delay,
         }
     }
 

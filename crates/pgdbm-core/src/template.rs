@@ -12,7 +12,7 @@
 //! A placeholder is exactly `{{schema}}`, or `{{tables.` followed by everything up to the next
 //! `}}`. Every identifier that is substituted (the schema, the table, the explicit schema) is
 //! checked with [`validate_identifier`]; a bad one makes rendering fail with
-//! [`Error::Schema`](crate::Error::Schema), so it never reaches SQL. This is stricter than Python
+//! [`Error::Schema`], so it never reaches SQL. This is stricter than Python
 //! pgdbm, which leaves a `{{tables.…}}` with a bad name in the SQL for the server to reject.
 //! Any other text, including a `{{` that starts no placeholder (`{{foo}}`, a lone `{{`), is
 //! copied byte for byte.
