@@ -7,6 +7,9 @@
 //! comments, and `BEGIN ATOMIC … END` bodies of SQL-standard functions (their `;`s do not end
 //! the statement; `CASE … END` inside them nests). Unterminated constructs run to the end of
 //! the input. It never panics and works on any UTF-8 text.
+//!
+//! Plain `'…'` strings follow `standard_conforming_strings = on` (the default since PostgreSQL
+//! 9.1): a backslash in them is an ordinary character.
 
 use std::ops::Range;
 
