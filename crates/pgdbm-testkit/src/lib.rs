@@ -1,0 +1,39 @@
+//! Test support for pgdbm: a throwaway PostgreSQL server per test process.
+//!
+//! [`TestServer::shared`] starts one server per test process from the local PostgreSQL
+//! binaries (or uses the server named by `TEST_DB_HOST`), shared by all tests of the process.
+//! [`TestServer::start`] gives a test its own server (for example to restart it).
+//!
+//! ```
+//! use pgdbm_testkit::{unique_database_name, TestServer};
+//!
+//! # fn main() -> pgdbm_core::Result<()> {
+//! let server = TestServer::shared()?;
+//! let db = unique_database_name("test_")?;
+//! server.create_database(&db)?;
+//! let version = server.psql(&db, "SELECT version()")?;
+//! assert!(version.starts_with("PostgreSQL"));
+//! let config = server.config(&db); // a pgdbm_core::Config for this database
+//! # let _ = config;
+//! server.drop_database(&db)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Binaries are searched in `PGDBM_PG_BIN`, then `pg_config --bindir`, then the newest
+//! `/usr/lib/postgresql/<version>/bin` ([`find_pg_bin`]). Tests may run as root: the server
+//! then runs as the `postgres` system user. A server dies with its test process, even when that
+//! is killed with SIGKILL, and a directory left behind is reaped by the next start.
+
+mod config;
+mod discover;
+mod names;
+mod procfs;
+mod reap;
+mod server;
+mod sys;
+
+pub use config::{TestConfig, TEST_DB_HOST_ENV};
+pub use discover::{find_pg_bin, PG_BIN_ENV};
+pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
+pub use server::{TestServer, TestServerOptions};
