@@ -14,7 +14,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.host(),
         server.port(),
         server.pid().unwrap_or_default(),
-        server.data_dir().map(|d| d.display().to_string()).unwrap_or_default()
+        server
+            .data_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default()
     );
 
     let (client, connection) =

@@ -51,6 +51,9 @@ pub struct TestServerOptions {
     /// Kill the server when the thread that started it (and so the test process) dies, even by
     /// SIGKILL (default true). Only turn it off to test the reaper.
     pub die_with_process: bool,
+    /// A fixed port; `None` (default) picks a free one, retrying when another process takes it
+    /// first. A fixed port that is in use is an error.
+    pub port: Option<u16>,
 }
 
 impl Default for TestServerOptions {
@@ -62,6 +65,7 @@ impl Default for TestServerOptions {
             max_connections: 300,
             settings: Vec::new(),
             die_with_process: true,
+            port: None,
         }
     }
 }
@@ -88,6 +92,12 @@ impl TestServerOptions {
     /// Adds a server setting (`-c name=value`).
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// Listen on `port` instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 
@@ -241,10 +251,18 @@ impl TestServer {
         };
         // From here on, dropping `server` deletes the directory.
         server.init_db()?;
+        let attempts = if server_fixed_port(&server) {
+            1
+        } else {
+            PORT_ATTEMPTS
+        };
         let mut last = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port()?;
+        for _ in 0..attempts {
             let Some(local) = &server.local else { break };
+            server.port = match local.options.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             match local.launch(server.port) {
                 Ok(r) => {
                     *lock(&local.running) = Some(r);
@@ -254,9 +272,15 @@ impl TestServer {
                 Err(StartFailure::Other(e)) => return Err(e),
             }
         }
-        Err(start_error(format!(
-            "no free port after {PORT_ATTEMPTS} attempts; last server log:\n{last}"
-        )))
+        Err(start_error(if attempts == 1 {
+            format!(
+                "port {} is in use by another process: choose another port or leave \
+                 `TestServerOptions::port` unset; server log:\n{last}",
+                server.port
+            )
+        } else {
+            format!("no free port after {attempts} attempts; last server log:\n{last}")
+        }))
     }
 
     /// Uses an existing server (no process is started; [`stop`](Self::stop) and friends are
@@ -972,6 +996,13 @@ fn create_server_dir(base: &Path, run_as: Option<RunAs>) -> Result<PathBuf> {
         }
         return Ok(dir);
     }
+}
+
+fn server_fixed_port(server: &TestServer) -> bool {
+    server
+        .local
+        .as_ref()
+        .is_some_and(|l| l.options.port.is_some())
 }
 
 fn free_port() -> Result<u16> {

@@ -268,3 +268,93 @@ fn discovery_child() {
         Err(e) => println!("DISCOVERY err {}", e.to_string().replace('\n', " ")),
     }
 }
+
+#[test]
+fn fixed_port_in_use_is_a_clear_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let err = TestServer::start_with(TestServerOptions::default().port(port)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::TestDatabase { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("port {port} is in use")),
+        "the error names the port: {msg}"
+    );
+    drop(holder);
+
+    // A free fixed port works.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = TestServer::start_with(TestServerOptions::default().port(port)).unwrap();
+    assert_eq!(server.port(), port);
+    assert_eq!(
+        server.psql("postgres", "SHOW port").unwrap(),
+        port.to_string()
+    );
+}
+
+/// With `TEST_DB_HOST` set, `shared()` uses that server instead of starting one. Checked in a
+/// child process (whose environment we set) against a private server of this test.
+#[test]
+fn test_db_host_selects_an_existing_server() {
+    let server = TestServer::start().unwrap();
+    let run = |port: u16| -> (bool, String) {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["external_child", "--exact", "--ignored", "--nocapture"])
+            .env("PGDBM_TESTKIT_EXTERNAL_CHILD", "1")
+            .env("TEST_DB_HOST", "127.0.0.1")
+            .env("TEST_DB_PORT", port.to_string())
+            .env("TEST_DB_USER", "postgres")
+            .env("TEST_DB_PASSWORD", "postgres")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("EXTERNAL "))
+            .unwrap_or_else(|| panic!("no EXTERNAL line in {stdout}"))
+            .to_string();
+        (out.status.success(), line)
+    };
+    let (ok, line) = run(server.port());
+    assert!(ok, "{line}");
+    assert_eq!(line, format!("ok port={} rows=1", server.port()));
+
+    // No server there: an error naming the variables, not a throwaway server.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_, line) = run(unused);
+    assert!(line.starts_with("err "), "{line}");
+    assert!(line.contains("TEST_DB_HOST"), "{line}");
+}
+
+#[test]
+#[ignore = "helper process of test_db_host_selects_an_existing_server"]
+fn external_child() {
+    if std::env::var_os("PGDBM_TESTKIT_EXTERNAL_CHILD").is_none() {
+        return;
+    }
+    match TestServer::shared() {
+        Ok(server) => {
+            assert!(!server.is_local());
+            assert_eq!(server.pid(), None);
+            assert_eq!(server.data_dir(), None);
+            assert!(server.stop().is_err());
+            assert!(server.restart().is_err());
+            let rows = server
+                .psql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_database WHERE datname = 'postgres'",
+                )
+                .unwrap();
+            println!("EXTERNAL ok port={} rows={rows}", server.port());
+        }
+        Err(e) => println!("EXTERNAL err {}", e.to_string().replace('\n', " ")),
+    }
+}
