@@ -74,10 +74,4 @@ impl StatementCache {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
-
-    /// True when `sql` is cached (does not touch its recency).
-    #[cfg(test)]
-    pub(crate) fn contains(&self, sql: &str) -> bool {
-        self.entries.contains_key(sql)
-    }
 }

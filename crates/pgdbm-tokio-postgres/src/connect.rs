@@ -1,10 +1,8 @@
 //! Opening connections: hosts in order, TLS, server settings at startup, init commands, retries.
 
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use pgdbm_core::{BoxError, Config, Error, Result};
-use tokio_postgres::config::Host;
+use pgdbm_core::{BoxError, Config, Error, Result, RetrySchedule};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::connection::PgConnection;
@@ -58,109 +56,69 @@ pub(crate) fn startup_options<'a>(
         .join(" ")
 }
 
-/// Server settings applied at startup.
-fn server_settings(config: &Config) -> Vec<(String, String)> {
-    config
-        .server_settings
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-/// The password: the configured one, else `DB_PASSWORD`.
-fn password(config: &Config) -> Option<String> {
-    config
-        .password
-        .clone()
-        .or_else(|| std::env::var("DB_PASSWORD").ok())
-}
-
-/// The base tokio-postgres config (without hosts), and the hosts to try in order.
-fn base_config(config: &Config) -> Result<(tokio_postgres::Config, Vec<(String, u16)>)> {
-    let (mut pg, hosts) = match &config.connection_string {
-        Some(dsn) => {
-            let pg = tokio_postgres::Config::from_str(dsn).map_err(|_| {
-                Error::config(
-                    "connection_string",
-                    "tokio-postgres cannot parse the connection string; use \
-                     postgresql://user:password@host:port/database or libpq key=value pairs",
-                )
-            })?;
-            let ports = pg.get_ports();
-            let mut hosts = Vec::new();
-            for (i, h) in pg.get_hosts().iter().enumerate() {
-                let port = ports
-                    .get(i)
-                    .or_else(|| ports.first())
-                    .copied()
-                    .unwrap_or(5432);
-                let name = match h {
-                    Host::Tcp(name) => name.clone(),
-                    #[cfg(unix)]
-                    Host::Unix(path) => path.display().to_string(),
-                };
-                hosts.push((name, port));
-            }
-            if hosts.is_empty() {
-                hosts.push(("localhost".to_string(), 5432));
-            }
-            let mut fresh = tokio_postgres::Config::new();
-            if let Some(u) = pg.get_user() {
-                fresh.user(u);
-            } else {
-                fresh.user(&config.user);
-            }
-            match pg.get_password() {
-                Some(p) => {
-                    fresh.password(p);
-                }
-                None => {
-                    if let Some(p) = password(config) {
-                        fresh.password(p);
-                    }
-                }
-            }
-            fresh.dbname(pg.get_dbname().unwrap_or(&config.database));
-            if let Some(o) = pg.get_options() {
-                fresh.options(o);
-            }
-            if let Some(a) = pg.get_application_name() {
-                fresh.application_name(a);
-            }
-            (fresh, hosts)
-        }
-        None => {
-            let mut pg = tokio_postgres::Config::new();
-            pg.user(&config.user).dbname(&config.database);
-            if let Some(p) = password(config) {
-                pg.password(p);
-            }
-            let mut hosts = vec![(config.host.clone(), config.port)];
-            hosts.extend(config.fallback_hosts.iter().cloned());
-            (pg, hosts)
-        }
+/// `config` with the connection fields of `connection_string` applied when it is set (it
+/// overrides the individual fields): hosts, database and user always, password when the string
+/// has one, and TLS / timeout / application settings when the string sets them.
+fn effective_config(config: &Config) -> Result<Config> {
+    let Some(dsn) = &config.connection_string else {
+        return Ok(config.clone());
     };
-    if pg.get_application_name().is_none() {
-        if let Some(app) = &config.application_name {
-            pg.application_name(app);
+    let parsed = Config::from_url(dsn)?;
+    let defaults = Config::default();
+    let mut c = config.clone();
+    c.host = parsed.host;
+    c.port = parsed.port;
+    c.fallback_hosts = parsed.fallback_hosts;
+    c.database = parsed.database;
+    c.user = parsed.user;
+    if parsed.password.is_some() {
+        c.password = parsed.password;
+    }
+    if parsed.ssl_mode != defaults.ssl_mode {
+        c.ssl_mode = parsed.ssl_mode;
+    }
+    for (field, value) in [
+        (&mut c.ssl_root_cert, parsed.ssl_root_cert),
+        (&mut c.ssl_cert, parsed.ssl_cert),
+        (&mut c.ssl_key, parsed.ssl_key),
+    ] {
+        if value.is_some() {
+            *field = value;
         }
     }
-    let settings = server_settings(config);
+    if parsed.connect_timeout != defaults.connect_timeout {
+        c.connect_timeout = parsed.connect_timeout;
+    }
+    if parsed.application_name != defaults.application_name {
+        c.application_name = parsed.application_name;
+    }
+    for (k, v) in parsed.server_settings {
+        c.server_settings.entry(k).or_insert(v);
+    }
+    Ok(c)
+}
+
+/// The tokio-postgres config (without host and port) for `config`: user, password
+/// (`Config::password`, else `DB_PASSWORD`), database, `application_name`, and every other
+/// [`Config::server_settings`] entry as `-c key=value` in the startup `options`.
+fn base_config(config: &Config) -> tokio_postgres::Config {
+    let mut pg = tokio_postgres::Config::new();
+    pg.user(&config.user).dbname(&config.database);
+    if let Some(p) = config.resolved_password() {
+        pg.password(p);
+    }
+    let mut settings = config.server_settings();
+    if let Some(app) = settings.remove("application_name") {
+        pg.application_name(app);
+    }
     if !settings.is_empty() {
-        let extra = startup_options(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let options = match pg.get_options() {
-            Some(existing) if !existing.is_empty() => format!("{existing} {extra}"),
-            _ => extra,
-        };
-        pg.options(options);
+        pg.options(startup_options(
+            settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ));
     }
     pg.ssl_mode(tls::pg_ssl_mode(config.ssl_mode));
     pg.connect_timeout(config.connect_timeout);
-    Ok((pg, hosts))
-}
-
-fn database_of(pg: &tokio_postgres::Config, config: &Config) -> String {
-    pg.get_dbname().unwrap_or(&config.database).to_string()
+    pg
 }
 
 /// True for server errors that retrying cannot fix.
@@ -207,7 +165,7 @@ async fn connect_host(
     host: &str,
     port: u16,
 ) -> std::result::Result<PgConnection, AttemptError> {
-    let database = database_of(base, config);
+    let database = config.database.clone();
     let fail = |message: String, source: Option<BoxError>, permanent: bool| AttemptError {
         host: host.to_string(),
         port,
@@ -301,22 +259,19 @@ where
 
 /// One attempt over every host in order; the last host's error when all fail.
 async fn attempt(config: &Config) -> std::result::Result<PgConnection, AttemptError> {
-    let (base, hosts) = base_config(config).map_err(|e| AttemptError {
+    let setup_error = |e: Error| AttemptError {
         host: config.host.clone(),
         port: config.port,
         database: config.database.clone(),
         message: e.to_string(),
         source: Some(Box::new(e)),
         permanent: true,
-    })?;
-    let tls = tls::connector(config).map_err(|e| AttemptError {
-        host: config.host.clone(),
-        port: config.port,
-        database: database_of(&base, config),
-        message: e.to_string(),
-        source: Some(Box::new(e)),
-        permanent: true,
-    })?;
+    };
+    let config = &effective_config(config).map_err(setup_error)?;
+    config.validate().map_err(setup_error)?;
+    let base = base_config(config);
+    let tls = tls::connector(config).map_err(setup_error)?;
+    let hosts = config.hosts();
     let mut last = None;
     for (host, port) in &hosts {
         match connect_host(config, &base, &tls, host, *port).await {
@@ -331,32 +286,11 @@ async fn attempt(config: &Config) -> std::result::Result<PgConnection, AttemptEr
     Err(last.unwrap_or_else(|| AttemptError {
         host: config.host.clone(),
         port: config.port,
-        database: database_of(&base, config),
+        database: config.database.clone(),
         message: "no host to connect to".to_string(),
         source: None,
         permanent: true,
     }))
-}
-
-/// Delay before attempt `attempt + 1` (after `attempt` failures, 1-based), or `None` when no
-/// attempt is left. `random` is in `[0, 1)`.
-// TODO(adapter): replace with pgdbm_core::retry::RetrySchedule once it lands.
-fn retry_delay(config: &Config, attempt: u32, random: f64) -> Option<Duration> {
-    if attempt >= config.retry_attempts.max(1) {
-        return None;
-    }
-    let base = config.retry_delay.as_secs_f64()
-        * config
-            .retry_backoff
-            .max(1.0)
-            .powi(attempt.saturating_sub(1) as i32);
-    let capped = base.min(config.retry_max_delay.as_secs_f64());
-    let jittered = if config.retry_jitter {
-        capped * (0.5 + random * 0.5)
-    } else {
-        capped
-    };
-    Some(Duration::from_secs_f64(jittered.max(0.0)))
 }
 
 impl PgConnection {
@@ -380,6 +314,7 @@ impl PgConnection {
     /// [`Error::Connection`] whose `attempts` is the number of attempts made.
     pub async fn connect(config: &Config) -> Result<PgConnection> {
         let started = Instant::now();
+        let schedule = RetrySchedule::from_config(config);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -389,7 +324,7 @@ impl PgConnection {
                     return Ok(conn);
                 }
                 Err(e) if e.permanent => return Err(e.into_error(attempts)),
-                Err(e) => match retry_delay(config, attempts, rand::random::<f64>()) {
+                Err(e) => match schedule.delay_after(attempts, rand::random::<f64>()) {
                     Some(delay) => {
                         tracing::debug!(
                             target: "pgdbm",
@@ -419,37 +354,49 @@ mod tests {
     }
 
     #[test]
-    fn retry_delays_grow_and_stop() {
-        let mut c = Config::default();
-        c.retry_attempts = 4;
-        c.retry_delay = Duration::from_millis(100);
-        c.retry_backoff = 2.0;
-        c.retry_max_delay = Duration::from_millis(300);
-        c.retry_jitter = false;
-        assert_eq!(retry_delay(&c, 1, 0.0), Some(Duration::from_millis(100)));
-        assert_eq!(retry_delay(&c, 2, 0.0), Some(Duration::from_millis(200)));
-        assert_eq!(retry_delay(&c, 3, 0.0), Some(Duration::from_millis(300)));
-        assert_eq!(retry_delay(&c, 4, 0.0), None);
-    }
-
-    #[test]
     fn connection_string_hosts_are_tried_in_order() {
         let mut c = Config::default();
         c.connection_string = Some("postgresql://u:secret@h1:5433,h2:5434/db".to_string());
-        let (pg, hosts) = base_config(&c).unwrap();
+        c.database = "other".to_string();
+        let e = effective_config(&c).unwrap();
         assert_eq!(
-            hosts,
+            e.hosts(),
             vec![("h1".to_string(), 5433), ("h2".to_string(), 5434)]
         );
+        let pg = base_config(&e);
         assert_eq!(pg.get_dbname(), Some("db"));
         assert_eq!(pg.get_user(), Some("u"));
+        assert_eq!(pg.get_password(), Some(&b"secret"[..]));
     }
 
     #[test]
     fn bad_connection_string_error_hides_password() {
         let mut c = Config::default();
         c.connection_string = Some("postgresql://u:hunter2@h1:notaport/db".to_string());
-        let e = base_config(&c).unwrap_err().to_string();
+        let e = effective_config(&c).unwrap_err().to_string();
         assert!(!e.contains("hunter2"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn server_settings_go_into_startup_options() {
+        let mut c = Config::default();
+        c.schema = Some("my_app".to_string());
+        c.server_settings
+            .insert("work_mem".to_string(), "64MB".to_string());
+        let pg = base_config(&c);
+        let opts = pg.get_options().unwrap_or_default();
+        assert!(
+            opts.contains(r#"-c search_path="my_app",\ public"#),
+            "{opts}"
+        );
+        assert!(opts.contains("-c work_mem=64MB"), "{opts}");
+        assert!(opts.contains("-c statement_timeout=60000"), "{opts}");
+        assert!(!opts.contains("application_name"), "{opts}");
+        assert_eq!(pg.get_application_name(), Some("pgdbm"));
     }
 }

@@ -132,23 +132,6 @@ fn is_cached_plan_error(e: &tokio_postgres::Error) -> bool {
     })
 }
 
-fn quote_column(name: &str) -> Result<String> {
-    let valid = name.len() <= 63
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
-        Ok(format!("\"{name}\""))
-    } else {
-        Err(Error::schema(
-            name,
-            "invalid column name: use 1-63 characters from A-Z, a-z, 0-9 and _, not starting with a digit",
-        ))
-    }
-}
-
 impl PgConnection {
     pub(crate) fn from_parts(
         client: Client,
@@ -795,7 +778,10 @@ async fn first_row(
     let mut stream = std::pin::pin!(stream);
     let first = stream.try_next().await?;
     // Drain the rest so the statement completes and any error after the first row is reported.
-    while stream.try_next().await?.is_some() {}
+    // (A stream that ended must not be polled again: tokio-postgres would report "closed".)
+    if first.is_some() {
+        while stream.try_next().await?.is_some() {}
+    }
     Ok(Output::Rows(first.into_iter().collect()))
 }
 
@@ -946,7 +932,7 @@ impl Connection for PgConnection {
     ) -> Result<u64> {
         let quoted = columns
             .iter()
-            .map(|c| quote_column(c))
+            .map(|c| pgdbm_core::quote_identifier(c))
             .collect::<Result<Vec<_>>>()?
             .join(", ");
         let (probe, copy) = if columns.is_empty() {

@@ -82,7 +82,7 @@ impl Row for PgRow {
                 .source()
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| e.to_string());
-            let hint = if cause.contains("null") {
+            let hint = if cause.to_ascii_lowercase().contains("null") {
                 "; use Option<_> for a nullable column"
             } else {
                 ""
