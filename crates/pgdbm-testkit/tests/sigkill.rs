@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -26,14 +26,19 @@ struct Held {
     port: u16,
 }
 
-/// Starts a child test process holding a server; `mode` is `default` or `no-deathsig`.
-fn spawn_holder(mode: &str) -> Held {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["holder", "--exact", "--ignored", "--nocapture"])
+const BASE: &str = "PGDBM_TESTKIT_HOLDER_BASE";
+
+/// Starts a child test process holding a server; `mode` is `default` or `no-deathsig`;
+/// `base` is the parent of its server directory (`None` = the default).
+fn spawn_holder(mode: &str, base: Option<&Path>) -> Held {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["holder", "--exact", "--ignored", "--nocapture"])
         .env(ROLE, mode)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::piped());
+    if let Some(base) = base {
+        cmd.env(BASE, base);
+    }
+    let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let line = lines
@@ -72,6 +77,29 @@ fn shared_memory_ids() -> Vec<i64> {
         .collect()
 }
 
+impl Drop for Held {
+    fn drop(&mut self) {
+        // On a failed assertion, do not leave the holder process running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reaps a private base directory when the test fails half-way (servers started there without
+/// the death signal would otherwise outlive the test).
+struct ReapOnPanic(PathBuf);
+
+impl Drop for ReapOnPanic {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            drop(TestServer::start_with(
+                TestServerOptions::default().base_dir(&self.0),
+            ));
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 fn sigkill(held: &mut Held) {
     held.child.kill().unwrap(); // SIGKILL
     held.child.wait().unwrap();
@@ -80,7 +108,7 @@ fn sigkill(held: &mut Held) {
 #[test]
 fn sigkilled_holder_leaves_no_server_behind() {
     // 1. Default: the parent-death signal stops the server with its test process.
-    let mut held = spawn_holder("default");
+    let mut held = spawn_holder("default", None);
     assert!(is_running(held.pid), "the held server runs");
     assert!(held.dir.join("data").is_dir());
     sigkill(&mut held);
@@ -99,8 +127,12 @@ fn sigkilled_holder_leaves_no_server_behind() {
     assert_eq!(next.psql("postgres", "SELECT 1").unwrap(), "1");
 
     // 2. Without the parent-death signal the server survives the kill, so the next start's
-    //    reaper must kill it and delete its directory.
-    let mut held = spawn_holder("no-deathsig");
+    //    reaper must kill it and delete its directory. A private base directory keeps the
+    //    reapers of other test processes on this machine away from it.
+    let base = std::env::temp_dir().join(format!("pgdbm-testkit-sigkill-{}", std::process::id()));
+    let _reap = ReapOnPanic(base.clone());
+    let mut held = spawn_holder("no-deathsig", Some(&base));
+    assert!(held.dir.starts_with(&base));
     let shm = shared_memory_id(&held.dir);
     sigkill(&mut held);
     thread::sleep(Duration::from_millis(500));
@@ -108,7 +140,7 @@ fn sigkilled_holder_leaves_no_server_behind() {
         is_running(held.pid),
         "without the death signal the orphaned server still runs until reaped"
     );
-    let next2 = TestServer::start().unwrap();
+    let next2 = TestServer::start_with(TestServerOptions::default().base_dir(&base)).unwrap();
     assert!(
         wait_gone(held.pid, 5),
         "postmaster {} survived the next TestServer start",
@@ -128,6 +160,8 @@ fn sigkilled_holder_leaves_no_server_behind() {
     }
     assert_ne!(next2.port(), 0);
     assert_eq!(next2.psql("postgres", "SELECT 2").unwrap(), "2");
+    drop(next2);
+    std::fs::remove_dir_all(&base).unwrap();
     let _ = held.port;
 }
 
@@ -137,7 +171,10 @@ fn holder() {
     let Ok(mode) = std::env::var(ROLE) else {
         return;
     };
-    let options = TestServerOptions::default().die_with_process(mode != "no-deathsig");
+    let mut options = TestServerOptions::default().die_with_process(mode != "no-deathsig");
+    if let Some(base) = std::env::var_os(BASE) {
+        options = options.base_dir(base);
+    }
     // Started from this short-lived test thread on purpose: the server must outlive the
     // thread that asked for it (it is spawned from a keeper thread).
     let server = thread::spawn(move || TestServer::start_with(options).unwrap())
