@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! PgConnection against a real PostgreSQL server.
 
 mod support;

@@ -3,10 +3,10 @@
 //!
 //! One server per test binary, in `/tmp/pgdbm-adapter-<pid>`; a watchdog shell stops it and
 //! deletes its directory when the test process exits.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ fn bin_dir() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
-fn as_postgres(bin: &PathBuf, prog: &str) -> Command {
+fn as_postgres(bin: &Path, prog: &str) -> Command {
     let mut c = Command::new("runuser");
     c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
     c
@@ -93,6 +93,9 @@ pub(crate) fn server() -> &'static Server {
             data = data.display(),
             dir = dir.display(),
         );
+        // The watchdog outlives this process on purpose (it cleans up after it), so it is
+        // never waited for.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh").arg("-c").arg(script).spawn().unwrap();
         let started = Instant::now();
         loop {
