@@ -35,8 +35,8 @@ fn report(name: &str, mut waits: Vec<Duration>) {
 }
 
 async fn raw_bb8_load(dsn: &str, iterations: usize) -> Vec<Duration> {
-    let manager = PostgresConnectionManager::new_from_stringlike(dsn, tokio_postgres::NoTls)
-        .expect("dsn");
+    let manager =
+        PostgresConnectionManager::new_from_stringlike(dsn, tokio_postgres::NoTls).expect("dsn");
     let pool = bb8::Pool::builder()
         .max_size(CONNECTIONS as u32)
         .min_idle(Some(CONNECTIONS as u32))
@@ -53,7 +53,9 @@ async fn raw_bb8_load(dsn: &str, iterations: usize) -> Vec<Duration> {
                 let t = Instant::now();
                 let conn = pool.get().await.expect("bb8 get");
                 waits.push(t.elapsed());
-                conn.query("SELECT pg_sleep(0.005)", &[]).await.expect("query");
+                conn.query("SELECT pg_sleep(0.005)", &[])
+                    .await
+                    .expect("query");
             }
             waits
         }));
@@ -80,13 +82,22 @@ async fn main() {
     println!("{TASKS} tasks x {iterations} checkouts on {CONNECTIONS} connections, SELECT pg_sleep(0.005)");
 
     let pool = DeadpoolPool::connect(&config).await.expect("deadpool");
-    report("pgdbm-deadpool", common::run_load(&pool, TASKS, iterations).await);
+    report(
+        "pgdbm-deadpool",
+        common::run_load(&pool, TASKS, iterations).await,
+    );
     pool.close().await;
 
-    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname={db}", server.port);
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        server.port
+    );
     report("bb8 (raw)", raw_bb8_load(&dsn, iterations).await);
 
     let pool = Bb8Pool::connect(&config).await.expect("bb8");
-    report("pgdbm-bb8", common::run_load(&pool, TASKS, iterations).await);
+    report(
+        "pgdbm-bb8",
+        common::run_load(&pool, TASKS, iterations).await,
+    );
     pool.close().await;
 }

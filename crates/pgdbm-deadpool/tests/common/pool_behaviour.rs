@@ -63,9 +63,12 @@ impl PgServer {
         std::fs::create_dir_all(&dir).expect("mkdir");
         run(Command::new("chown").arg("postgres:postgres").arg(&dir));
         let data = dir.join("data");
-        run(Command::new("runuser").args(["-u", "postgres", "--"]).arg(format!("{BIN}/initdb")).arg("-D").arg(&data).args([
-            "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8",
-        ]));
+        run(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{BIN}/initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]));
         let server = PgServer {
             port: free_port(),
             dir,
@@ -140,7 +143,18 @@ impl PgServer {
     /// Runs `sql` with psql on `db`; returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         run(Command::new(format!("{BIN}/psql"))
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-d")
@@ -184,7 +198,10 @@ pub fn setup(prefix: &str) -> (&'static PgServer, String, Config) {
 pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "never happened within {limit:?}: {what}");
+        assert!(
+            start.elapsed() < limit,
+            "never happened within {limit:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -237,11 +254,17 @@ pub async fn check_connect_and_stats<P: Pool>() {
         let pool = pool.clone();
         tokio::spawn(async move { pool.acquire().await.map(|_| ()) })
     };
-    eventually("one task waiting", Duration::from_secs(10), || pool.stats().waiting == 1).await;
+    eventually("one task waiting", Duration::from_secs(10), || {
+        pool.stats().waiting == 1
+    })
+    .await;
     let s = pool.stats();
     assert_eq!((s.size, s.idle, s.in_use), (4, 0, 4), "{s:?}");
     drop(a);
-    waiter.await.expect("join").expect("waiter got a connection");
+    waiter
+        .await
+        .expect("join")
+        .expect("waiter got a connection");
     assert_eq!(pool.stats().waiting, 0);
     drop((b, c, d));
     pool.close().await;
@@ -279,7 +302,11 @@ pub async fn check_exhaustion<P: Pool>() {
     let pool = P::connect(&config).await.expect("connect");
     let a = pool.acquire().await.expect("first");
     let b = pool.acquire().await.expect("second");
-    let err = pool.acquire().await.err().expect("third acquire must time out");
+    let err = pool
+        .acquire()
+        .await
+        .err()
+        .expect("third acquire must time out");
     assert_pool_error(&err, "2 of 2 connections in use");
     assert_pool_error(&err, "acquire_timeout");
     match err {
@@ -305,14 +332,18 @@ pub async fn check_returned_in_transaction<P: Pool>() {
     let pool = P::connect(&config).await.expect("connect");
     {
         let mut c = pool.acquire().await.expect("acquire");
-        c.batch_execute("CREATE TABLE t (id int)", None).await.expect("create");
+        c.batch_execute("CREATE TABLE t (id int)", None)
+            .await
+            .expect("create");
     }
 
     // Open transaction with an uncommitted insert, dropped.
     {
         let mut c = pool.acquire().await.expect("acquire");
         c.begin().await.expect("begin");
-        c.execute("INSERT INTO t VALUES (1)", &[], None).await.expect("insert");
+        c.execute("INSERT INTO t VALUES (1)", &[], None)
+            .await
+            .expect("insert");
         assert!(c.in_transaction());
     }
     {
@@ -323,8 +354,15 @@ pub async fn check_returned_in_transaction<P: Pool>() {
             .await
             .expect_err("SAVEPOINT outside a transaction block must fail");
         assert_eq!(err.sqlstate(), Some("25P01"), "{err}");
-        let rows = c.query("SELECT count(*) FROM t", &[], None).await.expect("count");
-        assert_eq!(rows[0].get_at::<i64>(0).expect("count"), 0, "uncommitted insert leaked");
+        let rows = c
+            .query("SELECT count(*) FROM t", &[], None)
+            .await
+            .expect("count");
+        assert_eq!(
+            rows[0].get_at::<i64>(0).expect("count"),
+            0,
+            "uncommitted insert leaked"
+        );
     }
 
     // Aborted transaction (a failed statement inside it), dropped.
@@ -335,7 +373,10 @@ pub async fn check_returned_in_transaction<P: Pool>() {
     }
     {
         let mut c = pool.acquire().await.expect("next borrower");
-        let err = c.batch_execute("SAVEPOINT s", None).await.expect_err("not in a transaction");
+        let err = c
+            .batch_execute("SAVEPOINT s", None)
+            .await
+            .expect_err("not in a transaction");
         assert_eq!(err.sqlstate(), Some("25P01"), "{err}");
         assert_eq!(select_in(&mut c).await, 7);
     }
@@ -354,7 +395,10 @@ pub async fn check_returned_in_transaction<P: Pool>() {
         let mut c = pool.acquire().await.expect("next borrower");
         // The next statement gets its own result, not the abandoned one.
         assert_eq!(select_in(&mut c).await, 7);
-        let err = c.batch_execute("SAVEPOINT s", None).await.expect_err("not in a transaction");
+        let err = c
+            .batch_execute("SAVEPOINT s", None)
+            .await
+            .expect_err("not in a transaction");
         assert_eq!(err.sqlstate(), Some("25P01"), "{err}");
     }
 
@@ -376,7 +420,10 @@ pub async fn check_returned_in_transaction<P: Pool>() {
 }
 
 async fn select_in<C: Connection>(c: &mut C) -> i32 {
-    let rows = c.query("SELECT 7::int4", &[], None).await.expect("SELECT 7");
+    let rows = c
+        .query("SELECT 7::int4", &[], None)
+        .await
+        .expect("SELECT 7");
     rows[0].get_at::<i32>(0).expect("int")
 }
 
@@ -394,8 +441,14 @@ pub async fn check_max_queries<P: Pool>() {
         *uses.entry(pid).or_default() += 1;
         order.push(pid);
     }
-    assert!(uses.len() >= 3, "9 queries with max_queries=3 used only {order:?}");
-    assert!(uses.values().all(|&n| n <= 3), "a connection ran more than 3 queries: {order:?}");
+    assert!(
+        uses.len() >= 3,
+        "9 queries with max_queries=3 used only {order:?}"
+    );
+    assert!(
+        uses.values().all(|&n| n <= 3),
+        "a connection ran more than 3 queries: {order:?}"
+    );
     pool.close().await;
 }
 
@@ -409,10 +462,15 @@ pub async fn check_idle_reaping<P: Pool>() {
         let mut c = pool.acquire().await.expect("acquire");
         backend_pid(&mut c).await
     };
-    eventually("idle connections closed", Duration::from_secs(20), || pool.stats().size == 0).await;
-    eventually("backend gone on the server", Duration::from_secs(20), || {
-        !server.backends(&db).contains(&first)
+    eventually("idle connections closed", Duration::from_secs(20), || {
+        pool.stats().size == 0
     })
+    .await;
+    eventually(
+        "backend gone on the server",
+        Duration::from_secs(20),
+        || !server.backends(&db).contains(&first),
+    )
     .await;
     let mut c = pool.acquire().await.expect("acquire after reaping");
     assert_ne!(backend_pid(&mut c).await, first);
@@ -450,7 +508,10 @@ pub async fn check_max_lifetime<P: Pool>() {
     let start = Instant::now();
     let mut last = first;
     while last == first {
-        assert!(start.elapsed() < Duration::from_secs(20), "connection never replaced");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "connection never replaced"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut c = pool.acquire().await.expect("acquire");
         last = backend_pid(&mut c).await;
@@ -484,7 +545,11 @@ pub async fn check_terminated_backends<P: Pool>() {
     // Every following query succeeds: the pool never hands out a dead connection.
     for i in 0..12 {
         let r = select_one(&pool).await;
-        assert_eq!(r.as_ref().ok(), Some(&1), "query {i} after pg_terminate_backend: {r:?}");
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&1),
+            "query {i} after pg_terminate_backend: {r:?}"
+        );
     }
     // Also concurrently, all connections at once.
     let mut tasks = Vec::new();
@@ -521,7 +586,10 @@ pub async fn check_server_restart<P: Pool>() {
             Ok(1) => break,
             Ok(n) => panic!("SELECT 1 returned {n}"),
             Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(30), "pool never recovered: {e}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "pool never recovered: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -551,8 +619,14 @@ pub async fn check_close<P: Pool>() {
     // The checked-out connection still works, and is closed when returned.
     assert_eq!(select_in(&mut held).await, 7);
     drop(held);
-    eventually("no connections left", Duration::from_secs(10), || pool.stats().size == 0).await;
-    eventually("no backends left", Duration::from_secs(10), || server.backends(&db).is_empty()).await;
+    eventually("no connections left", Duration::from_secs(10), || {
+        pool.stats().size == 0
+    })
+    .await;
+    eventually("no backends left", Duration::from_secs(10), || {
+        server.backends(&db).is_empty()
+    })
+    .await;
 }
 
 pub async fn check_clear_statement_caches<P: Pool>() {
@@ -560,17 +634,26 @@ pub async fn check_clear_statement_caches<P: Pool>() {
     let pool = P::connect(&config).await.expect("connect");
     {
         let mut c = pool.acquire().await.expect("acquire");
-        c.batch_execute("CREATE TABLE m (a int4)", None).await.expect("create");
-        c.execute("INSERT INTO m VALUES (1)", &[], None).await.expect("insert");
+        c.batch_execute("CREATE TABLE m (a int4)", None)
+            .await
+            .expect("create");
+        c.execute("INSERT INTO m VALUES (1)", &[], None)
+            .await
+            .expect("insert");
         c.query("SELECT * FROM m", &[], None).await.expect("select");
     }
     {
         let mut c = pool.acquire().await.expect("acquire");
-        c.batch_execute("ALTER TABLE m ADD COLUMN b text DEFAULT 'x'", None).await.expect("alter");
+        c.batch_execute("ALTER TABLE m ADD COLUMN b text DEFAULT 'x'", None)
+            .await
+            .expect("alter");
     }
     pool.clear_statement_caches();
     let mut c = pool.acquire().await.expect("acquire");
-    let rows = c.query("SELECT * FROM m", &[], None).await.expect("select after clear");
+    let rows = c
+        .query("SELECT * FROM m", &[], None)
+        .await
+        .expect("select after clear");
     assert_eq!(rows[0].len(), 2);
     drop(c);
     pool.close().await;
@@ -594,7 +677,10 @@ pub async fn check_fifo_order<P: Pool>() {
             order2.lock().unwrap().push(i);
             select_in(&mut c).await;
         }));
-        eventually("task waiting", Duration::from_secs(10), || pool.stats().waiting == i + 1).await;
+        eventually("task waiting", Duration::from_secs(10), || {
+            pool.stats().waiting == i + 1
+        })
+        .await;
     }
     drop(holder);
     for t in tasks {
@@ -621,7 +707,10 @@ pub async fn check_no_barging<P: Pool>() {
             select_in(&mut c).await;
         })
     };
-    eventually("waiter queued", Duration::from_secs(10), || pool.stats().waiting == 1).await;
+    eventually("waiter queued", Duration::from_secs(10), || {
+        pool.stats().waiting == 1
+    })
+    .await;
     drop(held);
     let mut again = pool.acquire().await.expect("re-acquire");
     order.lock().unwrap().push("releaser");
@@ -660,7 +749,9 @@ pub async fn run_load<P: Pool>(pool: &P, tasks: usize, iterations: usize) -> Vec
                 let t = Instant::now();
                 let mut c = pool.acquire().await.expect("acquire under load");
                 waits.push(t.elapsed());
-                c.query("SELECT pg_sleep(0.005)", &[], None).await.expect("query");
+                c.query("SELECT pg_sleep(0.005)", &[], None)
+                    .await
+                    .expect("query");
             }
             waits
         }));
