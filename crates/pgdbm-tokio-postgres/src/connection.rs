@@ -349,6 +349,19 @@ impl PgConnection {
         }
     }
 
+    /// With `Config::log_parameters`, puts the parameters' `Debug` text into a query error
+    /// (they are masked otherwise).
+    fn show_params(&self, mut err: Error, params: &[Param<'_>]) -> Error {
+        if self.log_parameters && !params.is_empty() {
+            if let Error::Query(q) = &mut err {
+                q.params = pgdbm_core::QueryParams::Shown(
+                    params.iter().map(|p| format!("{p:?}")).collect(),
+                );
+            }
+        }
+        err
+    }
+
     /// Runs `fut` (a request on this connection's client) until `deadline`; on expiry sends a
     /// CancelRequest and waits up to [`CANCEL_GRACE`] for the statement to end.
     async fn bounded<T>(
@@ -561,7 +574,8 @@ impl PgConnection {
         let result = self
             .run(op, sql, params, timeout)
             .instrument(span.clone())
-            .await;
+            .await
+            .map_err(|e| self.show_params(e, params));
         self.last_used = Instant::now();
         let rows = match &result {
             Ok(Output::Count(n)) => Some(*n),
@@ -902,6 +916,13 @@ impl Connection for PgConnection {
                 let mut err = query_error(many.error, sql, row_params);
                 if let Error::Query(q) = &mut err {
                     q.row = many.row;
+                    if let Some(params) = many.row.and_then(|r| rows.get(r)) {
+                        if self.log_parameters && !params.is_empty() {
+                            q.params = pgdbm_core::QueryParams::Shown(
+                                params.iter().map(|p| format!("{p:?}")).collect(),
+                            );
+                        }
+                    }
                     if let Some(r) = many.row {
                         q.message = format!(
                             "row {r} of {}: {}; no row was applied",

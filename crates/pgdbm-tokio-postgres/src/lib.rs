@@ -2,7 +2,7 @@
 //! [`pgdbm_core::Connection`].
 //!
 //! - [`PgConnection`]: one physical connection. [`PgConnection::connect`] tries the configured
-//!   hosts in order with TLS ([`tls`](crate::tls) explains why rustls), passes
+//!   hosts in order with TLS ([`tls`] explains why rustls), passes
 //!   `server_settings` in the startup packet, runs `init_commands`, bounds each attempt (TCP +
 //!   TLS + authentication) by `connect_timeout` and retries with the config's backoff schedule.
 //! - Statements are prepared once per connection and kept in a bounded LRU cache

@@ -248,3 +248,67 @@ impl ServerCertVerifier for VerifyChainOnly {
         self.0.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(mode: SslMode) -> Config {
+        let mut c = Config::default();
+        c.ssl_mode = mode;
+        c
+    }
+
+    #[test]
+    fn disable_means_no_connector_and_modes_map_to_tokio_postgres() {
+        assert!(connector(&cfg(SslMode::Disable)).unwrap().is_none());
+        for mode in [
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            assert!(connector(&cfg(mode)).unwrap().is_some(), "{mode:?}");
+        }
+        assert_eq!(
+            pg_ssl_mode(SslMode::Prefer),
+            tokio_postgres::config::SslMode::Prefer
+        );
+        assert_eq!(
+            pg_ssl_mode(SslMode::VerifyFull),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert_eq!(
+            pg_ssl_mode(SslMode::Disable),
+            tokio_postgres::config::SslMode::Disable
+        );
+    }
+
+    #[test]
+    fn bad_files_are_configuration_errors_naming_the_field() {
+        let mut c = cfg(SslMode::VerifyFull);
+        c.ssl_root_cert = Some("/nonexistent/ca.pem".into());
+        match connector(&c) {
+            Err(Error::Configuration { field, message }) => {
+                assert_eq!(field, "ssl_root_cert");
+                assert!(message.contains("/nonexistent/ca.pem"), "{message}");
+            }
+            other => panic!("{:?}", other.map(|o| o.is_some())),
+        }
+        let mut c = cfg(SslMode::Require);
+        c.ssl_cert = Some("/nonexistent/client.pem".into());
+        assert!(
+            matches!(connector(&c), Err(Error::Configuration { field, .. }) if field == "ssl_key")
+        );
+        let dir = std::env::temp_dir().join(format!("pgdbm-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate").unwrap();
+        let mut c = cfg(SslMode::VerifyCa);
+        c.ssl_root_cert = Some(empty);
+        assert!(
+            matches!(connector(&c), Err(Error::Configuration { field, .. }) if field == "ssl_root_cert")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -671,3 +671,27 @@ async fn count(c: &mut PgConnection) -> i64 {
         .get_at::<i64>(0)
         .unwrap()
 }
+
+#[tokio::test]
+async fn parameters_shown_only_when_opted_in() {
+    let mut config = support::database("t_logparams").await;
+    config.log_parameters = true;
+    let mut c = PgConnection::connect(&config).await.unwrap();
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY)", None)
+        .await
+        .unwrap();
+    c.execute("INSERT INTO t VALUES ($1)", &[&41i32], None)
+        .await
+        .unwrap();
+    let e = c
+        .execute("INSERT INTO t VALUES ($1)", &[&41i32], None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("$1=41"), "{e}");
+    let e = c
+        .execute_many("INSERT INTO t VALUES ($1)", &[&[&1i32], &[&41i32]], None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_query().unwrap().row, Some(1));
+    assert!(e.to_string().contains("$1=41"), "{e}");
+}
