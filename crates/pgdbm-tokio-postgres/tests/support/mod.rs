@@ -59,6 +59,7 @@ pub(crate) fn server() -> &'static Server {
             .status()
             .unwrap()
             .success());
+        make_certs(&dir);
         let data = dir.join("data");
         let out = as_postgres(&bin, "initdb")
             .arg("-D")
@@ -85,6 +86,7 @@ pub(crate) fn server() -> &'static Server {
         let script = format!(
             "runuser -u postgres -- {bin}/postgres -D {data} -k {dir} -p {port} \
              -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 \
+             -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key \
              > {dir}/log 2>&1 & \
              while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
              runuser -u postgres -- {bin}/pg_ctl -D {data} stop -m immediate >/dev/null 2>&1; \
@@ -115,6 +117,89 @@ pub(crate) fn server() -> &'static Server {
         }
         Server { port, dir, bin }
     })
+}
+
+/// A CA and a server certificate it signed, valid for DNS name `localhost` only (not for the
+/// IP 127.0.0.1, so verify-full to 127.0.0.1 fails while verify-ca passes).
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pgdbm test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    assert!(Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("chmod")
+        .arg("600")
+        .arg(dir.join("server.key"))
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// The CA certificate that signed the server's certificate.
+pub(crate) fn ca_cert() -> PathBuf {
+    server().dir.join("ca.crt")
 }
 
 pub(crate) fn config(database: &str) -> Config {
