@@ -96,12 +96,8 @@ fn migration_names(dir: &Path) -> Result<Vec<String>, String> {
     })?;
     let mut names = Vec::new();
     for entry in read {
-        let entry = entry.map_err(|e| {
-            format!(
-                "embed_migrations!: error listing `{}`: {e}",
-                dir.display()
-            )
-        })?;
+        let entry = entry
+            .map_err(|e| format!("embed_migrations!: error listing `{}`: {e}", dir.display()))?;
         let Ok(name) = entry.file_name().into_string() else {
             // Not UTF-8: the run-time reader skips such names too.
             continue;

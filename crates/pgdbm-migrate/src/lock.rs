@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use pgdbm_core::{Connection, Error, Pool, Result, Row};
+use pgdbm_core::{Connection, Error, Pool, QueryErrorKind, Result, Row};
 
 use crate::TRACING_TARGET;
 
@@ -38,7 +38,10 @@ pub(crate) struct LockGuard<C: Connection> {
 impl<C: Connection> LockGuard<C> {
     pub(crate) fn conn(&mut self) -> Result<&mut C> {
         self.conn.as_mut().ok_or_else(|| {
-            Error::migration(None, "internal error: the migration lock was already released")
+            Error::migration(
+                None,
+                "internal error: the migration lock was already released",
+            )
         })
     }
 
@@ -75,6 +78,14 @@ impl<C: Connection> LockGuard<C> {
     }
 }
 
+impl<C: Connection> LockGuard<C> {
+    /// Returns the connection to the pool as is: only for a connection that does not hold the
+    /// lock (its last `pg_try_advisory_lock` said false).
+    fn give_back(&mut self) {
+        drop(self.conn.take());
+    }
+}
+
 impl<C: Connection> Drop for LockGuard<C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.as_mut() {
@@ -86,30 +97,51 @@ impl<C: Connection> Drop for LockGuard<C> {
     }
 }
 
-/// Polls for the lock of `module` on a fresh connection of `pool` until `timeout`.
+/// How many fresh connections to try when the pool hands out one that turns out to be broken
+/// (e.g. its server session ended while it sat idle).
+const CONNECTION_ATTEMPTS: u32 = 3;
+
+/// Polls for the lock of `module` on a dedicated connection of `pool` until `timeout`.
 pub(crate) async fn acquire<P: Pool>(
     pool: &P,
     module: &str,
     timeout: Duration,
 ) -> Result<LockGuard<P::Connection>> {
-    let conn = pool.acquire().await.map_err(|e| lock_error(module, "cannot get a connection", e))?;
-    let mut guard = LockGuard {
-        conn: Some(conn),
-        module: module.to_owned(),
-    };
     let start = Instant::now();
     let mut delay = FIRST_DELAY;
     let mut attempts: u32 = 0;
+    let mut broken_connections: u32 = 0;
+    let mut guard = new_guard(pool, module).await?;
     loop {
         attempts += 1;
         let conn = guard.conn()?;
-        let got = conn
-            .query_opt(TRY_LOCK, &[&module], None)
-            .await
-            .map_err(|e| lock_error(module, "pg_try_advisory_lock failed", e))?
-            .map(|row| row.get_at::<bool>(0))
-            .transpose()?
-            .unwrap_or(false);
+        let row = match conn.query_opt(TRY_LOCK, &[&module], None).await {
+            Ok(row) => row,
+            Err(e)
+                if e.as_query()
+                    .is_some_and(|q| q.kind == QueryErrorKind::Connection)
+                    && broken_connections + 1 < CONNECTION_ATTEMPTS =>
+            {
+                // The connection is dead, so it holds no lock: replace it.
+                broken_connections += 1;
+                tracing::debug!(target: TRACING_TARGET, module, error = %e, "broken connection while polling the migration lock; using a new one");
+                guard = new_guard(pool, module).await?;
+                continue;
+            }
+            // Unknown state (e.g. a timeout after the server granted the lock): the guard's
+            // drop closes the connection, which releases any lock it may hold.
+            Err(e) => return Err(lock_error(module, "pg_try_advisory_lock failed", e)),
+        };
+        let got = match row.map(|row| row.get_at::<bool>(0)).transpose() {
+            Ok(got) => got.unwrap_or(false),
+            Err(e) => {
+                return Err(lock_error(
+                    module,
+                    "cannot read the pg_try_advisory_lock result",
+                    e,
+                ))
+            }
+        };
         if got {
             tracing::debug!(target: TRACING_TARGET, module, attempts, "migration lock acquired");
             return Ok(guard);
@@ -117,6 +149,8 @@ pub(crate) async fn acquire<P: Pool>(
         let elapsed = start.elapsed();
         if elapsed >= timeout {
             let holder = holder_pid(conn, module).await;
+            // The lock is not held by this connection: return it to the pool normally.
+            guard.give_back();
             return Err(Error::migration(
                 None,
                 format!(
@@ -134,11 +168,23 @@ pub(crate) async fn acquire<P: Pool>(
         if attempts == 1 {
             tracing::info!(target: TRACING_TARGET, module, "waiting for the migration lock held by another migrator");
         }
-        // Jitter in [delay/2, delay), never past the deadline.
+        // Jitter in [delay/2, delay), never past the deadline. The connection is idle (no
+        // open transaction or snapshot) while we sleep, so it never blocks other sessions.
         let jittered = delay.mul_f64(0.5 + 0.5 * crate::clock::jitter());
         pool.sleep(jittered.min(timeout - elapsed)).await;
         delay = (delay * 2).min(MAX_DELAY);
     }
+}
+
+async fn new_guard<P: Pool>(pool: &P, module: &str) -> Result<LockGuard<P::Connection>> {
+    let conn = pool
+        .acquire()
+        .await
+        .map_err(|e| lock_error(module, "cannot get a connection", e))?;
+    Ok(LockGuard {
+        conn: Some(conn),
+        module: module.to_owned(),
+    })
 }
 
 async fn holder_pid<C: Connection>(conn: &mut C, module: &str) -> Option<i32> {

@@ -179,17 +179,32 @@ mod tests {
         assert_eq!(m.version(), "12");
         assert!(m.is_no_transaction());
         assert!(!m.is_applied());
-        assert_eq!(m.checksum, pgdbm_core::checksum("-- pgdbm:no-transaction\nSELECT 1;"));
+        assert_eq!(
+            m.checksum,
+            pgdbm_core::checksum("-- pgdbm:no-transaction\nSELECT 1;")
+        );
         assert!(!Migration::new("1_a.sql", "SELECT 1").is_no_transaction());
     }
 
     #[test]
     fn embedded_source_filters_and_sorts() {
         static FILES: &[EmbeddedMigration] = &[
-            EmbeddedMigration { filename: "b.sql", content: "B" },
-            EmbeddedMigration { filename: ".hidden.sql", content: "H" },
-            EmbeddedMigration { filename: "a.sql", content: "A" },
-            EmbeddedMigration { filename: "notes.txt", content: "N" },
+            EmbeddedMigration {
+                filename: "b.sql",
+                content: "B",
+            },
+            EmbeddedMigration {
+                filename: ".hidden.sql",
+                content: "H",
+            },
+            EmbeddedMigration {
+                filename: "a.sql",
+                content: "A",
+            },
+            EmbeddedMigration {
+                filename: "notes.txt",
+                content: "N",
+            },
         ];
         let names: Vec<String> = MigrationSource::Embedded(FILES)
             .load()
@@ -203,7 +218,10 @@ mod tests {
     #[test]
     fn missing_directory_is_empty_and_non_utf8_is_an_error_naming_the_file() {
         let base = std::env::temp_dir().join(format!("pgdbm-migrate-unit-{}", std::process::id()));
-        assert!(MigrationSource::Directory(base.join("nope")).load().unwrap().is_empty());
+        assert!(MigrationSource::Directory(base.join("nope"))
+            .load()
+            .unwrap()
+            .is_empty());
         std::fs::create_dir_all(&base).unwrap();
         std::fs::write(base.join("001_ok.sql"), "SELECT 1;").unwrap();
         std::fs::write(base.join("002_bad.sql"), [0xff, 0xfe, 0x00]).unwrap();

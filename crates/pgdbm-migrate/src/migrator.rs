@@ -243,7 +243,8 @@ impl<P: Pool> Migrator<P> {
             match result {
                 Err(e)
                     if attempt == 0
-                        && e.sqlstate().is_some_and(|s| CREATE_RACE_STATES.contains(&s)) =>
+                        && e.sqlstate()
+                            .is_some_and(|s| CREATE_RACE_STATES.contains(&s)) =>
                 {
                     tracing::debug!(target: TRACING_TARGET, error = %e, "lost a CREATE IF NOT EXISTS race; retrying");
                 }
@@ -506,8 +507,14 @@ impl<P: Pool> Migrator<P> {
             ));
         }
         let rendered = pgdbm_core::render(&m.content, self.schema.as_deref()).map_err(|e| {
-            wrap(file, format!("cannot render the templates of `{file}`: {e}"), e)
+            wrap(
+                file,
+                format!("cannot render the templates of `{file}`: {e}"),
+                e,
+            )
         })?;
+        // A byte-order mark is part of the checksum (computed on the raw text) but not SQL.
+        let rendered = rendered.strip_prefix('\u{feff}').unwrap_or(&rendered);
         let table = self.table_name()?;
         let module = self.checked_module()?;
         let insert = format!(
@@ -517,7 +524,7 @@ impl<P: Pool> Migrator<P> {
         tracing::info!(target: TRACING_TARGET, module, file, no_transaction = m.is_no_transaction(), "applying migration");
         let start = Instant::now();
         if m.is_no_transaction() {
-            let statements = pgdbm_core::split_statements(&rendered);
+            let statements = pgdbm_core::split_statements(rendered);
             let n = statements.len();
             for (i, stmt) in statements.into_iter().enumerate() {
                 if let Err(e) = conn.batch_execute(stmt, None).await {
@@ -546,10 +553,14 @@ impl<P: Pool> Migrator<P> {
                 })?;
             return Ok(f64::from(ms));
         }
-        let body = strip_python_transaction_wrapper(&rendered);
-        conn.begin()
-            .await
-            .map_err(|e| wrap(file, format!("cannot start the transaction for `{file}`: {e}"), e))?;
+        let body = strip_python_transaction_wrapper(rendered);
+        conn.begin().await.map_err(|e| {
+            wrap(
+                file,
+                format!("cannot start the transaction for `{file}`: {e}"),
+                e,
+            )
+        })?;
         let result = async {
             if !rules::python_strip(body).is_empty() {
                 conn.batch_execute(body, None).await?;
@@ -563,7 +574,11 @@ impl<P: Pool> Migrator<P> {
         match result {
             Ok(ms) => {
                 conn.commit().await.map_err(|e| {
-                    wrap(file, format!("migration `{file}` could not be committed: {e}"), e)
+                    wrap(
+                        file,
+                        format!("migration `{file}` could not be committed: {e}"),
+                        e,
+                    )
                 })?;
                 tracing::info!(target: TRACING_TARGET, module, file, execution_time_ms = ms, "applied migration");
                 Ok(f64::from(ms))
@@ -629,7 +644,10 @@ impl<P: Pool> Migrator<P> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::migration(
                 Some(filename.clone()),
-                format!("cannot create migrations directory `{}`: {e}", dir.display()),
+                format!(
+                    "cannot create migrations directory `{}`: {e}",
+                    dir.display()
+                ),
             )
         })?;
         let mut text = String::new();
@@ -749,7 +767,11 @@ impl<P: Pool> Migrator<P> {
                 let files = this.find_migration_files()?;
                 let changed: Vec<&Migration> = files
                     .iter()
-                    .filter(|f| applied.get(&f.filename).is_some_and(|a| a.checksum != f.checksum))
+                    .filter(|f| {
+                        applied
+                            .get(&f.filename)
+                            .is_some_and(|a| a.checksum != f.checksum)
+                    })
                     .collect();
                 if changed.is_empty() {
                     return Ok(Vec::new());
@@ -828,7 +850,8 @@ impl<P: Pool> Migrator<P> {
                 conn.begin().await?;
                 let result = async {
                     for f in &todo {
-                        conn.execute(&sql, &[&f.filename, &f.checksum, &module], None).await?;
+                        conn.execute(&sql, &[&f.filename, &f.checksum, &module], None)
+                            .await?;
                     }
                     Ok::<(), Error>(())
                 }
@@ -897,7 +920,12 @@ fn strip_python_transaction_wrapper(sql: &str) -> &str {
     if stmts.len() < 2 {
         return sql;
     }
-    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_uppercase();
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_ascii_uppercase()
+    };
     let first = norm(stmts[0]);
     let last = norm(stmts[stmts.len() - 1]);
     let is_begin = matches!(
@@ -929,7 +957,8 @@ mod tests {
 
     #[test]
     fn python_wrapper_is_stripped_only_when_complete() {
-        let wrapped = "BEGIN;\n\nCREATE TABLE a (id int); -- c;\nINSERT INTO a VALUES (1)\n\nCOMMIT;";
+        let wrapped =
+            "BEGIN;\n\nCREATE TABLE a (id int); -- c;\nINSERT INTO a VALUES (1);\n\nCOMMIT;";
         assert_eq!(
             strip_python_transaction_wrapper(wrapped),
             "CREATE TABLE a (id int); -- c;\nINSERT INTO a VALUES (1)"
