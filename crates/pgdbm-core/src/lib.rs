@@ -6,16 +6,22 @@
 //! written once against them.
 
 pub mod config;
+pub mod debugger;
 pub mod dsn;
 pub mod error;
 pub mod ident;
 pub mod migration;
+pub mod monitor;
 pub mod pool;
 pub mod retry;
 pub mod sql;
 pub mod template;
 
 pub use config::{duration_from_secs, Config, DurationField, SslMode};
+pub use debugger::{
+    BlockingQuery, ConnectionInfo, DatabaseHealth, Debugger, IndexUsage, LongRunningQuery,
+    TableSize,
+};
 pub use dsn::mask_dsn;
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
 pub use ident::{
@@ -25,6 +31,10 @@ pub use migration::{
     checksum, explain_checksum_mismatch, has_no_transaction_marker, is_migration_file_name,
     migration_version, normalize_content, python_strip, sort_migration_names,
     NO_TRANSACTION_MARKER,
+};
+pub use monitor::{
+    normalize_query, ConnectionMetrics, Monitor, MonitorConfig, PatternStats, QueryMetrics,
+    QueryPatterns, QueryRecord,
 };
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
 pub use retry::RetrySchedule;
