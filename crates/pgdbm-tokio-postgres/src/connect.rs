@@ -257,24 +257,24 @@ where
     });
 }
 
+/// `config` (already [`effective_config`]d and validated) and its TLS connector.
+fn prepare(config: &Config) -> Result<(Config, Option<MakeRustlsConnect>)> {
+    let config = effective_config(config)?;
+    config.validate()?;
+    let tls = tls::connector(&config)?;
+    Ok((config, tls))
+}
+
 /// One attempt over every host in order; the last host's error when all fail.
-async fn attempt(config: &Config) -> std::result::Result<PgConnection, AttemptError> {
-    let setup_error = |e: Error| AttemptError {
-        host: config.host.clone(),
-        port: config.port,
-        database: config.database.clone(),
-        message: e.to_string(),
-        source: Some(Box::new(e)),
-        permanent: true,
-    };
-    let config = &effective_config(config).map_err(setup_error)?;
-    config.validate().map_err(setup_error)?;
+async fn attempt(
+    config: &Config,
+    tls: &Option<MakeRustlsConnect>,
+) -> std::result::Result<PgConnection, AttemptError> {
     let base = base_config(config);
-    let tls = tls::connector(config).map_err(setup_error)?;
     let hosts = config.hosts();
     let mut last = None;
     for (host, port) in &hosts {
-        match connect_host(config, &base, &tls, host, *port).await {
+        match connect_host(config, &base, tls, host, *port).await {
             Ok(conn) => return Ok(conn),
             Err(e) if e.permanent => return Err(e),
             Err(e) => {
@@ -301,9 +301,10 @@ impl PgConnection {
     /// connection task runs on the current tokio runtime.
     ///
     /// Errors are [`Error::Connection`] naming host, port, database and `attempts = 1`, never
-    /// the password.
+    /// the password; an invalid `config` (or TLS file) is an [`Error::Configuration`].
     pub async fn connect_once(config: &Config) -> Result<PgConnection> {
-        attempt(config).await.map_err(|e| e.into_error(1))
+        let (config, tls) = prepare(config)?;
+        attempt(&config, &tls).await.map_err(|e| e.into_error(1))
     }
 
     /// Connects, retrying failed attempts with the backoff schedule of `config`
@@ -314,11 +315,14 @@ impl PgConnection {
     /// [`Error::Connection`] whose `attempts` is the number of attempts made.
     pub async fn connect(config: &Config) -> Result<PgConnection> {
         let started = Instant::now();
+        // An invalid configuration is reported as such, not as a connection failure.
+        let (config, tls) = prepare(config)?;
+        let config = &config;
         let schedule = RetrySchedule::from_config(config);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            match attempt(config).await {
+            match attempt(config, &tls).await {
                 Ok(conn) => {
                     tracing::debug!(target: "pgdbm", attempts, elapsed_ms = started.elapsed().as_millis() as u64, "connected");
                     return Ok(conn);

@@ -72,3 +72,17 @@ async fn verify_full_checks_the_host_name() {
     assert!(e.is_timeout(), "{e}");
     assert!(!c.is_broken());
 }
+
+#[tokio::test]
+async fn unreadable_ca_file_is_a_configuration_error_not_retried() {
+    let mut config = support::config("postgres");
+    config.ssl_mode = SslMode::VerifyFull;
+    config.ssl_root_cert = Some("/nonexistent/ca.crt".into());
+    config.retry_attempts = 5;
+    config.retry_delay = std::time::Duration::from_secs(5);
+    let e = PgConnection::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Configuration { field, .. } if field == "ssl_root_cert"),
+        "{e}"
+    );
+}
