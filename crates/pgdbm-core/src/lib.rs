@@ -6,6 +6,7 @@
 //! written once against them.
 
 pub mod config;
+pub mod database;
 pub mod debugger;
 pub mod dsn;
 pub mod error;
@@ -18,6 +19,10 @@ pub mod sql;
 pub mod template;
 
 pub use config::{duration_from_secs, Config, DurationField, SslMode};
+pub use database::{
+    AsQuery, Clock, Database, DbConnection, PreparedQuery, QueryEvent, QueryObserver, RenderedSql,
+    RowOf, Savepoint, SystemClock, Transaction,
+};
 pub use debugger::{
     BlockingQuery, ConnectionInfo, DatabaseHealth, Debugger, IndexUsage, LongRunningQuery,
     TableSize,
