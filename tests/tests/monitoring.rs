@@ -3,7 +3,6 @@
 
 // The bodies are test code run by `#[tokio::test]` functions that `both_backends!` generates;
 // clippy's allow-unwrap-in-tests does not see through the generic helpers.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::time::{Duration, Instant};

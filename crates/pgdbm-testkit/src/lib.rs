@@ -3,6 +3,8 @@
 //! [`TestServer::shared`] starts one server per test process from the local PostgreSQL
 //! binaries (or uses the server named by `TEST_DB_HOST`), shared by all tests of the process.
 //! [`TestServer::start`] gives a test its own server (for example to restart it).
+//! [`TestDatabase`] gives each test its own database on it, and [`TestHelpers`] the helpers of
+//! Python pgdbm's `DatabaseTestCase`; both work with any pool backend.
 //!
 //! ```
 //! use pgdbm_testkit::{unique_database_name, TestServer};
@@ -26,6 +28,7 @@
 //! is killed with SIGKILL, and a directory left behind is reaped by the next start.
 
 mod config;
+mod database;
 mod discover;
 mod names;
 mod procfs;
@@ -34,6 +37,7 @@ mod server;
 mod sys;
 
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
+pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use server::{TestServer, TestServerOptions};

@@ -107,7 +107,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         per(raw)
     );
     for (label, d) in [
-        ("raw tokio-postgres (str, prepares) ", median(raw_unprepared_t)),
+        (
+            "raw tokio-postgres (str, prepares) ",
+            median(raw_unprepared_t),
+        ),
         ("pgdbm deadpool (fetch_one)         ", median(dp_t)),
         ("pgdbm bb8 (fetch_one)              ", median(bb_t)),
     ] {

@@ -110,7 +110,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[&"alice@example.com"],
         )
         .await?;
-    println!("mapped: {user:?}");
+    if let Some(u) = &user {
+        println!(
+            "mapped into User: id {} email {} name {:?}",
+            u.id, u.email, u.name
+        );
+    }
     let count: Option<i64> = db
         .fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
         .await?;

@@ -1,0 +1,325 @@
+//! Test databases and helpers over any [`Pool`]: the port of Python pgdbm's `AsyncTestDatabase`,
+//! `DatabaseTestCase` and its pytest fixtures.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use pgdbm_core::ident::{parse_qualified_name, quote_identifier, validate_identifier};
+use pgdbm_core::{Config, Database, Error, Param, Pool, Result, Row, RowOf};
+
+use crate::{unique_database_name, TestServer};
+
+/// A database created for one test, dropped when the value is dropped (Python:
+/// `AsyncTestDatabase`).
+///
+/// Its name is `<prefix><suffix>_<pid>_<counter>_<random>`, so tests running in parallel never
+/// share one. Dropping it drops the database (`WITH (FORCE)`, closing any connection left open);
+/// call [`keep`](TestDatabase::keep) to leave it for inspection.
+///
+/// ```
+/// use pgdbm_core::{Database, Pool};
+/// use pgdbm_testkit::{TestDatabase, TestHelpers};
+///
+/// // Generic over the pool backend, e.g. `pgdbm::DeadpoolPool`.
+/// async fn users_test<P: Pool>() -> pgdbm_core::Result<()> {
+///     let test_db = TestDatabase::create(Some("users")).await?;
+///     let db: Database<P> = test_db.manager(Some("app")).await?;
+///     db.execute("CREATE TABLE {{tables.users}} (id SERIAL, email TEXT)", &[]).await?;
+///     let helpers = TestHelpers::new(&db);
+///     helpers.create_test_user("a@example.com", &[]).await?;
+///     assert_eq!(helpers.count_rows("users", None).await?, 1);
+///     db.close().await;
+///     Ok(()) // the database is dropped with `test_db`
+/// }
+/// ```
+pub struct TestDatabase {
+    server: &'static TestServer,
+    name: String,
+    keep: bool,
+}
+
+impl fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestDatabase")
+            .field("name", &self.name)
+            .field("host", &self.server.host())
+            .field("port", &self.server.port())
+            .field("keep", &self.keep)
+            .finish()
+    }
+}
+
+impl TestDatabase {
+    /// Creates a fresh database on the shared test server ([`TestServer::shared`]), named with
+    /// the optional `suffix` (Python: `create_test_database(suffix)`).
+    pub async fn create(suffix: Option<&str>) -> Result<TestDatabase> {
+        Self::create_on(TestServer::shared()?, suffix)
+    }
+
+    /// Creates a fresh database on `server`.
+    pub fn create_on(server: &'static TestServer, suffix: Option<&str>) -> Result<TestDatabase> {
+        let prefix = match suffix {
+            Some(s) => {
+                validate_identifier(s)?;
+                format!("test_{s}")
+            }
+            None => "test".to_string(),
+        };
+        let name = unique_database_name(&prefix)?;
+        server.create_database(&name)?;
+        Ok(TestDatabase {
+            server,
+            name,
+            keep: false,
+        })
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server it lives on.
+    pub fn server(&self) -> &'static TestServer {
+        self.server
+    }
+
+    /// Keeps the database after the test (for inspection); it is not dropped.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// A config for this database (Python: `get_test_db_config`), with a small pool suited to
+    /// tests and the given `schema`.
+    pub fn config(&self, schema: Option<&str>) -> Config {
+        let mut config = self.server.config(&self.name);
+        config.schema = schema.map(str::to_string);
+        config.min_connections = 1;
+        config.max_connections = 5;
+        config
+    }
+
+    /// A connected manager on this database (Python: `get_test_db_manager`). With a schema, the
+    /// schema is created first if missing.
+    pub async fn manager<P: Pool>(&self, schema: Option<&str>) -> Result<Database<P>> {
+        self.manager_with::<P>(self.config(schema)).await
+    }
+
+    /// A connected manager from a config (e.g. [`config`](TestDatabase::config) with changes).
+    pub async fn manager_with<P: Pool>(&self, config: Config) -> Result<Database<P>> {
+        let schema = config.schema.clone();
+        let db = Database::<P>::connect(config).await?;
+        if let Some(schema) = schema {
+            db.execute(
+                &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_identifier(&schema)?),
+                &[],
+            )
+            .await?;
+        }
+        Ok(db)
+    }
+
+    /// Drops the database now (Python: `drop_test_database`).
+    pub fn drop_database(mut self) -> Result<()> {
+        self.keep = true; // Drop has nothing left to do
+        self.server.drop_database(&self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(e) = self.server.drop_database(&self.name) {
+                tracing::warn!(target: "pgdbm::testkit", database = %self.name, error = %e,
+                    "could not drop the test database");
+            }
+        }
+    }
+}
+
+/// One row of a [`snapshot_table`]: column name to its value as text (`None` for NULL).
+pub type SnapshotRow = BTreeMap<String, Option<String>>;
+
+/// Every row of `table` as text, ordered by `order_by` (a comma-separated list of columns, each
+/// optionally followed by `ASC`/`DESC`) or by the whole row, to compare a table before and after
+/// an operation (Python: `snapshot_table`).
+pub async fn snapshot_table<P: Pool>(
+    db: &Database<P>,
+    table: &str,
+    order_by: Option<&str>,
+) -> Result<Vec<SnapshotRow>> {
+    let qualified = qualify(db, table)?;
+    let order = match order_by {
+        Some(spec) => order_clause(spec)?,
+        None => "t::text".to_string(),
+    };
+    let sql = format!(
+        "SELECT r.n, e.key, e.value FROM \
+         (SELECT row_number() OVER (ORDER BY {order}) AS n, to_jsonb(t) AS j FROM {qualified} t) r \
+         CROSS JOIN LATERAL jsonb_each_text(r.j) e ORDER BY r.n, e.key"
+    );
+    let rows = db.fetch_all(&sql, &[]).await?;
+    let mut out: Vec<SnapshotRow> = Vec::new();
+    let mut current: Option<i64> = None;
+    for row in &rows {
+        let n: i64 = row.try_get(&0usize)?;
+        let key: String = row.try_get(&1usize)?;
+        let value: Option<String> = row.try_get(&2usize)?;
+        if current != Some(n) {
+            out.push(SnapshotRow::new());
+            current = Some(n);
+        }
+        if let Some(last) = out.last_mut() {
+            last.insert(key, value);
+        }
+    }
+    Ok(out)
+}
+
+fn order_clause(spec: &str) -> Result<String> {
+    let mut parts = Vec::new();
+    for item in spec.split(',') {
+        let mut words = item.split_whitespace();
+        let column = words.next().ok_or_else(|| {
+            Error::schema(
+                spec,
+                "empty column in order_by; use e.g. \"id\" or \"name DESC, id\"",
+            )
+        })?;
+        let mut clause = quote_identifier(column)?;
+        match words.next().map(str::to_ascii_uppercase).as_deref() {
+            None => {}
+            Some(dir @ ("ASC" | "DESC")) => {
+                clause.push(' ');
+                clause.push_str(dir);
+            }
+            Some(other) => {
+                return Err(Error::schema(
+                    spec,
+                    format!(
+                        "unexpected `{other}` in order_by; only ASC or DESC may follow a column"
+                    ),
+                ))
+            }
+        }
+        if words.next().is_some() {
+            return Err(Error::schema(
+                spec,
+                "order_by items are `column [ASC|DESC]`",
+            ));
+        }
+        parts.push(clause);
+    }
+    Ok(parts.join(", "))
+}
+
+fn qualify<P: Pool>(db: &Database<P>, table: &str) -> Result<String> {
+    let (schema, name) = parse_qualified_name(table)?;
+    let name = quote_identifier(&name)?;
+    Ok(match schema.as_deref().or(db.schema()) {
+        Some(s) => format!("{}.{name}", quote_identifier(s)?),
+        None => name,
+    })
+}
+
+/// Test helpers on a manager (Python: `DatabaseTestCase`). Table names may be `"t"` (the
+/// manager's schema) or `"schema.t"`; they are validated, never pasted into SQL unchecked.
+#[derive(Debug, Clone)]
+pub struct TestHelpers<P: Pool> {
+    db: Database<P>,
+}
+
+impl<P: Pool> TestHelpers<P> {
+    /// Helpers on `db`.
+    pub fn new(db: &Database<P>) -> Self {
+        TestHelpers { db: db.clone() }
+    }
+
+    /// Inserts a user into the `users` table with `email` and the given extra columns, and
+    /// returns the inserted row (Python: `create_test_user(email, **kwargs)`).
+    pub async fn create_test_user(
+        &self,
+        email: &str,
+        fields: &[(&str, Param<'_>)],
+    ) -> Result<RowOf<P::Connection>> {
+        let mut columns = vec![quote_identifier("email")?];
+        for (name, _) in fields {
+            columns.push(quote_identifier(name)?);
+        }
+        let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({}) RETURNING *",
+            qualify(&self.db, "users")?,
+            columns.join(", "),
+            placeholders.join(", ")
+        );
+        let mut params: Vec<Param<'_>> = vec![&email];
+        params.extend(fields.iter().map(|(_, v)| *v));
+        self.db
+            .fetch_one(&sql, &params)
+            .await?
+            .ok_or_else(|| Error::TestDatabase {
+                name: None,
+                message: "INSERT ... RETURNING returned no row".to_string(),
+                source: None,
+            })
+    }
+
+    /// Rows in `table`, optionally filtered by a trusted SQL `where` clause (Python:
+    /// `count_rows(table, where)`). The clause is test code's own SQL: never pass user input.
+    pub async fn count_rows(&self, table: &str, where_clause: Option<&str>) -> Result<i64> {
+        let mut sql = format!("SELECT count(*) FROM {}", qualify(&self.db, table)?);
+        if let Some(w) = where_clause {
+            sql.push_str(" WHERE ");
+            sql.push_str(w);
+        }
+        Ok(self.db.fetch_value(&sql, &[]).await?.unwrap_or(0))
+    }
+
+    /// Whether `table` exists (Python: `table_exists`).
+    pub async fn table_exists(&self, table: &str) -> Result<bool> {
+        self.db.table_exists(table).await
+    }
+
+    /// Empties `table`, optionally with `CASCADE` (Python: `truncate_table`).
+    pub async fn truncate_table(&self, table: &str, cascade: bool) -> Result<()> {
+        let sql = format!(
+            "TRUNCATE TABLE {}{}",
+            qualify(&self.db, table)?,
+            if cascade { " CASCADE" } else { "" }
+        );
+        self.db.execute(&sql, &[]).await.map(drop)
+    }
+
+    /// [`snapshot_table`] on this manager.
+    pub async fn snapshot_table(
+        &self,
+        table: &str,
+        order_by: Option<&str>,
+    ) -> Result<Vec<SnapshotRow>> {
+        snapshot_table(&self.db, table, order_by).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_by_is_validated() {
+        assert_eq!(order_clause("id").unwrap(), "\"id\"");
+        assert_eq!(
+            order_clause("name desc, id").unwrap(),
+            "\"name\" DESC, \"id\""
+        );
+        assert!(matches!(
+            order_clause("id; drop table x"),
+            Err(Error::Schema { .. })
+        ));
+        assert!(matches!(
+            order_clause("id sideways"),
+            Err(Error::Schema { .. })
+        ));
+        assert!(matches!(order_clause("id,"), Err(Error::Schema { .. })));
+    }
+}
