@@ -971,6 +971,27 @@ mod tests {
         assert_eq!(strip_python_transaction_wrapper("SELECT 1"), "SELECT 1");
     }
 
+    proptest::proptest! {
+        /// Wrapping statements the way Python's create_migration does and stripping the wrapper
+        /// gives back the same statements.
+        #[test]
+        fn wrapper_roundtrip(stmts in proptest::collection::vec("[a-z ]{1,12}", 1..5)) {
+            let body = stmts
+                .iter()
+                .map(|s| format!("SELECT '{s}'"))
+                .collect::<Vec<_>>()
+                .join(";\n");
+            let wrapped = format!("BEGIN;\n\n{body};\n\nCOMMIT;");
+            let stripped = strip_python_transaction_wrapper(&wrapped);
+            proptest::prop_assert_eq!(
+                pgdbm_core::split_statements(stripped),
+                pgdbm_core::split_statements(&body)
+            );
+            // Without the wrapper nothing changes.
+            proptest::prop_assert_eq!(strip_python_transaction_wrapper(&body), body.as_str());
+        }
+    }
+
     #[test]
     fn elapsed_is_at_least_one() {
         assert!(elapsed_ms(Instant::now()) >= 1);

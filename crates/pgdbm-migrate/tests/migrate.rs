@@ -121,6 +121,7 @@ both_backends! {
     baseline_history_rollback_create => case_baseline_history_rollback_create,
     statement_caches_cleared => case_statement_caches,
     python_wrapped_and_null_module => case_python_wrapped_and_null_module,
+    python_database_continues_under_rust_and_back => case_python_interop,
 }
 
 async fn case_eight_concurrent<P: Pool>() {
@@ -829,5 +830,52 @@ async fn case_python_wrapped_and_null_module<P: Pool>() {
         "002 is applied for every module"
     );
     assert!(env.migrator().pending().await.unwrap().is_empty());
+    env.finish().await;
+}
+
+async fn case_python_interop<P: Pool>() {
+    let env = Env::<P>::new("mig_pyinterop").await;
+    let a = "CREATE TABLE a (id INT);\n";
+    let b = "CREATE TABLE b (id INT);\n";
+    env.write("001_a.sql", a);
+    env.write("002_b.sql", b);
+    // What Python pgdbm 0.5 leaves behind after applying 001_a.sql for module "default": its
+    // table DDL verbatim, the schema change, and its INSERT.
+    env.psql(&python_ddl("schema_migrations", "schema_migrations"));
+    env.psql(a);
+    env.psql(&format!(
+        "INSERT INTO schema_migrations (filename, checksum, module_name, execution_time_ms) \
+         VALUES ('001_a.sql', '{}', 'default', 3)",
+        pgdbm_core::checksum(a)
+    ));
+    // Rust continues: only 002 is pending (re-running 001 would fail: `a` exists).
+    let report = env
+        .migrator()
+        .apply_pending()
+        .await
+        .expect("continue under Rust");
+    let names: Vec<_> = report.applied.iter().map(|m| m.filename.as_str()).collect();
+    assert_eq!(names, ["002_b.sql"]);
+    assert_eq!(report.skipped, ["001_a.sql"]);
+    // And back: Python's get_applied_migrations query sees both files with the checksums its
+    // _calculate_checksum computes (the core checksum is Python's, see the vectors above), so
+    // Python finds nothing pending.
+    let python_view = env.psql(
+        "SELECT filename, checksum FROM schema_migrations \
+         WHERE module_name = 'default' OR module_name IS NULL ORDER BY filename",
+    );
+    assert_eq!(
+        python_view,
+        format!(
+            "001_a.sql|{}\n002_b.sql|{}",
+            pgdbm_core::checksum(a),
+            pgdbm_core::checksum(b)
+        )
+    );
+    assert_eq!(
+        env.psql("SELECT count(*) FROM pg_indexes WHERE tablename = 'schema_migrations'"),
+        "3",
+        "no second index or table was created next to Python's"
+    );
     env.finish().await;
 }
