@@ -90,7 +90,7 @@ async fn main() {
 
     let dsn = format!(
         "host=127.0.0.1 port={} user=postgres dbname={db}",
-        server.port
+        server.port()
     );
     report("bb8 (raw)", raw_bb8_load(&dsn, iterations).await);
 

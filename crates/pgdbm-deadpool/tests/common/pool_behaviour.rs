@@ -4,43 +4,26 @@
 //! Included (not a crate) from both crates' tests:
 //! `#[macro_use] #[path = "..."] mod common;` then `pool_tests!(the::Pool);`.
 //!
-//! Every test runs against a real PostgreSQL 15 started by this file ([`PgServer`]): one shared
-//! server per test binary, each test in its own database, plus a private server for the restart
-//! test. The servers stop when the test process exits (a watchdog shell stops them).
+//! Every test runs against a real PostgreSQL started by pgdbm-testkit: the shared throwaway
+//! server of the test binary, each test in its own database, plus a private server for the
+//! restart test.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 // Test support: panicking on a failed setup step is the right behaviour here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgdbm_core::{Config, Connection, Error, Pool, Row, SslMode};
+use pgdbm_core::{Config, Connection, Error, Pool, Row};
+use pgdbm_testkit::{unique_database_name, TestServer};
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A throw-away PostgreSQL cluster owned by this test process.
-pub struct PgServer {
-    pub port: u16,
-    dir: PathBuf,
-    data: PathBuf,
-}
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// A PostgreSQL server for these tests: pgdbm-testkit's shared throwaway server, or a private
+/// one (for the restart test).
+pub enum PgServer {
+    Shared(&'static TestServer),
+    Private(Box<TestServer>),
 }
 
 fn free_port() -> u16 {
@@ -50,86 +33,41 @@ fn free_port() -> u16 {
 
 impl PgServer {
     /// The server shared by all tests of this binary.
-    pub fn shared() -> &'static PgServer {
-        static SHARED: OnceLock<PgServer> = OnceLock::new();
-        SHARED.get_or_init(PgServer::start_new)
+    pub fn shared() -> PgServer {
+        PgServer::Shared(TestServer::shared().expect("start the shared test server"))
     }
 
-    /// Initialises and starts a new cluster on a free port.
+    /// A private throwaway server that this test may stop and start.
     pub fn start_new() -> PgServer {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("pgdbm-pools-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        run(Command::new("chown").arg("postgres:postgres").arg(&dir));
-        let data = dir.join("data");
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{BIN}/initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]));
-        let server = PgServer {
-            port: free_port(),
-            dir,
-            data,
-        };
-        server.start();
-        // Stop the cluster and remove its files once this test process is gone.
-        let watchdog = format!(
-            "while [ -d /proc/{pid} ]; do sleep 1; done; runuser -u postgres -- {BIN}/pg_ctl -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
-            data = server.data.display(),
-            dir = server.dir.display(),
-        );
-        // Never waited on: the watchdog must outlive this process to clean up after it.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .args(["-c", &watchdog])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn watchdog");
-        server
+        PgServer::Private(Box::new(
+            TestServer::start().expect("start a private test server"),
+        ))
     }
 
-    /// Starts (or restarts) the server on its port.
+    fn server(&self) -> &TestServer {
+        match self {
+            PgServer::Shared(s) => s,
+            PgServer::Private(s) => s,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server().port()
+    }
+
+    /// Starts the (private) server again on its port.
     pub fn start(&self) {
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=300",
-            self.port,
-            self.dir.display()
-        );
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .args(["-w", "-o", &opts, "start"]));
+        self.server().start_again().expect("start the server again");
     }
 
-    /// Stops the server (fast shutdown: sessions are terminated).
+    /// Stops the (private) server (fast shutdown: sessions are terminated).
     pub fn stop(&self) {
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "fast", "-w", "stop"]));
+        self.server().stop().expect("stop the server");
     }
 
     /// A pool config for `db` with small, test-friendly settings.
     pub fn config(&self, db: &str) -> Config {
-        let mut c = Config::default();
-        c.host = "127.0.0.1".into();
-        c.port = self.port;
-        c.database = db.into();
-        c.user = "postgres".into();
-        c.password = Some("unused-with-trust-auth".into());
-        c.ssl_mode = SslMode::Disable;
+        let mut c = self.server().config(db);
         c.min_connections = 1;
         c.max_connections = 4;
         c.retry_attempts = 2;
@@ -142,34 +80,19 @@ impl PgServer {
 
     /// Runs `sql` with psql on `db`; returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        run(Command::new(format!("{BIN}/psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-d")
-            .arg(db)
-            .arg("-c")
-            .arg(sql))
-        .trim()
-        .to_string()
+        self.server()
+            .psql(db, sql)
+            .expect("psql")
+            .trim()
+            .to_string()
     }
 
     /// Creates a fresh database named after `prefix`; returns its name.
     pub fn new_database(&self, prefix: &str) -> String {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("{prefix}_{}_{n}", std::process::id());
-        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        let name = unique_database_name(prefix).expect("database name");
+        self.server()
+            .create_database(&name)
+            .expect("create database");
         name
     }
 
@@ -186,7 +109,7 @@ impl PgServer {
 }
 
 /// A fresh database on the shared server and a config for it.
-pub fn setup(prefix: &str) -> (&'static PgServer, String, Config) {
+pub fn setup(prefix: &str) -> (PgServer, String, Config) {
     let server = PgServer::shared();
     let db = server.new_database(prefix);
     let config = server.config(&db);
