@@ -45,9 +45,12 @@ impl<C: Connection> LockGuard<C> {
         })
     }
 
-    /// Rolls back a leftover transaction, unlocks and returns the connection to the pool; on
-    /// any failure the connection is closed instead (which also releases the lock).
-    pub(crate) async fn release(mut self) {
+    /// Rolls back a leftover transaction and unlocks. The connection goes back to the pool
+    /// when `reuse` is true and everything went cleanly; otherwise it is closed (which also
+    /// releases the lock). Callers pass `reuse = false` after running migration SQL, which may
+    /// have changed session state (`SET search_path`, temporary tables...) that must not leak
+    /// into the pool.
+    pub(crate) async fn release(mut self, reuse: bool) {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
@@ -71,7 +74,7 @@ impl<C: Connection> LockGuard<C> {
                 }
             }
         }
-        if !clean {
+        if !clean || !reuse {
             conn.discard();
         }
         tracing::debug!(target: TRACING_TARGET, module = %module, "migration lock released");

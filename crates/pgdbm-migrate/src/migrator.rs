@@ -399,7 +399,9 @@ impl<P: Pool> Migrator<P> {
                     Ok(conn) => self.run_locked(conn, dry_run, &mut report).await,
                     Err(e) => Err(e),
                 };
-                guard.release().await;
+                // Migration SQL ran on this connection when something was applied or failed.
+                let ran_sql = !report.applied.is_empty() || result.is_err();
+                guard.release(!ran_sql).await;
                 result.err()
             }
             Err(e) => Some(e),
@@ -444,8 +446,9 @@ impl<P: Pool> Migrator<P> {
             report.status = MigrationStatus::DryRun;
             return Ok(());
         }
+        let table = self.resolve_table(conn).await?;
         for m in &pending {
-            let ms = self.apply_on(conn, m).await?;
+            let ms = self.apply_on(conn, m, &table).await?;
             report.total_time_ms += ms;
             report.applied.push(AppliedMigration {
                 filename: m.filename.clone(),
@@ -480,19 +483,49 @@ impl<P: Pool> Migrator<P> {
         let mut guard = self.lock().await?;
         let result = match guard.conn() {
             Ok(conn) => match self.ensure_table_on(conn).await {
-                Ok(()) => self.apply_on(conn, migration).await,
+                Ok(()) => match self.resolve_table(conn).await {
+                    Ok(table) => self.apply_on(conn, migration, &table).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
-        guard.release().await;
+        guard.release(false).await;
         if result.is_ok() {
             self.pool.clear_statement_caches();
         }
         result
     }
 
-    async fn apply_on(&self, conn: &mut P::Connection, m: &Migration) -> Result<f64> {
+    /// The history table, qualified with the schema it was found in (quoted), so that a
+    /// migration changing `search_path` cannot redirect or break the history row.
+    async fn resolve_table(&self, conn: &mut P::Connection) -> Result<String> {
+        let name = self.table_name()?;
+        let row = conn
+            .query_opt(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1::text)",
+                &[&name],
+                None,
+            )
+            .await?
+            .ok_or_else(|| {
+                Error::migration(
+                    None,
+                    format!("the history table `{name}` does not exist after creating it"),
+                )
+            })?;
+        let schema: String = row.get_at(0)?;
+        let table: String = row.get_at(1)?;
+        Ok(format!(
+            "{}.{}",
+            pgdbm_core::quote_identifier(&schema)?,
+            pgdbm_core::quote_identifier(&table)?
+        ))
+    }
+
+    async fn apply_on(&self, conn: &mut P::Connection, m: &Migration, table: &str) -> Result<f64> {
         let file = m.filename.as_str();
         if file.chars().count() > MAX_FILENAME_CHARS {
             return Err(Error::migration(
@@ -515,7 +548,6 @@ impl<P: Pool> Migrator<P> {
         })?;
         // A byte-order mark is part of the checksum (computed on the raw text) but not SQL.
         let rendered = rendered.strip_prefix('\u{feff}').unwrap_or(&rendered);
-        let table = self.table_name()?;
         let module = self.checked_module()?;
         let insert = format!(
             "INSERT INTO {table} (filename, checksum, module_name, execution_time_ms) \
@@ -752,7 +784,7 @@ impl<P: Pool> Migrator<P> {
             Ok(conn) => self.repair_on(conn).await,
             Err(e) => Err(e),
         };
-        guard.release().await;
+        guard.release(true).await;
         result
     }
 
@@ -810,7 +842,7 @@ impl<P: Pool> Migrator<P> {
             Ok(conn) => self.baseline_on(conn, up_to).await,
             Err(e) => Err(e),
         };
-        guard.release().await;
+        guard.release(true).await;
         result
     }
 

@@ -783,6 +783,43 @@ async fn case_statement_caches<P: Pool>() {
         .expect("no 'cached plan must not change result type' after migrations");
     assert_eq!(rows[0].len(), 2);
     assert_eq!(rows[0].try_get::<_, i32>("b").unwrap(), 2);
+    let before = conn
+        .query_opt("SHOW search_path", &[], None)
+        .await
+        .unwrap()
+        .unwrap()
+        .get_at::<String>(0)
+        .unwrap();
+    drop(conn);
+
+    // Session state set by a migration (search_path, temporary tables) does not leak into the
+    // pool: the migrator's connection is closed after running migration SQL.
+    env.write(
+        "002_session.sql",
+        "SET search_path TO pg_catalog;\nCREATE TEMP TABLE tmp_leak (id INT);",
+    );
+    env.migrator().apply_pending().await.expect("apply 002");
+    let mut conn = env.pool.acquire().await.expect("conn");
+    let after = conn
+        .query_opt("SHOW search_path", &[], None)
+        .await
+        .unwrap()
+        .unwrap()
+        .get_at::<String>(0)
+        .unwrap();
+    assert_eq!(after, before);
+    assert_ne!(after, "pg_catalog");
+    let tmp = conn
+        .query_opt("SELECT to_regclass('pg_temp.tmp_leak') IS NULL", &[], None)
+        .await
+        .unwrap()
+        .unwrap()
+        .get_at::<bool>(0)
+        .unwrap();
+    assert!(
+        tmp,
+        "temporary table of the migration session leaked into the pool"
+    );
     drop(conn);
     env.finish().await;
 }
