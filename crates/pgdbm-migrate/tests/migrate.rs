@@ -122,6 +122,7 @@ both_backends! {
     statement_caches_cleared => case_statement_caches,
     python_wrapped_and_null_module => case_python_wrapped_and_null_module,
     python_database_continues_under_rust_and_back => case_python_interop,
+    blocking_waiter_control_deadlocks_with_concurrently => case_blocking_control,
 }
 
 async fn case_eight_concurrent<P: Pool>() {
@@ -914,5 +915,51 @@ async fn case_python_interop<P: Pool>() {
         "3",
         "no second index or table was created next to Python's"
     );
+    env.finish().await;
+}
+
+/// Control for `case_concurrently`: a waiter that blocks in `pg_advisory_lock` (as Python
+/// pgdbm 0.5 does) while the lock holder runs CREATE INDEX CONCURRENTLY forms a deadlock that
+/// PostgreSQL has to break (40P01). The polling migrator in `case_concurrently` does not.
+async fn case_blocking_control<P: Pool>() {
+    let env = Env::<P>::new("mig_cic_ctl").await;
+    env.write(
+        "001_t.sql",
+        "CREATE TABLE big (v TEXT);\nINSERT INTO big SELECT g::text FROM generate_series(1, 1000) g;",
+    );
+    env.write(
+        "002_index.sql",
+        "-- pgdbm:no-transaction\nSELECT pg_sleep(1);\nCREATE INDEX CONCURRENTLY big_v ON big (v);",
+    );
+    let m = env.migrator();
+    let a = tokio::spawn(async move { m.apply_pending().await });
+    wait_for_advisory_lock(&env).await;
+    let mut blocker = env.pool.acquire().await.expect("conn");
+    let blocked = blocker
+        .query_opt(
+            "SELECT pg_advisory_lock(hashtext('pgdbm_migration_' || $1))",
+            &[&"default"],
+            None,
+        )
+        .await;
+    let ra = a.await.expect("join");
+    match (&blocked, &ra) {
+        // The detector usually aborts the blocking waiter...
+        (Err(e), Ok(_)) => assert_eq!(e.sqlstate(), Some("40P01"), "{e}"),
+        // ...or the index build; either way someone got a deadlock error.
+        (Ok(_), Err(e)) => assert!(e.to_string().contains("deadlock"), "{e}"),
+        (b, a) => panic!(
+            "expected a deadlock error, got blocker ok={} migrator {:?}",
+            b.is_ok(),
+            a.as_ref().map(|r| r.status)
+        ),
+    }
+    if blocked.is_ok() {
+        blocker
+            .query_opt("SELECT pg_advisory_unlock_all()", &[], None)
+            .await
+            .unwrap();
+    }
+    drop(blocker);
     env.finish().await;
 }
