@@ -27,7 +27,10 @@
 //! - [`Pool::connect`] validates the config, opens the first connection with retries (an
 //!   [`Error::Connection`] when the server cannot be reached), then opens up to
 //!   `min_connections` (bb8's `min_idle`) and waits for them, bounded by `connect_timeout`
-//!   (best effort: failures are logged, bb8 keeps trying in the background).
+//!   (best effort: it stops waiting at the first failure, which is logged; bb8 keeps trying in
+//!   the background). Note that bb8's `min_idle` keeps `min_connections` *idle* connections
+//!   (the pool grows with load up to `max_connections`), where deadpool keeps
+//!   `min_connections` connections in total.
 //! - [`Pool::acquire`] waits at most `acquire_timeout`. While the server is unreachable bb8 keeps
 //!   retrying to open connections in the background until that timeout, so a checkout during an
 //!   outage ends with the timeout [`Error::Pool`] (whose message carries the last connection
@@ -370,7 +373,17 @@ impl Pool for Bb8Pool {
         // one is the seed). Wait for them, bounded by connect_timeout; failures are logged by
         // the sink and retried by bb8.
         let deadline = Instant::now() + config.connect_timeout;
-        while (pool.state().connections as usize) < min && Instant::now() < deadline {
+        let connect_failed = || {
+            shared
+                .last_connect_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        };
+        while (pool.state().connections as usize) < min
+            && Instant::now() < deadline
+            && !connect_failed()
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // With min_connections = 0 nobody took the seed: hand it to bb8 directly.

@@ -135,6 +135,20 @@ struct Inner {
     reaper: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The reaper holds only a weak reference and would stop at its next tick anyway.
+        let reaper = self
+            .reaper
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(reaper) = reaper {
+            reaper.abort();
+        }
+    }
+}
+
 /// A pgdbm [`Pool`] on deadpool's generic managed pool. Cloning shares the pool.
 ///
 /// See the [crate documentation](crate) for its behaviour.
