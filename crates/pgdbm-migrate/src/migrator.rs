@@ -218,9 +218,11 @@ impl<P: Pool> Migrator<P> {
             "CREATE INDEX IF NOT EXISTS idx_{}_module ON {table}(module_name, filename)",
             self.table
         );
-        // Two migrators racing on CREATE ... IF NOT EXISTS can both miss the catalog row and
-        // one gets a duplicate error: the object exists then, so one retry settles it.
-        for attempt in 0..2 {
+        // Migrators racing on CREATE ... IF NOT EXISTS can both miss the catalog row and one
+        // gets a duplicate error once the other committed: the object exists then, so a retry
+        // settles it (a few, as the schema, table and index can each race).
+        const ATTEMPTS: u32 = 5;
+        for attempt in 1..=ATTEMPTS {
             let result = async {
                 if let Some(schema) = &self.schema {
                     let exists = conn
@@ -242,7 +244,7 @@ impl<P: Pool> Migrator<P> {
             .await;
             match result {
                 Err(e)
-                    if attempt == 0
+                    if attempt < ATTEMPTS
                         && e.sqlstate()
                             .is_some_and(|s| CREATE_RACE_STATES.contains(&s)) =>
                 {

@@ -133,6 +133,24 @@ async fn case_eight_concurrent<P: Pool>() {
         "INSERT INTO a VALUES (1);\nSELECT pg_sleep(0.2);",
     );
     env.write("003_c.sql", "INSERT INTO a VALUES (2);");
+    // ensure_migrations_table does not take the lock: racing CREATE ... IF NOT EXISTS (in a
+    // schema that does not exist yet) must still succeed everywhere.
+    let mut ensures = Vec::new();
+    for _ in 0..8 {
+        let m = Migrator::from_pool(env.pool.clone(), Some("race".into()));
+        ensures.push(tokio::spawn(
+            async move { m.ensure_migrations_table().await },
+        ));
+    }
+    for e in ensures {
+        e.await
+            .expect("join")
+            .expect("concurrent ensure_migrations_table");
+    }
+    assert_eq!(
+        env.psql("SELECT to_regclass('race.schema_migrations') IS NOT NULL"),
+        "t"
+    );
     let mut tasks = Vec::new();
     for i in 0..8 {
         // Half share the test pool, half open their own.
