@@ -116,3 +116,35 @@ fn migration_names(dir: &Path) -> Result<Vec<String>, String> {
     pgdbm_core::migration::sort_migration_names(&mut names);
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_migration_files_like_the_runtime_reader() {
+        let dir = std::env::temp_dir().join(format!("pgdbm-embed-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("nested.sql")).unwrap();
+        for name in [
+            "9_b.sql",
+            "10_a.sql",
+            ".hidden.sql",
+            "notes.txt",
+            "UPPER.SQL",
+            "é_x.sql",
+        ] {
+            std::fs::write(dir.join(name), "SELECT 1;").unwrap();
+        }
+        let names = migration_names(&dir).unwrap();
+        assert_eq!(names, ["10_a.sql", "9_b.sql", "é_x.sql"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_directory_is_an_error_that_says_where_paths_are_relative_to() {
+        let err = migration_names(Path::new("/nonexistent/pgdbm/migrations")).unwrap_err();
+        assert!(err.contains("/nonexistent/pgdbm/migrations"), "{err}");
+        assert!(err.contains("Cargo.toml"), "{err}");
+    }
+}
