@@ -304,7 +304,9 @@ impl Bb8Pool {
         self.inner.epoch.load(Ordering::SeqCst)
     }
 
-    async fn checkout(&self) -> Result<Bb8Guard> {
+    /// Takes a fairness permit, then a connection from bb8. `Ok(None)` is bb8's own timeout
+    /// (reported by the caller, once it no longer counts itself as waiting).
+    async fn checkout(&self) -> Result<Option<Bb8Guard>> {
         let permit = self
             .inner
             .gate
@@ -315,7 +317,7 @@ impl Bb8Pool {
         let conn = match self.inner.pool.get_owned().await {
             Ok(conn) => conn,
             Err(bb8::RunError::User(e)) => return Err(e),
-            Err(bb8::RunError::TimedOut) => return Err(self.timeout_error()),
+            Err(bb8::RunError::TimedOut) => return Ok(None),
         };
         if self.inner.shared.is_closed() {
             return Err(closed_error());
@@ -327,10 +329,10 @@ impl Bb8Pool {
             .last_connect_error
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
-        Ok(Bb8Guard {
+        Ok(Some(Bb8Guard {
             conn,
             _permit: permit,
-        })
+        }))
     }
 }
 
@@ -416,9 +418,9 @@ impl Pool for Bb8Pool {
         let got = tokio::time::timeout(self.inner.acquire_timeout, self.checkout()).await;
         drop(waiting);
         match got {
-            Ok(Ok(guard)) => Ok(Pooled::new(guard)),
+            Ok(Ok(Some(guard))) => Ok(Pooled::new(guard)),
             Ok(Err(e)) => Err(e),
-            Err(_elapsed) => Err(self.timeout_error()),
+            Ok(Ok(None)) | Err(_) => Err(self.timeout_error()),
         }
     }
 
