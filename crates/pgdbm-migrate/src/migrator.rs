@@ -395,14 +395,16 @@ impl<P: Pool> Migrator<P> {
 
     async fn run(&self, dry_run: bool) -> (MigrationReport, Option<Error>) {
         let mut report = MigrationReport::empty();
+        let mut ran_sql = false;
         let error = match self.lock().await {
             Ok(mut guard) => {
                 let result = match guard.conn() {
                     Ok(conn) => self.run_locked(conn, dry_run, &mut report).await,
                     Err(e) => Err(e),
                 };
-                // Migration SQL ran on this connection when something was applied or failed.
-                let ran_sql = !report.applied.is_empty() || result.is_err();
+                // Migration SQL ran on this connection when something was applied or failed
+                // (a failed no-transaction file may have changed the schema too).
+                ran_sql = !report.applied.is_empty() || result.is_err();
                 guard.release(!ran_sql).await;
                 result.err()
             }
@@ -417,7 +419,7 @@ impl<P: Pool> Migrator<P> {
                 }
             }
         }
-        if !report.applied.is_empty() {
+        if ran_sql {
             // New or changed tables: plans cached before the migration may be stale.
             self.pool.clear_statement_caches();
         }
@@ -494,9 +496,8 @@ impl<P: Pool> Migrator<P> {
             Err(e) => Err(e),
         };
         guard.release(false).await;
-        if result.is_ok() {
-            self.pool.clear_statement_caches();
-        }
+        // Even a failed no-transaction file may have changed the schema.
+        self.pool.clear_statement_caches();
         result
     }
 
