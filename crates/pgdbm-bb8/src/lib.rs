@@ -462,3 +462,55 @@ impl Pool for Bb8Pool {
         tokio::time::sleep(duration).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config(idle_ms: u64, lifetime_ms: Option<u64>) -> Config {
+        let mut c = Config::default();
+        c.max_inactive_connection_lifetime = Duration::from_millis(idle_ms);
+        c.max_lifetime = lifetime_ms.map(Duration::from_millis);
+        c
+    }
+
+    #[test]
+    fn reap_interval_follows_the_shortest_limit() {
+        assert_eq!(
+            reap_interval(&config(1_000, None)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            reap_interval(&config(300_000, Some(2_000))),
+            Duration::from_millis(500)
+        );
+        // Zero idle lifetime means "never close idle connections": only the lifetime counts.
+        assert_eq!(
+            reap_interval(&config(0, Some(4_000))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(reap_interval(&config(0, None)), Duration::from_secs(10));
+        assert_eq!(max_idle(&config(0, None)), None);
+        assert_eq!(
+            max_idle(&config(1_500, None)),
+            Some(Duration::from_millis(1_500))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn reap_interval_is_bounded(idle in 0u64..10_000_000, lifetime in proptest::option::of(1u64..10_000_000)) {
+            let d = reap_interval(&config(idle, lifetime));
+            prop_assert!(d >= Duration::from_millis(100) && d <= Duration::from_secs(10));
+            let shortest = [max_idle(&config(idle, lifetime)), lifetime.map(Duration::from_millis)]
+                .into_iter()
+                .flatten()
+                .min();
+            if let Some(s) = shortest {
+                // Never slower than a quarter of the shortest limit unless clamped at 100 ms.
+                prop_assert!(d <= (s / 4).max(Duration::from_millis(100)));
+            }
+        }
+    }
+}
