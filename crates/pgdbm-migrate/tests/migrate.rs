@@ -681,6 +681,12 @@ async fn case_strict<P: Pool>() {
 
 async fn case_baseline_history_rollback_create<P: Pool>() {
     let env = Env::<P>::new("mig_baseline").await;
+    // No history table yet: nothing applied, and reading does not create it.
+    assert!(env.migrator().applied().await.unwrap().is_empty());
+    assert_eq!(
+        env.psql("SELECT to_regclass('schema_migrations') IS NULL"),
+        "t"
+    );
     // An existing database adopted with baseline: files recorded, not run.
     env.psql("CREATE TABLE a (id INT); CREATE TABLE b (id INT);");
     env.write("001_a.sql", "CREATE TABLE a (id INT);");
@@ -771,6 +777,24 @@ async fn case_baseline_history_rollback_create<P: Pool>() {
         env.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'd_id'::regclass"),
         "t"
     );
+
+    // apply_migration: one migration, recorded; a second time fails on the unique key and is
+    // rolled back (the table it would create again is not touched).
+    let one =
+        pgdbm_migrate::Migration::new("050_x.sql", "CREATE TABLE IF NOT EXISTS x50 (id INT);");
+    let ms = env
+        .migrator()
+        .apply_migration(&one)
+        .await
+        .expect("apply_migration");
+    assert!(ms >= 1.0);
+    let err = env.migrator().apply_migration(&one).await.unwrap_err();
+    assert_eq!(migration_error(&err).0.as_deref(), Some("050_x.sql"));
+    assert_eq!(
+        env.psql("SELECT count(*) FROM schema_migrations WHERE filename = '050_x.sql'"),
+        "1"
+    );
+    assert_eq!(env.advisory_locks(), "0");
     env.finish().await;
 }
 
