@@ -26,6 +26,21 @@ pub fn fresh_config(prefix: &str) -> Result<Config> {
     Ok(config)
 }
 
+/// Checks out `n` connections at once and runs a query on each, so the pool holds `n` live
+/// connections; returns them still checked out.
+pub async fn hold_connections<P: Pool>(
+    db: &Database<P>,
+    n: usize,
+) -> Result<Vec<pgdbm::DbConnection<P::Connection>>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut c = db.acquire().await?;
+        c.execute("SELECT 1", &[]).await?;
+        out.push(c);
+    }
+    Ok(out)
+}
+
 /// Runs a generic async test body `fn body<P: Pool>()` once per backend:
 /// `both_backends!(name, body);` makes `name::deadpool` and `name::bb8`.
 #[macro_export]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use pgdbm::{Database, Error, Pool};
-use pgdbm_integration_tests::both_backends;
+use pgdbm_integration_tests::{both_backends, hold_connections};
 use pgdbm_testkit::TestServer;
 
 async fn survives_server_restart<P: Pool>() {
@@ -21,7 +21,7 @@ async fn survives_server_restart<P: Pool>() {
     db.execute("CREATE TABLE t (v INT)", &[]).await.unwrap();
     db.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
     // Warm several pooled connections.
-    let held: Vec<_> = futures_like_join(&db, 3).await;
+    let held: Vec<_> = hold_connections(&db, 3).await.unwrap();
     drop(held);
 
     // Down: queries fail with an error (no panic, no hang).
@@ -65,16 +65,4 @@ async fn survives_server_restart<P: Pool>() {
     db.close().await;
 }
 
-async fn futures_like_join<P: Pool>(
-    db: &Database<P>,
-    n: usize,
-) -> Vec<pgdbm::DbConnection<P::Connection>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let mut c = db.acquire().await.unwrap();
-        c.execute("SELECT 1", &[]).await.unwrap();
-        out.push(c);
-    }
-    out
-}
 both_backends!(server_restart, survives_server_restart);

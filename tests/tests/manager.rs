@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgdbm::{Database, Error, FromRow, Param, Pool, QueryErrorKind, QueryEvent, QueryObserver};
-use pgdbm_integration_tests::{both_backends, fresh_config, fresh_database};
+use pgdbm_integration_tests::{both_backends, fresh_config, fresh_database, hold_connections};
 
 async fn db<P: Pool>(prefix: &str) -> Database<P> {
     fresh_database::<P>(prefix, |_| {})
@@ -724,7 +724,7 @@ async fn terminated_backends_are_replaced<P: Pool>() {
     let dbname = config.database.clone();
     let db = Database::<P>::connect(config).await.unwrap();
     // Fill the pool with several live connections.
-    let conns: Vec<_> = futures_join(&db, 3).await;
+    let conns: Vec<_> = hold_connections(&db, 3).await.unwrap();
     drop(conns);
     let server = pgdbm_testkit::TestServer::shared().unwrap();
     server
@@ -757,18 +757,6 @@ async fn terminated_backends_are_replaced<P: Pool>() {
     db.close().await;
 }
 
-async fn futures_join<P: Pool>(
-    db: &Database<P>,
-    n: usize,
-) -> Vec<pgdbm::DbConnection<P::Connection>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let mut c = db.acquire().await.unwrap();
-        c.execute("SELECT 1", &[]).await.unwrap();
-        out.push(c);
-    }
-    out
-}
 both_backends!(terminate_backends, terminated_backends_are_replaced);
 
 async fn unreachable_host_retries<P: Pool>() {

@@ -1069,47 +1069,42 @@ impl<C: Connection> DerefMut for Savepoint<'_, C> {
 impl<C: Connection> Savepoint<'_, C> {
     /// Keeps the savepoint's work (`RELEASE SAVEPOINT`, or `COMMIT` when it is the outermost
     /// transaction).
-    pub async fn commit(mut self) -> Result<()> {
-        self.finished = true;
-        self.conn.depth = self.conn.depth.saturating_sub(1);
-        self.conn.flush_pending().await?;
-        let timeout = self.conn.ctx.timeout;
-        let result = match &self.name {
-            Some(name) => {
-                self.conn
-                    .conn
-                    .batch_execute(&format!("RELEASE SAVEPOINT {name}"), timeout)
-                    .await
-            }
-            None => self.conn.conn.commit().await,
-        };
-        result.map_err(|e| Error::Transaction {
-            message: "could not commit the savepoint".to_string(),
-            source: Some(Box::new(e)),
-        })
+    pub async fn commit(self) -> Result<()> {
+        self.finish(true).await
     }
 
     /// Undoes the savepoint's work (`ROLLBACK TO SAVEPOINT`, or `ROLLBACK` when it is the
     /// outermost transaction).
-    pub async fn rollback(mut self) -> Result<()> {
+    pub async fn rollback(self) -> Result<()> {
+        self.finish(false).await
+    }
+
+    async fn finish(mut self, commit: bool) -> Result<()> {
         self.finished = true;
         self.conn.depth = self.conn.depth.saturating_sub(1);
         self.conn.flush_pending().await?;
         let timeout = self.conn.ctx.timeout;
-        let result = match &self.name {
-            Some(name) => {
-                self.conn
-                    .conn
-                    .batch_execute(
-                        &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
-                        timeout,
-                    )
+        let conn = &mut self.conn.conn;
+        let result = match (&self.name, commit) {
+            (Some(name), true) => {
+                conn.batch_execute(&format!("RELEASE SAVEPOINT {name}"), timeout)
                     .await
             }
-            None => self.conn.conn.rollback().await,
+            (Some(name), false) => {
+                conn.batch_execute(
+                    &format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"),
+                    timeout,
+                )
+                .await
+            }
+            (None, true) => conn.commit().await,
+            (None, false) => conn.rollback().await,
         };
         result.map_err(|e| Error::Transaction {
-            message: "could not roll back the savepoint".to_string(),
+            message: format!(
+                "could not {} the savepoint",
+                if commit { "commit" } else { "roll back" }
+            ),
             source: Some(Box::new(e)),
         })
     }
