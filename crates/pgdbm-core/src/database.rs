@@ -242,8 +242,12 @@ impl Ctx {
         if let Some(n) = row_count {
             span.record("rows", n);
         }
-        if let Err(e) = &result {
-            span.in_scope(|| tracing::debug!(target: "pgdbm", error = %e, "query failed"));
+        if !span.is_disabled() {
+            let duration_ms = duration.map(|d| d.as_secs_f64() * 1000.0);
+            span.in_scope(|| match &result {
+                Ok(_) => tracing::debug!(target: "pgdbm", duration_ms, rows = row_count, "query finished"),
+                Err(e) => tracing::debug!(target: "pgdbm", duration_ms, error = %e, "query failed"),
+            });
         }
         if self.observed() {
             let event = QueryEvent {

@@ -317,9 +317,11 @@ impl PgConnection {
     }
 
     fn span(&self, op: &'static str, sql: &str) -> tracing::Span {
-        tracing::debug_span!(
-            target: "pgdbm",
-            "query",
+        // Trace level: the manager (pgdbm-core's Database) owns the debug-level span of each
+        // query; this one only adds wire-level detail for those who ask for `pgdbm::wire=trace`.
+        tracing::trace_span!(
+            target: "pgdbm::wire",
+            "wire",
             op,
             sql = %truncate_sql(sql.trim(), TRACED_SQL),
             rows = tracing::field::Empty,
@@ -335,9 +337,9 @@ impl PgConnection {
         }
         span.in_scope(|| {
             if ok {
-                tracing::debug!(target: "pgdbm", duration_ms = ms, rows, "query finished");
+                tracing::trace!(target: "pgdbm::wire", duration_ms = ms, rows, "statement finished");
             } else {
-                tracing::debug!(target: "pgdbm", duration_ms = ms, "query failed");
+                tracing::trace!(target: "pgdbm::wire", duration_ms = ms, "statement failed");
             }
         });
     }
