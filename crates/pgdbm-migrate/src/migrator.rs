@@ -218,6 +218,11 @@ impl<P: Pool> Migrator<P> {
             "CREATE INDEX IF NOT EXISTS idx_{}_module ON {table}(module_name, filename)",
             self.table
         );
+        // The index lives in the table's schema.
+        let index_name = match &self.schema {
+            Some(s) => format!("{s}.idx_{}_module", self.table),
+            None => format!("idx_{}_module", self.table),
+        };
         // Migrators racing on CREATE ... IF NOT EXISTS can both miss the catalog row and one
         // gets a duplicate error once the other committed: the object exists then, so a retry
         // settles it (a few, as the schema, table and index can each race).
@@ -238,8 +243,26 @@ impl<P: Pool> Migrator<P> {
                             .await?;
                     }
                 }
-                conn.batch_execute(&ddl, None).await?;
-                conn.batch_execute(&index, None).await
+                // Skip the statements when the objects exist (the server would log a NOTICE
+                // for every IF NOT EXISTS that does nothing); IF NOT EXISTS stays for races.
+                let existing = conn
+                    .query_opt(
+                        "SELECT to_regclass($1::text) IS NOT NULL, to_regclass($2::text) IS NOT NULL",
+                        &[&table, &index_name],
+                        None,
+                    )
+                    .await?;
+                let (has_table, has_index) = match existing {
+                    Some(row) => (row.get_at::<bool>(0)?, row.get_at::<bool>(1)?),
+                    None => (false, false),
+                };
+                if !has_table {
+                    conn.batch_execute(&ddl, None).await?;
+                }
+                if !has_index {
+                    conn.batch_execute(&index, None).await?;
+                }
+                Ok::<(), Error>(())
             }
             .await;
             match result {
