@@ -257,13 +257,9 @@ pub fn duration_from_secs(field: &str, secs: f64) -> Result<Duration> {
 const MAX_SERVER_TIMEOUT_MS: u128 = i32::MAX as u128;
 
 /// True for `^[A-Za-z_][A-Za-z0-9_]*$` of at most 63 bytes.
-// Private helper until the crate's `ident` module can be shared (same rule as templates).
+// The same rule as templates and identifiers everywhere: `ident::validate_identifier`.
 fn is_identifier(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    crate::ident::validate_identifier(s).is_ok()
 }
 
 /// True for a PostgreSQL setting name: identifiers separated by dots (custom settings such as

@@ -332,7 +332,7 @@ macro_rules! via_connection {
 impl<P: Pool> Database<P> {
     /// Validates `config`, opens a pool and returns the manager (Python: `connect()`).
     pub async fn connect(config: Config) -> Result<Self> {
-        config.validate()?;
+        // `Pool::connect` validates the config (its contract), before any I/O.
         let pool = P::connect(&config).await?;
         Self::from_pool(pool, config)
     }
@@ -340,7 +340,6 @@ impl<P: Pool> Database<P> {
     /// Opens a pool meant to be shared by several managers (Python: `create_shared_pool`).
     /// Wrap it with [`from_pool`](Database::from_pool), then make per-schema views.
     pub async fn create_shared_pool(config: &Config) -> Result<P> {
-        config.validate()?;
         P::connect(config).await
     }
 
@@ -397,7 +396,8 @@ impl<P: Pool> Database<P> {
     }
 
     /// Replaces the clock used to time queries (for deterministic tests or another runtime).
-    /// Affects this manager and all its views.
+    /// Call it before making views: views made from the returned manager share its clock;
+    /// views made earlier keep the old one.
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
         let Database { pool, mut ctx } = self;
         let old = &ctx.shared;
