@@ -73,6 +73,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pgdbm_core::pool::conventions::{
+    acquire_timeout_error, idle_limit, pool_closed_error, reap_interval, WaitingGuard,
+};
 use pgdbm_core::{Config, Error, Pool, PoolStats, Result};
 use pgdbm_tokio_postgres::{PgConnection, Pooled, RecyclePolicy};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -147,7 +150,7 @@ impl bb8::ManageConnection for Manager {
 
     async fn connect(&self) -> Result<PgConnection> {
         if self.shared.is_closed() {
-            return Err(closed_error());
+            return Err(pool_closed_error());
         }
         if let Some(conn) = self.take_seed() {
             return Ok(conn);
@@ -159,7 +162,7 @@ impl bb8::ManageConnection for Manager {
 
     async fn is_valid(&self, conn: &mut PgConnection) -> Result<()> {
         if self.shared.is_closed() {
-            return Err(closed_error());
+            return Err(pool_closed_error());
         }
         pgdbm_tokio_postgres::recycle(conn, &self.policy)
             .await
@@ -231,50 +234,12 @@ impl fmt::Debug for Bb8Pool {
     }
 }
 
-/// Decrements a counter when dropped (also when the future holding it is cancelled).
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Counted(counter)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn closed_error() -> Error {
-    Error::pool("the pool is closed: no connections can be acquired after close(); open a new pool")
-}
-
-/// How often bb8's reaper looks for idle or expired connections.
-fn reap_interval(config: &Config) -> Duration {
-    [max_idle(config), config.max_lifetime]
-        .into_iter()
-        .flatten()
-        .min()
-        .map_or(Duration::from_secs(10), |d| {
-            (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
-        })
-}
-
-/// `max_inactive_connection_lifetime`, where zero means "never close idle connections" (as in
-/// asyncpg).
-fn max_idle(config: &Config) -> Option<Duration> {
-    Some(config.max_inactive_connection_lifetime).filter(|d| !d.is_zero())
-}
-
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl Bb8Pool {
     fn timeout_error(&self) -> Error {
-        let stats = self.stats();
         let last = self
             .inner
             .shared
@@ -282,21 +247,7 @@ impl Bb8Pool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut message = format!(
-            "timed out after {:?} waiting for a connection: {} of {} connections in use \
-             ({} other task(s) waiting); raise max_connections or acquire_timeout, or release \
-             connections sooner",
-            self.inner.acquire_timeout, stats.in_use, stats.max_size, stats.waiting
-        );
-        if let Some(last) = last {
-            message.push_str(&format!("; last error opening a connection: {last}"));
-        }
-        Error::Pool {
-            message,
-            in_use: Some(stats.in_use),
-            max_size: Some(stats.max_size),
-            source: None,
-        }
+        acquire_timeout_error(self.inner.acquire_timeout, self.stats(), last.as_deref())
     }
 
     /// The current cache epoch: bumped by [`Pool::clear_statement_caches`].
@@ -313,14 +264,14 @@ impl Bb8Pool {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_closed| closed_error())?;
+            .map_err(|_closed| pool_closed_error())?;
         let conn = match self.inner.pool.get_owned().await {
             Ok(conn) => conn,
             Err(bb8::RunError::User(e)) => return Err(e),
             Err(bb8::RunError::TimedOut) => return Ok(None),
         };
         if self.inner.shared.is_closed() {
-            return Err(closed_error());
+            return Err(pool_closed_error());
         }
         // A connection was handed out: older background connect errors are stale.
         *self
@@ -363,7 +314,7 @@ impl Pool for Bb8Pool {
             .min_idle(Some(to_u32(min)))
             .test_on_check_out(true)
             .max_lifetime(config.max_lifetime)
-            .idle_timeout(max_idle(config))
+            .idle_timeout(idle_limit(config))
             .reaper_rate(reap_interval(config))
             .connection_timeout(config.acquire_timeout)
             .retry_connection(true)
@@ -412,9 +363,9 @@ impl Pool for Bb8Pool {
 
     async fn acquire(&self) -> Result<Self::Connection> {
         if self.is_closed() {
-            return Err(closed_error());
+            return Err(pool_closed_error());
         }
-        let waiting = Counted::new(&self.inner.waiting);
+        let waiting = WaitingGuard::new(&self.inner.waiting);
         let got = tokio::time::timeout(self.inner.acquire_timeout, self.checkout()).await;
         drop(waiting);
         match got {
@@ -460,57 +411,5 @@ impl Pool for Bb8Pool {
 
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn config(idle_ms: u64, lifetime_ms: Option<u64>) -> Config {
-        let mut c = Config::default();
-        c.max_inactive_connection_lifetime = Duration::from_millis(idle_ms);
-        c.max_lifetime = lifetime_ms.map(Duration::from_millis);
-        c
-    }
-
-    #[test]
-    fn reap_interval_follows_the_shortest_limit() {
-        assert_eq!(
-            reap_interval(&config(1_000, None)),
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            reap_interval(&config(300_000, Some(2_000))),
-            Duration::from_millis(500)
-        );
-        // Zero idle lifetime means "never close idle connections": only the lifetime counts.
-        assert_eq!(
-            reap_interval(&config(0, Some(4_000))),
-            Duration::from_secs(1)
-        );
-        assert_eq!(reap_interval(&config(0, None)), Duration::from_secs(10));
-        assert_eq!(max_idle(&config(0, None)), None);
-        assert_eq!(
-            max_idle(&config(1_500, None)),
-            Some(Duration::from_millis(1_500))
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn reap_interval_is_bounded(idle in 0u64..10_000_000, lifetime in proptest::option::of(1u64..10_000_000)) {
-            let d = reap_interval(&config(idle, lifetime));
-            prop_assert!(d >= Duration::from_millis(100) && d <= Duration::from_secs(10));
-            let shortest = [max_idle(&config(idle, lifetime)), lifetime.map(Duration::from_millis)]
-                .into_iter()
-                .flatten()
-                .min();
-            if let Some(s) = shortest {
-                // Never slower than a quarter of the shortest limit unless clamped at 100 ms.
-                prop_assert!(d <= (s / 4).max(Duration::from_millis(100)));
-            }
-        }
     }
 }

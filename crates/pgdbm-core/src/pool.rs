@@ -258,3 +258,169 @@ pub trait FromRow: Sized {
     /// Reads `Self` from `row`.
     fn from_row<R: Row>(row: &R) -> Result<Self>;
 }
+
+/// Conventions shared by every [`Pool`] implementation: limits derived from the [`Config`] and
+/// the errors a pool returns, so all backends behave and speak alike.
+pub mod conventions {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::PoolStats;
+    use crate::{Config, Error};
+
+    /// `max_inactive_connection_lifetime`, where zero means "never close idle connections" (as
+    /// in asyncpg).
+    pub fn idle_limit(config: &Config) -> Option<Duration> {
+        Some(config.max_inactive_connection_lifetime).filter(|d| !d.is_zero())
+    }
+
+    /// How often a pool looks for idle, expired or broken connections: a quarter of the shortest
+    /// of the idle limit and `max_lifetime`, between 100 ms and 10 s.
+    pub fn reap_interval(config: &Config) -> Duration {
+        [idle_limit(config), config.max_lifetime]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Duration::from_secs(10), |d| {
+                (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+            })
+    }
+
+    /// The [`Error::Pool`] of an acquire that timed out: how long it waited, how many
+    /// connections were in use, and what to do about it.
+    pub fn acquire_timeout_error(
+        waited: Duration,
+        stats: PoolStats,
+        last_connect_error: Option<&str>,
+    ) -> Error {
+        let mut message = format!(
+            "timed out after {waited:?} waiting for a connection: {} of {} connections in use \
+             ({} other task(s) waiting); raise max_connections or acquire_timeout, or release \
+             connections sooner",
+            stats.in_use, stats.max_size, stats.waiting
+        );
+        if let Some(last) = last_connect_error {
+            message.push_str("; last error opening a connection: ");
+            message.push_str(last);
+        }
+        Error::Pool {
+            message,
+            in_use: Some(stats.in_use),
+            max_size: Some(stats.max_size),
+            source: None,
+        }
+    }
+
+    /// The [`Error::Pool`] of an acquire on a closed pool.
+    pub fn pool_closed_error() -> Error {
+        Error::pool(
+            "the pool is closed: no connections can be acquired after close(); open a new pool",
+        )
+    }
+
+    /// Counts a task as waiting while it lives (also when the future holding it is cancelled):
+    /// the `waiting` figure of [`PoolStats`].
+    #[derive(Debug)]
+    pub struct WaitingGuard<'a>(&'a AtomicUsize);
+
+    impl<'a> WaitingGuard<'a> {
+        /// Adds one to `counter` until the guard is dropped.
+        pub fn new(counter: &'a AtomicUsize) -> Self {
+            counter.fetch_add(1, Ordering::SeqCst);
+            WaitingGuard(counter)
+        }
+    }
+
+    impl Drop for WaitingGuard<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config(idle_ms: u64, lifetime_ms: Option<u64>) -> Config {
+            Config {
+                max_inactive_connection_lifetime: Duration::from_millis(idle_ms),
+                max_lifetime: lifetime_ms.map(Duration::from_millis),
+                ..Config::default()
+            }
+        }
+
+        #[test]
+        fn reap_interval_follows_the_shortest_limit() {
+            assert_eq!(
+                reap_interval(&config(1_000, None)),
+                Duration::from_millis(250)
+            );
+            assert_eq!(
+                reap_interval(&config(300_000, Some(2_000))),
+                Duration::from_millis(500)
+            );
+            // Zero idle lifetime means "never close idle connections": only the lifetime counts.
+            assert_eq!(
+                reap_interval(&config(0, Some(4_000))),
+                Duration::from_secs(1)
+            );
+            assert_eq!(reap_interval(&config(0, None)), Duration::from_secs(10));
+            assert_eq!(idle_limit(&config(0, None)), None);
+            assert_eq!(
+                idle_limit(&config(1_500, None)),
+                Some(Duration::from_millis(1_500))
+            );
+        }
+
+        #[test]
+        fn timeout_error_says_how_many_are_in_use() {
+            let stats = PoolStats::new(2, 0, 1, 2, 3);
+            let e = acquire_timeout_error(Duration::from_millis(300), stats, Some("refused"));
+            let s = e.to_string();
+            assert!(
+                s.contains("2 of 2 connections in use") && s.contains("3 other"),
+                "{s}"
+            );
+            assert!(
+                s.contains("last error opening a connection: refused"),
+                "{s}"
+            );
+            assert!(matches!(
+                e,
+                Error::Pool {
+                    in_use: Some(2),
+                    max_size: Some(2),
+                    ..
+                }
+            ));
+        }
+
+        #[test]
+        fn waiting_guard_counts_while_alive() {
+            let n = AtomicUsize::new(0);
+            {
+                let _a = WaitingGuard::new(&n);
+                let _b = WaitingGuard::new(&n);
+                assert_eq!(n.load(Ordering::SeqCst), 2);
+            }
+            assert_eq!(n.load(Ordering::SeqCst), 0);
+        }
+
+        proptest! {
+            #[test]
+            fn reap_interval_is_bounded(idle in 0u64..10_000_000, lifetime in proptest::option::of(1u64..10_000_000)) {
+                let d = reap_interval(&config(idle, lifetime));
+                prop_assert!(d >= Duration::from_millis(100) && d <= Duration::from_secs(10));
+                let shortest = [idle_limit(&config(idle, lifetime)), lifetime.map(Duration::from_millis)]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                if let Some(s) = shortest {
+                    // Never slower than a quarter of the shortest limit unless clamped at 100 ms.
+                    prop_assert!(d <= (s / 4).max(Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+}

@@ -52,6 +52,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, Timeouts};
+use pgdbm_core::pool::conventions::{
+    acquire_timeout_error, idle_limit, pool_closed_error, reap_interval, WaitingGuard,
+};
 use pgdbm_core::{Config, Error, Pool, PoolStats, Result};
 use pgdbm_tokio_postgres::{PgConnection, Pooled, RecyclePolicy};
 use tokio::task::JoinSet;
@@ -166,63 +169,15 @@ impl fmt::Debug for DeadpoolPool {
     }
 }
 
-/// Decrements a counter when dropped (also when the future holding it is cancelled).
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Counted(counter)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn closed_error() -> Error {
-    Error::pool("the pool is closed: no connections can be acquired after close(); open a new pool")
-}
-
-/// How often the reaper looks for idle, expired or broken connections.
-fn reap_interval(config: &Config) -> Duration {
-    [max_idle(config), config.max_lifetime]
-        .into_iter()
-        .flatten()
-        .min()
-        .map_or(Duration::from_secs(10), |d| {
-            (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
-        })
-}
-
-/// `max_inactive_connection_lifetime`, where zero means "never close idle connections" (as in
-/// asyncpg).
-fn max_idle(config: &Config) -> Option<Duration> {
-    Some(config.max_inactive_connection_lifetime).filter(|d| !d.is_zero())
-}
-
 impl DeadpoolPool {
     fn timeout_error(&self) -> Error {
-        let stats = self.stats();
-        Error::Pool {
-            message: format!(
-                "timed out after {:?} waiting for a connection: {} of {} connections in use \
-                 ({} other task(s) waiting); raise max_connections or acquire_timeout, or release \
-                 connections sooner",
-                self.inner.acquire_timeout, stats.in_use, stats.max_size, stats.waiting
-            ),
-            in_use: Some(stats.in_use),
-            max_size: Some(stats.max_size),
-            source: None,
-        }
+        acquire_timeout_error(self.inner.acquire_timeout, self.stats(), None)
     }
 
     fn map_error(&self, e: PoolError<Error>) -> Error {
         match e {
             PoolError::Backend(e) => e,
-            PoolError::Closed => closed_error(),
+            PoolError::Closed => pool_closed_error(),
             PoolError::Timeout(_) => self.timeout_error(),
             PoolError::NoRuntimeSpecified => {
                 Error::pool("deadpool was built without a runtime (pgdbm bug: please report)")
@@ -263,7 +218,7 @@ async fn top_up(pool: &managed::Pool<Manager>, min: usize) {
 /// the pool up to `min`. Holds only a weak reference, so it ends when the pool is dropped.
 async fn reaper(weak: managed::WeakPool<Manager>, config: Config) {
     let period = reap_interval(&config);
-    let max_idle = max_idle(&config);
+    let max_idle = idle_limit(&config);
     let max_lifetime = config.max_lifetime;
     let min = config.min_connections;
     let mut ticker = tokio::time::interval(period);
@@ -347,9 +302,9 @@ impl Pool for DeadpoolPool {
 
     async fn acquire(&self) -> Result<Self::Connection> {
         if self.inner.pool.is_closed() {
-            return Err(closed_error());
+            return Err(pool_closed_error());
         }
-        let waiting = Counted::new(&self.inner.waiting);
+        let waiting = WaitingGuard::new(&self.inner.waiting);
         let got = tokio::time::timeout(self.inner.acquire_timeout, self.inner.pool.get()).await;
         drop(waiting);
         match got {
@@ -393,57 +348,5 @@ impl Pool for DeadpoolPool {
 
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn config(idle_ms: u64, lifetime_ms: Option<u64>) -> Config {
-        let mut c = Config::default();
-        c.max_inactive_connection_lifetime = Duration::from_millis(idle_ms);
-        c.max_lifetime = lifetime_ms.map(Duration::from_millis);
-        c
-    }
-
-    #[test]
-    fn reap_interval_follows_the_shortest_limit() {
-        assert_eq!(
-            reap_interval(&config(1_000, None)),
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            reap_interval(&config(300_000, Some(2_000))),
-            Duration::from_millis(500)
-        );
-        // Zero idle lifetime means "never close idle connections": only the lifetime counts.
-        assert_eq!(
-            reap_interval(&config(0, Some(4_000))),
-            Duration::from_secs(1)
-        );
-        assert_eq!(reap_interval(&config(0, None)), Duration::from_secs(10));
-        assert_eq!(max_idle(&config(0, None)), None);
-        assert_eq!(
-            max_idle(&config(1_500, None)),
-            Some(Duration::from_millis(1_500))
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn reap_interval_is_bounded(idle in 0u64..10_000_000, lifetime in proptest::option::of(1u64..10_000_000)) {
-            let d = reap_interval(&config(idle, lifetime));
-            prop_assert!(d >= Duration::from_millis(100) && d <= Duration::from_secs(10));
-            let shortest = [max_idle(&config(idle, lifetime)), lifetime.map(Duration::from_millis)]
-                .into_iter()
-                .flatten()
-                .min();
-            if let Some(s) = shortest {
-                // Never slower than a quarter of the shortest limit unless clamped at 100 ms.
-                prop_assert!(d <= (s / 4).max(Duration::from_millis(100)));
-            }
-        }
     }
 }
