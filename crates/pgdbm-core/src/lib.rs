@@ -4,6 +4,34 @@
 //! This crate does no I/O: no sockets, no runtime, no clocks it does not take as input.
 //! Driver adapters (such as `pgdbm-tokio-postgres`) implement the traits; everything else is
 //! written once against them.
+//!
+//! ```
+//! use pgdbm_core::{checksum, render, split_statements, Config, Error};
+//!
+//! # fn main() -> pgdbm_core::Result<()> {
+//! // Configuration: URLs, validation naming the field, and no password in any output.
+//! let config = Config::from_url("postgresql://app:s3cret@db.internal:5433/shop?sslmode=require")?;
+//! assert_eq!((config.port, config.database.as_str()), (5433, "shop"));
+//! assert!(!format!("{config:?} {config} {}", config.dsn_masked()).contains("s3cret"));
+//! let mut bad = config.clone();
+//! bad.min_connections = 50;
+//! assert!(matches!(bad.validate(), Err(Error::Configuration { field, .. }) if field == "min_connections"));
+//!
+//! // Schema-aware templates: validated, quoted identifiers, never SQL injection.
+//! assert_eq!(render("SELECT * FROM {{tables.users}}", Some("myapp"))?, r#"SELECT * FROM "myapp".users"#);
+//! assert_eq!(render("SELECT * FROM {{tables.users}}", None)?, "SELECT * FROM users");
+//! assert!(matches!(render("SELECT * FROM {{tables.x;drop}}", None), Err(Error::Schema { .. })));
+//!
+//! // Migration files: Python pgdbm's checksum, and a splitter that knows PostgreSQL quoting.
+//! assert_eq!(
+//!     checksum("CREATE TABLE t (id INT);"),
+//!     "f423e61fbd021a13b6ae0afb423f2da5c3cf7cc0647ddb7348266dbfd281d6fe"
+//! );
+//! let parts = split_statements("SELECT ';'; CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;");
+//! assert_eq!(parts.len(), 2);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 pub mod database;
