@@ -1,0 +1,5 @@
+//! The subcommands.
+
+pub(crate) mod db;
+pub(crate) mod migrate;
+pub(crate) mod schema;
