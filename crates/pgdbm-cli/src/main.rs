@@ -79,6 +79,9 @@ pub(crate) enum MigrateCmd {
         /// Into this directory (overrides --module).
         #[arg(long)]
         path: Option<PathBuf>,
+        /// Accepted for compatibility with Python pgdbm (SQL is the only kind).
+        #[arg(long, hide = true)]
+        sql: bool,
     },
     /// Show the most recent history rows.
     History {
@@ -189,6 +192,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -121,7 +121,7 @@ async fn test_connection(ctx: &Ctx) -> CliResult<()> {
     let db = ctx
         .connect_with(config)
         .await
-        .map_err(|e| CliError::new(format!("✗ Connection failed: {e}")))?;
+        .map_err(|e| CliError::new(format!("Connection failed: {e}")))?;
     let result = async {
         let row = db
             .fetch_one(
@@ -143,7 +143,7 @@ async fn test_connection(ctx: &Ctx) -> CliResult<()> {
     }
     .await;
     db.close().await;
-    result.map_err(|e| CliError::new(format!("✗ Connection failed: {e}")))
+    result.map_err(|e| CliError::new(format!("Connection failed: {e}")))
 }
 
 async fn info(ctx: &Ctx) -> CliResult<()> {

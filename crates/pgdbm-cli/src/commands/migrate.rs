@@ -120,7 +120,9 @@ fn missing_dir(t: &Target) -> CliError {
 /// Runs a `migrate` subcommand.
 pub(crate) async fn run(ctx: &Ctx, cmd: MigrateCmd) -> CliResult<()> {
     match cmd {
-        MigrateCmd::Create { name, module, path } => create(ctx, &name, module.as_deref(), path),
+        MigrateCmd::Create {
+            name, module, path, ..
+        } => create(ctx, &name, module.as_deref(), path),
         MigrateCmd::Apply {
             module,
             all: _,
