@@ -110,6 +110,23 @@ fn migrations_schemas_and_connection_from_a_config_file() {
     assert!(st.stdout.contains("- 001_users.sql"), "{}", st.stdout);
     assert!(st.stdout.contains("- 001_orders.sql"), "{}", st.stdout);
 
+    let dry = pgdbm(dir, &["migrate", "apply", "--dry-run"], &env).ok();
+    assert!(
+        dry.stdout.contains("Would apply 1 migration(s)"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        server
+            .psql(
+                &db,
+                "SELECT count(*) FROM pg_tables WHERE tablename IN ('users', 'orders')"
+            )
+            .unwrap(),
+        "0",
+        "a dry run applies nothing"
+    );
+
     let ap = pgdbm(dir, &["migrate", "apply", "--all"], &env).ok();
     assert!(
         ap.stdout.contains("Resolved module order: users → orders"),
@@ -197,6 +214,14 @@ fn migrations_schemas_and_connection_from_a_config_file() {
         "0"
     );
 
+    let hist = pgdbm(
+        dir,
+        &["migrate", "history", "-m", "users", "--limit", "5"],
+        &env,
+    )
+    .ok();
+    assert!(hist.stdout.contains("001_users.sql"), "{}", hist.stdout);
+
     let sl = pgdbm(dir, &["schema", "list"], &env).ok();
     assert!(
         sl.stdout.contains("users (2 tables) - module: users"),
@@ -212,6 +237,19 @@ fn migrations_schemas_and_connection_from_a_config_file() {
     let tc = pgdbm(dir, &["db", "test-connection"], &env).ok();
     assert!(tc.stdout.contains("Connection successful"), "{}", tc.stdout);
     assert!(tc.stdout.contains(&db));
+
+    let info = pgdbm(dir, &["db", "info"], &env).ok();
+    assert!(
+        info.stdout.contains("Version: PostgreSQL"),
+        "{}",
+        info.stdout
+    );
+    assert!(
+        info.stdout.contains("- users (2 tables)"),
+        "{}",
+        info.stdout
+    );
+    assert!(info.stdout.contains(":***@"), "{}", info.stdout);
 
     let missing = pgdbm(dir, &["--env", "prod", "db", "test-connection"], &env);
     assert_eq!(missing.code, 1);
