@@ -318,12 +318,27 @@ fn db_create_and_drop_on_a_fresh_name_without_config_file() {
         "migrations/001_t.sql",
         "CREATE TABLE {{tables.t}} (x int);\n",
     );
+    let h = pgdbm(tmp.path(), &["migrate", "history"], &env).ok();
+    assert!(h.stdout.contains("No migrations applied"), "{}", h.stdout);
     pgdbm(tmp.path(), &["migrate", "apply"], &env).ok();
+    // baseline records a file without running it.
+    write(
+        tmp.path(),
+        "migrations/002_never.sql",
+        "SELECT broken syntax here;\n",
+    );
+    let b = pgdbm(tmp.path(), &["migrate", "baseline"], &env).ok();
+    assert!(b.stdout.contains("002_never.sql"), "{}", b.stdout);
+    let st = pgdbm(tmp.path(), &["migrate", "status"], &env).ok();
+    assert!(st.stdout.contains("Pending: 0"), "{}", st.stdout);
     assert_eq!(
         server
-            .psql(&name, "SELECT module_name FROM public.schema_migrations")
+            .psql(
+                &name,
+                "SELECT module_name || ':' || filename FROM public.schema_migrations ORDER BY 1"
+            )
             .unwrap(),
-        "public"
+        "public:001_t.sql\npublic:002_never.sql"
     );
 
     let refused = pgdbm(tmp.path(), &["db", "drop"], &env);

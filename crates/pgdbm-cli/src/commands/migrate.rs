@@ -373,10 +373,19 @@ async fn history(ctx: &Ctx, module: Option<&str>, limit: i64) -> CliResult<()> {
     for t in &targets {
         println!("\nModule: {}", t.label());
         let m = migrator(ctx, &db, t)?;
-        let rows = m
-            .history(limit)
+        let ctx_msg = format!("module {}", t.label());
+        // `applied` reads "no history table" as empty; `history` would fail on it.
+        let any = m
+            .applied()
             .await
-            .map_err(|e| CliError::from(e).context(&format!("module {}", t.label())))?;
+            .map_err(|e| CliError::from(e).context(&ctx_msg))?;
+        let rows = if any.is_empty() {
+            Vec::new()
+        } else {
+            m.history(limit)
+                .await
+                .map_err(|e| CliError::from(e).context(&ctx_msg))?
+        };
         if rows.is_empty() {
             println!("  No migrations applied");
         }
