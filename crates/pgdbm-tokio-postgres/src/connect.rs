@@ -2,11 +2,16 @@
 
 use std::time::Instant;
 
-use pgdbm_core::{BoxError, Config, Error, Result, RetrySchedule};
+use pgdbm_core::{BoxError, Config, Error, Result, RetrySchedule, SslMode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::connection::PgConnection;
 use crate::tls;
+use crate::wire::{Batch, WireShim};
 
 /// One failed attempt.
 struct AttemptError {
@@ -157,6 +162,104 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// The SSLRequest message: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// A byte stream to the server: TCP, a Unix socket, or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Where and how to open a stream to one server: used to connect, and again for each
+/// CancelRequest (which needs a fresh stream to the same server, with the same TLS setup).
+#[derive(Clone)]
+pub(crate) struct Target {
+    host: String,
+    port: u16,
+    ssl_mode: SslMode,
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Target {
+    /// True when streams to this server use TLS (unless the server declines it under `Prefer`).
+    pub(crate) fn has_tls(&self) -> bool {
+        self.tls.is_some() && self.ssl_mode != SslMode::Disable
+    }
+
+    /// Opens a stream and negotiates TLS like libpq: none for `Disable` and for Unix sockets
+    /// (a `host` starting with `/`), else an SSLRequest; `'S'` means a TLS handshake with the
+    /// rustls configuration of [`tls::connector`] (server name = `host`), `'N'` means plain
+    /// text for `Prefer` and an error for the stricter modes. TCP streams get `TCP_NODELAY`.
+    pub(crate) async fn open(&self) -> std::io::Result<Box<dyn Io>> {
+        if self.host.starts_with('/') {
+            return open_unix(&self.host, self.port).await;
+        }
+        let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("error connecting to server: {e}"))
+            })?;
+        tcp.set_nodelay(true)?;
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        if self.ssl_mode == SslMode::Disable {
+            return Ok(Box::new(tcp));
+        }
+        tcp.write_all(&SSL_REQUEST).await?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await?;
+        match answer[0] {
+            b'S' => {
+                let mut make = tls.clone();
+                let connect =
+                    match MakeTlsConnect::<TcpStream>::make_tls_connect(&mut make, &self.host) {
+                        Ok(c) => c,
+                        Err(never) => match never {},
+                    };
+                let stream = TlsConnect::connect(connect, tcp).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("error performing TLS handshake: {e}"))
+                })?;
+                Ok(Box::new(stream))
+            }
+            b'N' if self.ssl_mode == SslMode::Prefer => Ok(Box::new(tcp)),
+            b'N' => Err(std::io::Error::other(format!(
+                "error performing TLS handshake: the server does not support TLS but ssl_mode = {:?} requires it",
+                self.ssl_mode
+            ))),
+            other => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("unexpected answer {other:#04x} to the SSLRequest; is this a PostgreSQL server?"),
+            )),
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn open_unix(dir: &str, port: u16) -> std::io::Result<Box<dyn Io>> {
+    let path = format!("{dir}/.s.PGSQL.{port}");
+    let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("error connecting to server at {path}: {e}"),
+        )
+    })?;
+    Ok(Box::new(stream))
+}
+
+#[cfg(not(unix))]
+async fn open_unix(dir: &str, _port: u16) -> std::io::Result<Box<dyn Io>> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("host {dir} is a Unix socket directory, which this platform does not support"),
+    ))
+}
+
+/// Why one connect failed.
+enum ConnectFailure {
+    Io(std::io::Error),
+    Pg(tokio_postgres::Error),
+}
+
 /// One host, one try.
 async fn connect_host(
     config: &Config,
@@ -175,27 +278,29 @@ async fn connect_host(
         permanent,
     };
     let mut pg = base.clone();
-    pg.host(host).port(port);
+    // TLS (if any) is negotiated by `Target::open`, below the wire shim; tokio-postgres gets an
+    // already secured stream.
+    pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
     let limit = config.connect_timeout;
-
-    let connected = match tls {
-        Some(tls) => tokio::time::timeout(limit, pg.connect(tls.clone()))
-            .await
-            .map(|r| {
-                r.map(|(client, conn)| {
-                    spawn_connection(conn);
-                    client
-                })
-            }),
-        None => tokio::time::timeout(limit, pg.connect(tokio_postgres::NoTls))
-            .await
-            .map(|r| {
-                r.map(|(client, conn)| {
-                    spawn_connection(conn);
-                    client
-                })
-            }),
+    let target = Target {
+        host: host.to_string(),
+        port,
+        ssl_mode: config.ssl_mode,
+        tls: tls.clone(),
     };
+    let batch = Batch::default();
+
+    let connected = tokio::time::timeout(limit, async {
+        let stream = target.open().await.map_err(ConnectFailure::Io)?;
+        let shim = WireShim::new(stream, batch.clone());
+        let (client, conn) = pg
+            .connect_raw(shim, NoTls)
+            .await
+            .map_err(ConnectFailure::Pg)?;
+        spawn_connection(conn);
+        Ok::<_, ConnectFailure>(client)
+    })
+    .await;
     let client = match connected {
         Err(_) => {
             return Err(fail(
@@ -207,9 +312,12 @@ async fn connect_host(
                 false,
             ))
         }
-        Ok(Err(e)) => {
+        Ok(Err(ConnectFailure::Pg(e))) => {
             let permanent = is_permanent(&e);
             return Err(fail(describe(&e), Some(Box::new(e)), permanent));
+        }
+        Ok(Err(ConnectFailure::Io(e))) => {
+            return Err(fail(e.to_string(), Some(Box::new(e)), false));
         }
         Ok(Ok(client)) => client,
     };
@@ -217,7 +325,8 @@ async fn connect_host(
     let endpoint = format!("{host}:{port}/{database}");
     let conn = PgConnection::from_parts(
         client,
-        tls.clone(),
+        target,
+        batch,
         config.statement_cache_size,
         config.log_parameters,
         endpoint,

@@ -12,20 +12,27 @@ use pgdbm_core::error::truncate_sql;
 use pgdbm_core::{Connection, Error, Param, QueryError, QueryErrorKind, Result};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, NoTls, Statement};
-use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::Instrument;
 
 use crate::cache::StatementCache;
+use crate::connect::Target;
 use crate::errors::{client_error, is_connection_error, query_error, QUERY_CANCELED};
 use crate::row::PgRow;
 use crate::sql::{tx_effect, TxEffect};
+use crate::wire::{ArmGuard, Batch, SYNTHETIC_ABORT_MESSAGE};
 
 /// How long a timed-out statement may take to finish after its CancelRequest was sent before the
 /// connection is given up as broken.
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
-/// Rows sent per pipelined batch by `execute_many`; bounds the memory of queued requests.
-const EXECUTE_MANY_CHUNK: usize = 4096;
+/// Rows sent per pipelined chunk (one Sync, see [`crate::wire`]) by `execute_many`; bounds the
+/// memory of queued requests. Within one call the chunks share the `BEGIN`/`COMMIT` (or
+/// savepoint), so a multi-chunk batch stays all-or-nothing. Measured on the 10 000-row
+/// benchmark, 4096..16384 made little difference once requests are written while encoding.
+const EXECUTE_MANY_CHUNK: usize = 16384;
+
+/// Rows whose requests `execute_many` queues before yielding to let them be written.
+const SEND_SEGMENT: usize = 512;
 
 /// Longest SQL text (in characters) recorded in tracing spans.
 const TRACED_SQL: usize = 200;
@@ -55,7 +62,11 @@ type PgFuture<'a, T> =
 /// ```
 pub struct PgConnection {
     client: Client,
-    tls: Option<MakeRustlsConnect>,
+    /// The server this connection goes to, with its TLS setup: cancel requests open a new
+    /// stream to it.
+    target: Target,
+    /// The wire shim's batch switch for `execute_many`.
+    batch: Batch,
     cache: StatementCache,
     epoch: Option<(Arc<AtomicU64>, u64)>,
     created_at: Instant,
@@ -78,7 +89,7 @@ impl std::fmt::Debug for PgConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgConnection")
             .field("endpoint", &self.endpoint)
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.target.has_tls())
             .field("cached_statements", &self.cache.len())
             .field("query_count", &self.query_count)
             .field("in_transaction", &(self.in_tx || self.maybe_tx))
@@ -135,7 +146,8 @@ fn is_cached_plan_error(e: &tokio_postgres::Error) -> bool {
 impl PgConnection {
     pub(crate) fn from_parts(
         client: Client,
-        tls: Option<MakeRustlsConnect>,
+        target: Target,
+        batch: Batch,
         statement_cache_size: usize,
         log_parameters: bool,
         endpoint: String,
@@ -143,7 +155,8 @@ impl PgConnection {
         let now = Instant::now();
         PgConnection {
             client,
-            tls,
+            target,
+            batch,
             cache: StatementCache::new(statement_cache_size),
             epoch: None,
             created_at: now,
@@ -246,10 +259,11 @@ impl PgConnection {
     }
 
     /// True when the connection is closed (the server or network ended it, or an I/O error or an
-    /// unfinished cancelled statement left it unusable) or [`discard`](Connection::discard) was
-    /// called. A broken connection is never reused.
+    /// unfinished cancelled statement left it unusable), an `execute_many` was cancelled (its
+    /// future dropped) before its closing statement was sent, or
+    /// [`discard`](Connection::discard) was called. A broken connection is never reused.
     pub fn is_broken(&self) -> bool {
-        self.broken || self.client.is_closed()
+        self.broken || self.client.is_closed() || self.batch.is_poisoned()
     }
 
     /// Shares the pool's statement-cache epoch: `Pool::clear_statement_caches` increments it,
@@ -380,11 +394,15 @@ impl PgConnection {
             Err(_) => {
                 let grace_end = tokio::time::Instant::now() + CANCEL_GRACE;
                 let token = self.client.cancel_token();
+                // The connection was opened with `connect_raw` (below the wire shim), so the
+                // token knows no socket: open a fresh stream to the same server, TLS included
+                // when the connection uses it, and send the CancelRequest over it.
                 let cancel = async {
-                    match &self.tls {
-                        Some(tls) => token.cancel_query(tls.clone()).await,
-                        None => token.cancel_query(NoTls).await,
-                    }
+                    let stream = self.target.open().await.map_err(|e| e.to_string())?;
+                    token
+                        .cancel_query_raw(stream, NoTls)
+                        .await
+                        .map_err(|e| e.to_string())
                 };
                 match tokio::time::timeout_at(grace_end, cancel).await {
                     Ok(Ok(())) => {}
@@ -609,11 +627,43 @@ impl PgConnection {
         })
     }
 
-    /// The pipelined part of `execute_many`: opens (BEGIN or SAVEPOINT), sends every row's
-    /// Bind/Execute without waiting, closes (COMMIT or RELEASE), all in as few round trips as
-    /// tokio-postgres allows. Returns per-row results or the first client-side failure.
+    /// Checks, before anything is sent, that every row of `execute_many` can be encoded for
+    /// `stmt`: the parameter count matches and every value serializes to its parameter type
+    /// (what tokio-postgres checks when it builds a Bind). The error names the first bad row,
+    /// with the texts tokio-postgres would use.
+    fn check_rows(
+        stmt: &Statement,
+        rows: &[&[Param<'_>]],
+    ) -> Option<(usize, QueryErrorKind, String, Option<pgdbm_core::BoxError>)> {
+        let types = stmt.params();
+        let mut scratch = bytes::BytesMut::new();
+        for (i, row) in rows.iter().enumerate() {
+            if row.len() != types.len() {
+                return Some((
+                    i,
+                    QueryErrorKind::Client,
+                    format!("expected {} parameters but got {}", types.len(), row.len()),
+                    None,
+                ));
+            }
+            for (idx, (value, ty)) in row.iter().zip(types).enumerate() {
+                scratch.clear();
+                if let Err(e) = value.to_sql_checked(ty, &mut scratch) {
+                    let message = format!("error serializing parameter {idx}: {e}");
+                    return Some((i, QueryErrorKind::Conversion, message, Some(e)));
+                }
+            }
+        }
+        None
+    }
+
+    /// The pipelined part of `execute_many`: opens (BEGIN or SAVEPOINT), then for each chunk
+    /// arms the wire shim's batch mode and sends every row's Bind/Execute without waiting, with
+    /// one Sync for the chunk (see [`crate::wire`]), and closes (COMMIT or RELEASE) right behind
+    /// the last chunk. Returns the total row count or the first failing row.
     async fn pipeline_rows(
         client: &Client,
+        batch: &Batch,
         stmt: &Statement,
         rows: &[&[Param<'_>]],
         own_tx: bool,
@@ -636,16 +686,31 @@ impl PgConnection {
             )
         };
 
-        let open_fut: PgFuture<'_, ()> = Box::pin(client.batch_execute(&open));
-        let mut open_fut = Some(open_fut);
+        // Dropped (the caller cancelled execute_many) before the closing statement is queued,
+        // the connection is poisoned and will be discarded: the server may hold an open
+        // transaction or part of a chunk without its Sync.
+        let mut guard = ArmGuard::new(batch);
+        // Waiting for the open also makes the connection idle (every earlier request, such as
+        // the Close of an evicted statement, is answered), which arming the batch requires.
+        if let Err(e) = client.batch_execute(&open).await {
+            guard.complete();
+            return Err(ManyError {
+                row: None,
+                error: e,
+            });
+        }
         let mut total = 0u64;
-        let mut failure: Option<ManyError> = None;
         let mut base = 0usize;
         let chunks: Vec<&[&[Param<'_>]]> = rows.chunks(EXECUTE_MANY_CHUNK).collect();
         let last_chunk = chunks.len().saturating_sub(1);
-        let mut open_result: Option<std::result::Result<(), tokio_postgres::Error>> = None;
 
         for (ci, chunk) in chunks.into_iter().enumerate() {
+            // Not armed (a batch still active, which the idle connection rules out) only costs
+            // speed: every row then keeps its own Sync.
+            let armed = batch.arm(chunk.len());
+            if !armed {
+                tracing::debug!(target: "pgdbm::wire", "execute_many batch not armed; rows are sent with one Sync each");
+            }
             let mut futs: Vec<Option<PgFuture<'_, u64>>> = chunk
                 .iter()
                 .map(|params| {
@@ -655,45 +720,45 @@ impl PgConnection {
                 .collect();
             let mut early: Vec<Option<std::result::Result<u64, tokio_postgres::Error>>> =
                 (0..futs.len()).map(|_| None).collect();
-            // Poll every request once, in row order, so they go out in that order; stop at a row
-            // that fails before being sent (a parameter that cannot be encoded).
-            let mut client_failure: Option<usize> = None;
-            std::future::poll_fn(|cx| {
-                if let Some(f) = open_fut.as_mut() {
-                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                        open_result = Some(r);
-                        open_fut = None;
-                    }
-                }
-                for (i, slot) in futs.iter_mut().enumerate() {
-                    if let Some(f) = slot.as_mut() {
-                        if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                            let failed = r.is_err();
-                            early[i] = Some(r);
-                            *slot = None;
-                            if failed {
-                                client_failure = Some(i);
-                                // Requests after the failing row are never sent.
-                                for later in futs.iter_mut().skip(i + 1) {
-                                    *later = None;
+            // Poll every request once, in row order, so they are queued in that order. Between
+            // segments the task yields, so the connection task can write what is queued and the
+            // server starts on it while the next rows are encoded.
+            let mut failed_early = false;
+            let mut start = 0;
+            while start < futs.len() {
+                let end = (start + SEND_SEGMENT).min(futs.len());
+                std::future::poll_fn(|cx| {
+                    for (i, slot) in futs.iter_mut().enumerate().take(end).skip(start) {
+                        if let Some(f) = slot.as_mut() {
+                            if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                                failed_early |= r.is_err();
+                                if let Some(e) = early.get_mut(i) {
+                                    *e = Some(r);
                                 }
-                                break;
+                                *slot = None;
                             }
                         }
                     }
+                    Poll::Ready(())
+                })
+                .await;
+                start = end;
+                if start < futs.len() {
+                    tokio::task::yield_now().await;
                 }
-                Poll::Ready(())
-            })
-            .await;
+            }
+            if failed_early {
+                // Only a closed connection fails a checked row before it is sent; the batch's
+                // counts no longer match what was written.
+                batch.reset();
+            }
 
-            let close_fut: Option<PgFuture<'_, ()>> = if client_failure.is_some() {
-                Some(Box::pin(client.batch_execute(&close_err)))
-            } else if ci == last_chunk {
+            // Send the close request right behind the last chunk's rows (same pipeline).
+            let close_fut: Option<PgFuture<'_, ()>> = if ci == last_chunk && !failed_early {
                 Some(Box::pin(client.batch_execute(&close_ok)))
             } else {
                 None
             };
-            // Send the close request right behind the rows (same pipeline).
             let mut close_fut = close_fut.map(futures_util::future::MaybeDone::Future);
             if let Some(f) = close_fut.as_mut() {
                 std::future::poll_fn(|cx| {
@@ -701,18 +766,11 @@ impl PgConnection {
                     Poll::Ready(())
                 })
                 .await;
+                guard.complete();
             }
-
-            if let Some(f) = open_fut.take() {
-                open_result = Some(f.await);
-            }
-            if let Some(Err(e)) = open_result.take() {
-                return Err(ManyError {
-                    row: None,
-                    error: e,
-                    closed: false,
-                    aborted: false,
-                });
+            if failed_early {
+                // The connection is closed: nothing to protect.
+                guard.complete();
             }
 
             let pending: Vec<_> = futs
@@ -723,25 +781,30 @@ impl PgConnection {
             for (i, r) in futures_util::future::join_all(pending).await {
                 early[i] = Some(r);
             }
+            // The failing row is the first whose error is not the shim's synthetic "not
+            // executed" answer (given to the rows after a failing one); the first synthetic
+            // one only if nothing else failed (which the shim never produces).
+            let mut failure: Option<ManyError> = None;
+            let mut synthetic: Option<ManyError> = None;
             for (i, r) in early.into_iter().enumerate() {
                 match r {
                     Some(Ok(n)) => total += n,
+                    Some(Err(e)) if is_synthetic_abort(&e) => {
+                        synthetic.get_or_insert(ManyError {
+                            row: Some(base + i),
+                            error: e,
+                        });
+                    }
                     Some(Err(e)) => {
-                        // The failing row is the first whose error is not "transaction aborted"
-                        // (25P02, what every later row of an aborted transaction gets).
-                        let aborted = e.code().map(|c| c.code()) == Some("25P02");
-                        if failure.as_ref().is_none_or(|f| f.aborted && !aborted) {
-                            failure = Some(ManyError {
-                                row: Some(base + i),
-                                error: e,
-                                closed: client_failure.is_some(),
-                                aborted,
-                            });
-                        }
+                        failure.get_or_insert(ManyError {
+                            row: Some(base + i),
+                            error: e,
+                        });
                     }
                     None => {}
                 }
             }
+            let failure = failure.or(synthetic);
 
             let close_result = match close_fut {
                 Some(mut f) => {
@@ -751,14 +814,15 @@ impl PgConnection {
                 None => None,
             };
 
-            if let Some(mut f) = failure.take() {
-                if !f.closed {
-                    // A server error aborted the transaction: the close request (COMMIT ends an
-                    // aborted transaction with a rollback; RELEASE fails) did not apply the rows.
-                    if !own_tx || ci != last_chunk {
-                        let _ = client.batch_execute(&close_err).await;
-                    }
-                    f.closed = true;
+            if let Some(f) = failure {
+                // A row failed: the transaction (or savepoint) is aborted. On the last chunk
+                // of our own transaction the pipelined COMMIT already rolled it back;
+                // otherwise roll back now.
+                // The first poll of the await below queues the close before any drop can
+                // happen.
+                guard.complete();
+                if !own_tx || ci != last_chunk || failed_early {
+                    let _ = client.batch_execute(&close_err).await;
                 }
                 return Err(f);
             }
@@ -766,8 +830,6 @@ impl PgConnection {
                 return Err(ManyError {
                     row: None,
                     error: e,
-                    closed: true,
-                    aborted: false,
                 });
             }
             base += chunk.len();
@@ -776,15 +838,17 @@ impl PgConnection {
     }
 }
 
+/// True for the shim's synthetic 25P02 "not executed" answer (a real 25P02 has another text).
+fn is_synthetic_abort(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "25P02" && db.message() == SYNTHETIC_ABORT_MESSAGE)
+}
+
 /// A failure inside `execute_many`.
 struct ManyError {
     /// The failing row, when one failed.
     row: Option<usize>,
     error: tokio_postgres::Error,
-    /// The transaction or savepoint was already closed (rolled back).
-    closed: bool,
-    /// The error is 25P02 (a consequence of an earlier failure, not the cause).
-    aborted: bool,
 }
 
 async fn first_row(
@@ -894,11 +958,25 @@ impl Connection for PgConnection {
                 .await
                 .map_err(|e| query_error(e, sql, n_params))?,
         };
+        if let Some((row, kind, message, source)) = Self::check_rows(&stmt, rows) {
+            let bad: &[Param<'_>] = rows.get(row).copied().unwrap_or(&[]);
+            let mut q = QueryError::new(
+                kind,
+                format!("row {row} of {}: {message}; nothing was sent", rows.len()),
+                sql,
+            )
+            .with_params(crate::errors::params_for(bad.len()));
+            q.row = Some(row);
+            q.source = source;
+            let err = self.show_params(q.into(), bad);
+            self.record(&span, started, None, false);
+            return Err(err);
+        }
         let own_tx = !self.in_any_tx();
         let outcome = self
             .bounded(deadline, async {
                 Ok::<_, tokio_postgres::Error>(
-                    Self::pipeline_rows(&self.client, &stmt, rows, own_tx).await,
+                    Self::pipeline_rows(&self.client, &self.batch, &stmt, rows, own_tx).await,
                 )
             })
             .instrument(span.clone())

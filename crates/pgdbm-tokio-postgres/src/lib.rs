@@ -14,6 +14,18 @@
 //!   PgBouncer 1.21+ (`max_prepared_statements` > 0).
 //! - Timeouts cancel on the server: when a statement's timeout expires a CancelRequest is sent,
 //!   and the connection is kept only if the statement ends within a short grace (2 s).
+//! - `execute_many` sends every row's Bind/Execute in one pipeline with a single Sync per
+//!   chunk of up to 16 384 rows, like asyncpg's `executemany`, inside `BEGIN`/`COMMIT` (or a
+//!   savepoint inside the caller's transaction): all rows or none, and the error names the
+//!   failing row. Rows are checked (parameter count, encoding) before anything is sent.
+//!   tokio-postgres 0.7 has no API for Bind/Execute without a Sync, so each connection runs
+//!   through a small protocol-aware stream shim below tokio-postgres: only while an
+//!   `execute_many` chunk is in flight it drops the per-row Syncs and answers tokio-postgres
+//!   with the per-row ReadyForQuery it waits for (and a synthetic 25P02 "not executed" error
+//!   for the rows after a failing one). Everything else passes through unchanged. Because
+//!   pgdbm negotiates TLS itself below the shim (same rustls setup, same `ssl_mode` rules;
+//!   Unix-socket hosts, those starting with `/`, never use TLS, like libpq), SCRAM channel
+//!   binding (`SCRAM-SHA-256-PLUS`) is not used; certificate verification is unchanged.
 //! - [`Pooled`] wraps a pool guard, and [`recycle`] with a [`RecyclePolicy`] is the reuse check
 //!   both pool adapters apply.
 //!
@@ -29,6 +41,7 @@ mod recycle;
 mod row;
 mod sql;
 pub mod tls;
+mod wire;
 
 pub use connection::PgConnection;
 pub use pooled::Pooled;

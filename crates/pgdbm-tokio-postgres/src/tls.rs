@@ -16,6 +16,13 @@
 //! | `VerifyFull` | `Require`      | chain and host name verified                                   |
 //!
 //! `ssl_cert` + `ssl_key` (PEM) add a client certificate.
+//!
+//! pgdbm opens the socket and performs the SSLRequest / TLS handshake itself (server name =
+//! the configured host), then hands the encrypted stream to tokio-postgres, so that a
+//! protocol-aware shim can sit between them (it merges `execute_many`'s per-row Syncs; see the
+//! crate docs). One consequence: SCRAM channel binding (`SCRAM-SHA-256-PLUS`) is not offered,
+//! authentication uses plain SCRAM-SHA-256 over the TLS stream. Cancel requests for timed-out
+//! statements open a new stream with the same TLS setup. Unix-socket hosts never use TLS.
 
 use std::path::Path;
 use std::sync::Arc;

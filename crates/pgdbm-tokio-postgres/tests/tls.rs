@@ -86,3 +86,52 @@ async fn unreadable_ca_file_is_a_configuration_error_not_retried() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn execute_many_over_tls_batches_fails_atomically_and_cancels() {
+    let mut config = support::database("em_tls").await;
+    config.ssl_mode = SslMode::Require;
+    let mut c = PgConnection::connect(&config).await.unwrap();
+    assert!(uses_ssl(&mut c).await);
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY)", None)
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (0..10_000).map(|i| if i == 7000 { 3 } else { i }).collect();
+    let rows: Vec<[&(dyn postgres_types::ToSql + Sync); 1]> =
+        ids.iter().map(|i| [i as _]).collect();
+    let refs: Vec<&[&(dyn postgres_types::ToSql + Sync)]> = rows.iter().map(|r| &r[..]).collect();
+    let e = c
+        .execute_many("INSERT INTO t VALUES ($1)", &refs, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_query().unwrap().row, Some(7000), "{e}");
+    let n = c
+        .execute_many("INSERT INTO t VALUES ($1)", &refs[..7000], None)
+        .await
+        .unwrap();
+    assert_eq!(n, 7000);
+
+    // A timeout in the middle of a batch is cancelled over a fresh TLS stream.
+    let sleeps: Vec<&[&(dyn postgres_types::ToSql + Sync)]> =
+        (0..400).map(|_| &[] as &[_]).collect();
+    let e = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        c.execute_many(
+            "SELECT pg_sleep(0.01)",
+            &sleeps,
+            Some(std::time::Duration::from_millis(300)),
+        ),
+    )
+    .await
+    .expect("hung")
+    .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(!c.is_broken());
+    c.reset(std::time::Duration::from_secs(5)).await.unwrap();
+    let r = c
+        .query_opt("SELECT count(*) FROM t", &[], None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.get_at::<i64>(0).unwrap(), 7000);
+}
