@@ -1,7 +1,7 @@
 //! `execute_many` against plain tokio-postgres: 10 000-row inserts, three ways, one run.
 //!
 //! - `pgdbm_execute_many`: `PgConnection::execute_many` (prepared once, every row's
-//!   Bind/Execute pipelined with one Sync per chunk between BEGIN and a pipelined COMMIT);
+//!   Bind/Execute sent as one request with one Sync per chunk between BEGIN and COMMIT);
 //! - `tokio_postgres_loop`: a prepared statement executed row by row, each awaited (autocommit);
 //! - `tokio_postgres_pipelined`: the same executes issued concurrently on one client
 //!   (`try_join_all`), no transaction.

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -16,23 +15,19 @@ use tracing::Instrument;
 
 use crate::cache::StatementCache;
 use crate::connect::Target;
-use crate::errors::{client_error, is_connection_error, query_error, QUERY_CANCELED};
+use crate::errors::{client_error, is_connection_error, query_error, server_error, QUERY_CANCELED};
 use crate::row::PgRow;
 use crate::sql::{tx_effect, TxEffect};
-use crate::wire::{ArmGuard, Batch, SYNTHETIC_ABORT_MESSAGE};
+use crate::wire::{encode_bind, ArmGuard, Batch, Outcome, Rows, ServerError};
 
 /// How long a timed-out statement may take to finish after its CancelRequest was sent before the
 /// connection is given up as broken.
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 /// Rows sent per pipelined chunk (one Sync, see [`crate::wire`]) by `execute_many`; bounds the
-/// memory of queued requests. Within one call the chunks share the `BEGIN`/`COMMIT` (or
-/// savepoint), so a multi-chunk batch stays all-or-nothing. Measured on the 10 000-row
-/// benchmark, 4096..16384 made little difference once requests are written while encoding.
+/// memory of the encoded rows held for a chunk. Within one call the chunks share the
+/// `BEGIN`/`COMMIT` (or savepoint), so a multi-chunk batch stays all-or-nothing.
 const EXECUTE_MANY_CHUNK: usize = 16384;
-
-/// Rows whose requests `execute_many` queues before yielding to let them be written.
-const SEND_SEGMENT: usize = 512;
 
 /// Longest SQL text (in characters) recorded in tracing spans.
 const TRACED_SQL: usize = 200;
@@ -627,45 +622,56 @@ impl PgConnection {
         })
     }
 
-    /// Checks, before anything is sent, that every row of `execute_many` can be encoded for
-    /// `stmt`: the parameter count matches and every value serializes to its parameter type
-    /// (what tokio-postgres checks when it builds a Bind). The error names the first bad row,
-    /// with the texts tokio-postgres would use.
-    fn check_rows(
+    /// Encodes every row of `execute_many` before anything is sent: the parameter count must
+    /// match and every value must serialize to its parameter type (what tokio-postgres checks
+    /// when it builds a Bind). Rows `1..n` of each chunk are kept (the wire shim writes them);
+    /// each chunk's row 0 is only checked (tokio-postgres encodes it again). The error names
+    /// the first bad row, with the texts tokio-postgres would use.
+    fn encode_rows(
         stmt: &Statement,
         rows: &[&[Param<'_>]],
-    ) -> Option<(usize, QueryErrorKind, String, Option<pgdbm_core::BoxError>)> {
+    ) -> std::result::Result<Vec<Rows>, BadRow> {
         let types = stmt.params();
         let mut scratch = bytes::BytesMut::new();
-        for (i, row) in rows.iter().enumerate() {
-            if row.len() != types.len() {
-                return Some((
-                    i,
-                    QueryErrorKind::Client,
-                    format!("expected {} parameters but got {}", types.len(), row.len()),
-                    None,
-                ));
-            }
-            for (idx, (value, ty)) in row.iter().zip(types).enumerate() {
-                scratch.clear();
-                if let Err(e) = value.to_sql_checked(ty, &mut scratch) {
-                    let message = format!("error serializing parameter {idx}: {e}");
-                    return Some((i, QueryErrorKind::Conversion, message, Some(e)));
+        let mut chunks = Vec::with_capacity(rows.len().div_ceil(EXECUTE_MANY_CHUNK));
+        for (ci, chunk) in rows.chunks(EXECUTE_MANY_CHUNK).enumerate() {
+            let mut encoded = Rows::default();
+            for (j, row) in chunk.iter().enumerate() {
+                let i = ci * EXECUTE_MANY_CHUNK + j;
+                if row.len() != types.len() {
+                    return Err((
+                        i,
+                        QueryErrorKind::Client,
+                        format!("expected {} parameters but got {}", types.len(), row.len()),
+                        None,
+                    ));
+                }
+                let r = if j == 0 {
+                    scratch.clear();
+                    encode_bind(row, types, &mut scratch)
+                } else {
+                    encoded.push(row, types)
+                };
+                if let Err(e) = r {
+                    return Err((i, QueryErrorKind::Conversion, e.message, e.source));
                 }
             }
+            chunks.push(encoded);
         }
-        None
+        Ok(chunks)
     }
 
     /// The pipelined part of `execute_many`: opens (BEGIN or SAVEPOINT), then for each chunk
-    /// arms the wire shim's batch mode and sends every row's Bind/Execute without waiting, with
-    /// one Sync for the chunk (see [`crate::wire`]), and closes (COMMIT or RELEASE) right behind
-    /// the last chunk. Returns the total row count or the first failing row.
+    /// arms the wire shim with the chunk's rows `1..n` and issues one tokio-postgres `execute`
+    /// for row 0, which the shim turns into the whole chunk with one Sync (see
+    /// [`crate::wire`]), and closes (COMMIT or RELEASE) after the last chunk, or rolls back
+    /// when a row failed. Returns the total row count or the first failing row.
     async fn pipeline_rows(
         client: &Client,
         batch: &Batch,
         stmt: &Statement,
         rows: &[&[Param<'_>]],
+        encoded: Vec<Rows>,
         own_tx: bool,
     ) -> std::result::Result<u64, ManyError> {
         let open = if own_tx {
@@ -688,167 +694,129 @@ impl PgConnection {
 
         // Dropped (the caller cancelled execute_many) before the closing statement is queued,
         // the connection is poisoned and will be discarded: the server may hold an open
-        // transaction or part of a chunk without its Sync.
+        // transaction.
         let mut guard = ArmGuard::new(batch);
         // Waiting for the open also makes the connection idle (every earlier request, such as
-        // the Close of an evicted statement, is answered), which arming the batch requires.
+        // the Close of an evicted statement, is answered), which arming the shim requires.
         if let Err(e) = client.batch_execute(&open).await {
             guard.complete();
             return Err(ManyError {
                 row: None,
-                error: e,
+                cause: ManyCause::Driver(e),
             });
         }
         let mut total = 0u64;
         let mut base = 0usize;
-        let chunks: Vec<&[&[Param<'_>]]> = rows.chunks(EXECUTE_MANY_CHUNK).collect();
-        let last_chunk = chunks.len().saturating_sub(1);
 
-        for (ci, chunk) in chunks.into_iter().enumerate() {
-            // Not armed (a batch still active, which the idle connection rules out) only costs
-            // speed: every row then keeps its own Sync.
-            let armed = batch.arm(chunk.len());
-            if !armed {
-                tracing::debug!(target: "pgdbm::wire", "execute_many batch not armed; rows are sent with one Sync each");
-            }
-            let mut futs: Vec<Option<PgFuture<'_, u64>>> = chunk
-                .iter()
-                .map(|params| {
-                    let f: PgFuture<'_, u64> = Box::pin(client.execute(stmt, params));
-                    Some(f)
-                })
-                .collect();
-            let mut early: Vec<Option<std::result::Result<u64, tokio_postgres::Error>>> =
-                (0..futs.len()).map(|_| None).collect();
-            // Poll every request once, in row order, so they are queued in that order. Between
-            // segments the task yields, so the connection task can write what is queued and the
-            // server starts on it while the next rows are encoded.
-            let mut failed_early = false;
-            let mut start = 0;
-            while start < futs.len() {
-                let end = (start + SEND_SEGMENT).min(futs.len());
-                std::future::poll_fn(|cx| {
-                    for (i, slot) in futs.iter_mut().enumerate().take(end).skip(start) {
-                        if let Some(f) = slot.as_mut() {
-                            if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                                failed_early |= r.is_err();
-                                if let Some(e) = early.get_mut(i) {
-                                    *e = Some(r);
-                                }
-                                *slot = None;
-                            }
+        for (chunk, rest) in rows.chunks(EXECUTE_MANY_CHUNK).zip(encoded) {
+            let injected = rest.len();
+            let Some(first) = chunk.first() else { break };
+            // Not armed (a chunk still active, which the idle connection rules out) only
+            // costs speed: the rows then run one by one.
+            let armed = injected > 0 && batch.arm(rest);
+            let mut failure: Option<ManyError> = None;
+            if injected > 0 && !armed {
+                tracing::debug!(target: "pgdbm::wire", "execute_many chunk not armed; rows run one by one");
+                for (i, params) in chunk.iter().enumerate() {
+                    match client.execute(stmt, params).await {
+                        Ok(n) => total += n,
+                        Err(e) => {
+                            failure = Some(ManyError {
+                                row: Some(base + i),
+                                cause: ManyCause::Driver(e),
+                            });
+                            break;
                         }
                     }
-                    Poll::Ready(())
-                })
-                .await;
-                start = end;
-                if start < futs.len() {
-                    tokio::task::yield_now().await;
                 }
-            }
-            if failed_early {
-                // Only a closed connection fails a checked row before it is sent; the batch's
-                // counts no longer match what was written.
-                batch.reset();
-            }
-
-            // Send the close request right behind the last chunk's rows (same pipeline).
-            let close_fut: Option<PgFuture<'_, ()>> = if ci == last_chunk && !failed_early {
-                Some(Box::pin(client.batch_execute(&close_ok)))
             } else {
-                None
-            };
-            let mut close_fut = close_fut.map(futures_util::future::MaybeDone::Future);
-            if let Some(f) = close_fut.as_mut() {
-                std::future::poll_fn(|cx| {
-                    let _ = Pin::new(&mut *f).poll(cx);
-                    Poll::Ready(())
-                })
-                .await;
-                guard.complete();
-            }
-            if failed_early {
-                // The connection is closed: nothing to protect.
-                guard.complete();
-            }
-
-            let pending: Vec<_> = futs
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, f)| f.map(|f| async move { (i, f.await) }))
-                .collect();
-            for (i, r) in futures_util::future::join_all(pending).await {
-                early[i] = Some(r);
-            }
-            // The failing row is the first whose error is not the shim's synthetic "not
-            // executed" answer (given to the rows after a failing one); the first synthetic
-            // one only if nothing else failed (which the shim never produces).
-            let mut failure: Option<ManyError> = None;
-            let mut synthetic: Option<ManyError> = None;
-            for (i, r) in early.into_iter().enumerate() {
-                match r {
-                    Some(Ok(n)) => total += n,
-                    Some(Err(e)) if is_synthetic_abort(&e) => {
-                        synthetic.get_or_insert(ManyError {
-                            row: Some(base + i),
-                            error: e,
-                        });
+                let first_result = client.execute(stmt, first).await;
+                let outcome = if armed {
+                    batch.take_outcome()
+                } else {
+                    Outcome::default()
+                };
+                failure = match first_result {
+                    // A later row's fatal error (57P01...) closed the connection: report it.
+                    Err(_) if outcome.error.is_some() => outcome.error.map(|(k, e)| ManyError {
+                        row: Some(base + k),
+                        cause: ManyCause::Server(Box::new(e)),
+                    }),
+                    Err(e) => Some(ManyError {
+                        row: Some(base),
+                        cause: ManyCause::Driver(e),
+                    }),
+                    Ok(n) if !armed => {
+                        total += n;
+                        None
                     }
-                    Some(Err(e)) => {
-                        failure.get_or_insert(ManyError {
-                            row: Some(base + i),
-                            error: e,
-                        });
-                    }
-                    None => {}
-                }
+                    Ok(n) => match outcome {
+                        Outcome {
+                            injected: true,
+                            complete: true,
+                            error: None,
+                            rows,
+                        } => {
+                            total += n + rows;
+                            None
+                        }
+                        Outcome {
+                            injected: true,
+                            complete: true,
+                            error: Some((k, e)),
+                            ..
+                        } => Some(ManyError {
+                            row: Some(base + k),
+                            cause: ManyCause::Server(Box::new(e)),
+                        }),
+                        _ => Some(ManyError {
+                            row: None,
+                            cause: ManyCause::Lost,
+                        }),
+                    },
+                };
             }
-            let failure = failure.or(synthetic);
-
-            let close_result = match close_fut {
-                Some(mut f) => {
-                    (&mut f).await;
-                    Pin::new(&mut f).take_output()
-                }
-                None => None,
-            };
-
             if let Some(f) = failure {
-                // A row failed: the transaction (or savepoint) is aborted. On the last chunk
-                // of our own transaction the pipelined COMMIT already rolled it back;
-                // otherwise roll back now.
-                // The first poll of the await below queues the close before any drop can
+                // A row failed: the transaction (or savepoint) is aborted; roll it back. The
+                // first poll of the await below queues the rollback before any drop can
                 // happen.
                 guard.complete();
-                if !own_tx || ci != last_chunk || failed_early {
-                    let _ = client.batch_execute(&close_err).await;
-                }
+                let _ = client.batch_execute(&close_err).await;
                 return Err(f);
-            }
-            if let Some(Err(e)) = close_result {
-                return Err(ManyError {
-                    row: None,
-                    error: e,
-                });
             }
             base += chunk.len();
         }
+        // As above: the first poll queues the close.
+        guard.complete();
+        client
+            .batch_execute(&close_ok)
+            .await
+            .map_err(|e| ManyError {
+                row: None,
+                cause: ManyCause::Driver(e),
+            })?;
         Ok(total)
     }
 }
 
-/// True for the shim's synthetic 25P02 "not executed" answer (a real 25P02 has another text).
-fn is_synthetic_abort(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| db.code().code() == "25P02" && db.message() == SYNTHETIC_ABORT_MESSAGE)
+/// Why `execute_many` failed.
+enum ManyCause {
+    /// tokio-postgres reported it (row 0 of a chunk, the open or close statement, or I/O).
+    Driver(tokio_postgres::Error),
+    /// A later row of a chunk failed on the server (read by the wire shim).
+    Server(Box<ServerError>),
+    /// The wire shim did not see the chunk through (it is not the request it expected).
+    Lost,
 }
+
+/// A row `execute_many` cannot send: (row index, kind, message, source).
+type BadRow = (usize, QueryErrorKind, String, Option<pgdbm_core::BoxError>);
 
 /// A failure inside `execute_many`.
 struct ManyError {
     /// The failing row, when one failed.
     row: Option<usize>,
-    error: tokio_postgres::Error,
+    cause: ManyCause,
 }
 
 async fn first_row(
@@ -958,25 +926,29 @@ impl Connection for PgConnection {
                 .await
                 .map_err(|e| query_error(e, sql, n_params))?,
         };
-        if let Some((row, kind, message, source)) = Self::check_rows(&stmt, rows) {
-            let bad: &[Param<'_>] = rows.get(row).copied().unwrap_or(&[]);
-            let mut q = QueryError::new(
-                kind,
-                format!("row {row} of {}: {message}; nothing was sent", rows.len()),
-                sql,
-            )
-            .with_params(crate::errors::params_for(bad.len()));
-            q.row = Some(row);
-            q.source = source;
-            let err = self.show_params(q.into(), bad);
-            self.record(&span, started, None, false);
-            return Err(err);
-        }
+        let encoded = match Self::encode_rows(&stmt, rows) {
+            Ok(encoded) => encoded,
+            Err((row, kind, message, source)) => {
+                let bad: &[Param<'_>] = rows.get(row).copied().unwrap_or(&[]);
+                let mut q = QueryError::new(
+                    kind,
+                    format!("row {row} of {}: {message}; nothing was sent", rows.len()),
+                    sql,
+                )
+                .with_params(crate::errors::params_for(bad.len()));
+                q.row = Some(row);
+                q.source = source;
+                let err = self.show_params(q.into(), bad);
+                self.record(&span, started, None, false);
+                return Err(err);
+            }
+        };
         let own_tx = !self.in_any_tx();
         let outcome = self
             .bounded(deadline, async {
                 Ok::<_, tokio_postgres::Error>(
-                    Self::pipeline_rows(&self.client, &self.batch, &stmt, rows, own_tx).await,
+                    Self::pipeline_rows(&self.client, &self.batch, &stmt, rows, encoded, own_tx)
+                        .await,
                 )
             })
             .instrument(span.clone())
@@ -986,14 +958,32 @@ impl Connection for PgConnection {
         let result = match self.settle(outcome, sql, n_params, timeout) {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(many)) => {
-                if is_connection_error(&many.error) {
-                    self.broken = true;
-                }
                 let row_params = many
                     .row
                     .and_then(|r| rows.get(r))
                     .map_or(n_params, |r| r.len());
-                let mut err = query_error(many.error, sql, row_params);
+                let mut err = match many.cause {
+                    ManyCause::Driver(e) => {
+                        if is_connection_error(&e) {
+                            self.broken = true;
+                        }
+                        query_error(e, sql, row_params)
+                    }
+                    ManyCause::Server(e) => {
+                        if e.code.starts_with("08") || e.code.starts_with("57P") {
+                            self.broken = true;
+                        }
+                        server_error(*e, sql, row_params)
+                    }
+                    ManyCause::Lost => {
+                        self.broken = true;
+                        client_error(
+                            QueryErrorKind::Connection,
+                            "execute_many lost track of its pipeline on the connection; nothing was committed and the connection is discarded, retry on a new one",
+                            sql,
+                        )
+                    }
+                };
                 if let Error::Query(q) = &mut err {
                     q.row = many.row;
                     if let Some(params) = many.row.and_then(|r| rows.get(r)) {

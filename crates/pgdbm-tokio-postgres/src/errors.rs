@@ -4,6 +4,8 @@ use std::error::Error as _;
 
 use pgdbm_core::{Error, QueryError, QueryErrorKind, QueryParams};
 
+use crate::wire::ServerError;
+
 /// SQLSTATE `query_canceled`: what a cancelled or timed-out statement fails with.
 pub(crate) const QUERY_CANCELED: &str = "57014";
 
@@ -77,6 +79,29 @@ pub(crate) fn query_error(e: tokio_postgres::Error, sql: &str, n_params: usize) 
         };
         QueryError::new(kind, message, sql)
     };
+    q.params = params_for(n_params);
+    q.source = Some(Box::new(e));
+    q.into()
+}
+
+/// Maps a server error that the wire shim read for a later row of an `execute_many` chunk,
+/// with the same fields [`query_error`] fills from a tokio-postgres error.
+pub(crate) fn server_error(e: ServerError, sql: &str, n_params: usize) -> Error {
+    let kind = if e.code == QUERY_CANCELED {
+        QueryErrorKind::Timeout
+    } else if e.code.starts_with("08") || e.code.starts_with("57P") {
+        QueryErrorKind::Connection
+    } else {
+        QueryErrorKind::Server
+    };
+    let mut q = QueryError::new(kind, e.message.clone(), sql);
+    q.sqlstate = Some(e.code.clone());
+    q.constraint = e.constraint.clone();
+    q.schema = e.schema.clone();
+    q.table = e.table.clone();
+    q.column = e.column.clone();
+    q.detail = e.detail.clone();
+    q.hint = e.hint.clone();
     q.params = params_for(n_params);
     q.source = Some(Box::new(e));
     q.into()

@@ -19,10 +19,11 @@
 //!   savepoint inside the caller's transaction): all rows or none, and the error names the
 //!   failing row. Rows are checked (parameter count, encoding) before anything is sent.
 //!   tokio-postgres 0.7 has no API for Bind/Execute without a Sync, so each connection runs
-//!   through a small protocol-aware stream shim below tokio-postgres: only while an
-//!   `execute_many` chunk is in flight it drops the per-row Syncs and answers tokio-postgres
-//!   with the per-row ReadyForQuery it waits for (and a synthetic 25P02 "not executed" error
-//!   for the rows after a failing one). Everything else passes through unchanged. Because
+//!   through a small protocol-aware stream shim below tokio-postgres: a chunk is one
+//!   tokio-postgres `execute` for its first row, and the shim writes the other rows'
+//!   Bind/Execute (encoded beforehand) in front of that request's Sync, then swallows their
+//!   answers, adding up their row counts and keeping the first error with its row. Everything
+//!   else passes through unchanged. Because
 //!   pgdbm negotiates TLS itself below the shim (same rustls setup, same `ssl_mode` rules;
 //!   Unix-socket hosts, those starting with `/`, never use TLS, like libpq), SCRAM channel
 //!   binding (`SCRAM-SHA-256-PLUS`) is not used; certificate verification is unchanged.

@@ -19,8 +19,8 @@
 //!
 //! pgdbm opens the socket and performs the SSLRequest / TLS handshake itself (server name =
 //! the configured host), then hands the encrypted stream to tokio-postgres, so that a
-//! protocol-aware shim can sit between them (it merges `execute_many`'s per-row Syncs; see the
-//! crate docs). One consequence: SCRAM channel binding (`SCRAM-SHA-256-PLUS`) is not offered,
+//! protocol-aware shim can sit between them (it sends `execute_many`'s rows with one Sync
+//! per chunk; see the crate docs). One consequence: SCRAM channel binding (`SCRAM-SHA-256-PLUS`) is not offered,
 //! authentication uses plain SCRAM-SHA-256 over the TLS stream. Cancel requests for timed-out
 //! statements open a new stream with the same TLS setup. Unix-socket hosts never use TLS.
 

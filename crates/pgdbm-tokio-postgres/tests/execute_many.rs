@@ -63,6 +63,42 @@ async fn still_usable(c: &mut PgConnection) {
 }
 
 #[tokio::test]
+async fn batches_over_one_chunk_count_every_row_and_name_rows_near_the_boundary() {
+    // 16 384 rows per chunk: 40 000 rows are three chunks.
+    let mut c = setup("em_chunks").await;
+    let ids: Vec<i32> = (0..40_000).collect();
+    assert_eq!(insert_ids(&mut c, &ids).await.unwrap(), 40_000);
+    assert_eq!(count(&mut c).await, 40_000);
+    assert_eq!(sum(&mut c).await, (0..40_000i64).sum::<i64>());
+    // Rows at the end of the first chunk, the start of the second and just after it.
+    for bad in [16_383usize, 16_384, 16_385, 32_769] {
+        let ids: Vec<i32> = (0..40_000)
+            .map(|i| if i as usize == bad { 7 } else { 100_000 + i })
+            .collect();
+        let e = insert_ids(&mut c, &ids).await.unwrap_err();
+        let q = e.as_query().unwrap();
+        assert_eq!(q.row, Some(bad), "{e}");
+        assert_eq!(q.sqlstate.as_deref(), Some("23505"), "{e}");
+        assert_eq!(count(&mut c).await, 40_000, "row {bad}");
+        still_usable(&mut c).await;
+    }
+    // Inside the caller's transaction, a later chunk's failure keeps earlier work.
+    c.begin().await.unwrap();
+    c.execute("DELETE FROM t WHERE id >= 20000", &[], None)
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (50_000..70_000)
+        .map(|i| if i == 66_000 { 1 } else { i })
+        .collect();
+    let e = insert_ids(&mut c, &ids).await.unwrap_err();
+    assert_eq!(e.as_query().unwrap().row, Some(16_000), "{e}");
+    assert!(c.in_transaction());
+    assert_eq!(count(&mut c).await, 20_000);
+    c.commit().await.unwrap();
+    assert_eq!(count(&mut c).await, 20_000);
+}
+
+#[tokio::test]
 async fn ten_thousand_rows_are_inserted_exactly_once() {
     let mut c = setup("em_10k").await;
     let ids: Vec<i32> = (0..10_000).collect();
@@ -91,6 +127,9 @@ async fn a_failing_row_applies_nothing_and_is_named() {
         assert_eq!(q.row, Some(bad), "{e}");
         assert_eq!(q.sqlstate.as_deref(), Some("23505"), "{e}");
         assert_eq!(q.kind, QueryErrorKind::Server, "{e}");
+        assert_eq!(q.constraint.as_deref(), Some("t_pkey"), "{e}");
+        assert_eq!(q.table.as_deref(), Some("t"), "{e}");
+        assert!(q.detail.as_deref().unwrap_or("").contains("(-1)"), "{e}");
         assert!(q.message.contains(&format!("row {bad} of 10000")), "{e}");
         assert_eq!(count(&mut c).await, 1, "row {bad}");
         assert!(!c.in_transaction());
