@@ -30,8 +30,31 @@
 //! - [`Pooled`] wraps a pool guard, and [`recycle`] with a [`RecyclePolicy`] is the reuse check
 //!   both pool adapters apply.
 //!
-//! Tracing: each statement gets a `debug` span named `query` with target `pgdbm`, holding the
-//! SQL (truncated), its duration and row count; parameters only when `Config::log_parameters`.
+//! Tracing: the manager (`pgdbm_core::Database`) owns the `debug` span of each query (target
+//! `pgdbm`); this crate adds wire-level detail at `trace` level under the target `pgdbm::wire`
+//! (statement, duration, rows; parameters only with `Config::log_parameters`).
+//!
+//! ```
+//! use pgdbm_core::{Config, Connection, Row};
+//! use pgdbm_tokio_postgres::PgConnection;
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pgdbm_core::Result<()> {
+//! # let server = pgdbm_testkit::TestServer::shared()?;
+//! # let url = server.connection_url("postgres");
+//! let config = Config::from_url(&url)?; // e.g. postgresql://app:secret@db.internal/app
+//! // One physical connection, with retries, TLS per `ssl_mode` and server settings applied.
+//! let mut conn = PgConnection::connect(&config).await?;
+//! // Statements are prepared once and cached; the timeout cancels the query on the server.
+//! let row = conn
+//!     .query_opt("SELECT $1::int + 1", &[&41i32], Some(Duration::from_secs(5)))
+//!     .await?
+//!     .expect("one row");
+//! assert_eq!(row.try_get::<_, i32>(&0usize)?, 42);
+//! # Ok(())
+//! # }
+//! ```
 
 mod cache;
 mod connect;
