@@ -24,11 +24,15 @@ use crate::{reap, sys};
 
 /// The superuser of a throwaway server.
 const SUPERUSER: &str = "postgres";
-/// Its password. The server trusts loopback connections, so it is never checked, but clients
-/// that insist on a password (such as `Config::dsn`) get one that works.
+/// Its password. By default the server trusts loopback connections, so it is only checked with
+/// [`TestServerOptions::password_auth`]; clients that insist on a password (such as
+/// `Config::dsn`) get one that works either way.
 const SUPERUSER_PASSWORD: &str = "postgres";
 /// The system user that runs initdb and postgres when the tests run as root.
 const SYSTEM_USER: &str = "postgres";
+/// Names of the TLS files inside the server directory ([`TestServerOptions::tls_files`]).
+const TLS_CERT_FILE: &str = "server.crt";
+const TLS_KEY_FILE: &str = "server.key";
 /// How many times a start is retried when another process took the chosen port.
 const PORT_ATTEMPTS: u32 = 10;
 
@@ -54,6 +58,12 @@ pub struct TestServerOptions {
     /// A fixed port; `None` (default) picks a free one, retrying when another process takes it
     /// first. A fixed port that is in use is an error.
     pub port: Option<u16>,
+    /// Check passwords (SCRAM-SHA-256) on TCP connections instead of trusting them (default
+    /// false), e.g. to test a wrong password. Unix-socket connections stay trusted.
+    pub password_auth: bool,
+    /// Serve TLS with this certificate and private key (PEM files, copied into the server
+    /// directory); `None` (default) serves plain connections only.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for TestServerOptions {
@@ -66,6 +76,8 @@ impl Default for TestServerOptions {
             settings: Vec::new(),
             die_with_process: true,
             port: None,
+            password_auth: false,
+            tls_files: None,
         }
     }
 }
@@ -104,6 +116,18 @@ impl TestServerOptions {
     /// Whether the server dies with the process that started it (see the field).
     pub fn die_with_process(mut self, yes: bool) -> Self {
         self.die_with_process = yes;
+        self
+    }
+
+    /// Whether TCP connections must give the password (see the field).
+    pub fn password_auth(mut self, yes: bool) -> Self {
+        self.password_auth = yes;
+        self
+    }
+
+    /// Serve TLS with the PEM certificate `cert` and private key `key` (see the field).
+    pub fn tls_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_files = Some((cert.into(), key.into()));
         self
     }
 }
@@ -579,7 +603,12 @@ impl TestServer {
             .arg("-U")
             .arg(SUPERUSER)
             .arg(OsString::from(format!("--pwfile={}", pwfile.display())))
-            .args(["-A", "trust", "-E", "UTF8", "--no-locale", "-N"])
+            .args(if local.options.password_auth {
+                ["--auth-local=trust", "--auth-host=scram-sha-256"]
+            } else {
+                ["-A", "trust"]
+            })
+            .args(["-E", "UTF8", "--no-locale", "-N"])
             .stdin(Stdio::null());
         let out = cmd.output().map_err(|e| Error::TestDatabase {
             name: None,
@@ -595,6 +624,18 @@ impl TestServer {
                 tail(&String::from_utf8_lossy(&out.stdout), 10),
                 tail(&String::from_utf8_lossy(&out.stderr), 20)
             )));
+        }
+        if let Some((cert, key)) = &local.options.tls_files {
+            // The server reads them as its own user and refuses a key others can read.
+            for (from, name) in [(cert, TLS_CERT_FILE), (key, TLS_KEY_FILE)] {
+                let to = local.dir.join(name);
+                fs::copy(from, &to)
+                    .and_then(|_| local.chown(&to))
+                    .map_err(|e| io_error("cannot copy the TLS file", from, e))?;
+            }
+            let key = local.dir.join(TLS_KEY_FILE);
+            fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(|e| io_error("cannot restrict the TLS key file", &key, e))?;
         }
         Ok(())
     }
@@ -698,6 +739,19 @@ impl Local {
             .args(["-c", "full_page_writes=off"])
             .arg("-c")
             .arg(format!("max_connections={}", self.options.max_connections));
+        if self.options.tls_files.is_some() {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    self.dir.join(TLS_CERT_FILE).display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    self.dir.join(TLS_KEY_FILE).display()
+                ));
+        }
         for (name, value) in &self.options.settings {
             cmd.arg("-c").arg(format!("{name}={value}"));
         }

@@ -358,3 +358,64 @@ fn external_child() {
         Err(e) => println!("EXTERNAL err {}", e.to_string().replace('\n', " ")),
     }
 }
+
+/// `password_auth` checks passwords on TCP; `tls_files` serves TLS with the given certificate.
+#[test]
+fn password_auth_and_tls_options() {
+    let certs = std::env::temp_dir().join(format!("pgdbm-testkit-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&certs).unwrap();
+    let openssl = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+        ])
+        .current_dir(&certs)
+        .output()
+        .expect("the openssl command (Debian: apt-get install openssl)");
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    let server = TestServer::start_with(
+        TestServerOptions::default()
+            .password_auth(true)
+            .tls_files(certs.join("server.crt"), certs.join("server.key")),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&certs).unwrap();
+
+    let psql = |password: &str, sslmode: &str| {
+        Command::new(find_pg_bin(None).unwrap().join("psql"))
+            .args(["-X", "-A", "-t", "-c"])
+            .arg("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode={sslmode}",
+                server.port()
+            ))
+            .env("PGPASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    // The right password over TLS: the session is encrypted.
+    let ok = psql(server.password().unwrap(), "require");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "t");
+    // A wrong password is refused (with trust auth it would be accepted).
+    let bad = psql("not-the-password", "disable");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("password authentication failed"));
+    // The testkit's own helpers still work (they pass the password).
+    assert_eq!(server.psql("postgres", "SELECT 1").unwrap(), "1");
+}

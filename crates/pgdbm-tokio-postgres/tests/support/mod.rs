@@ -1,121 +1,53 @@
-//! A throwaway PostgreSQL 15 server for these tests, with password (scram-sha-256) auth so a
-//! wrong password can be tested (the shared testkit server trusts every local connection).
+//! The test server of these tests: pgdbm-testkit's throwaway PostgreSQL, with password
+//! (SCRAM) authentication on TCP so a wrong password can be tested, and TLS with a test CA.
 //!
-//! One server per test binary, in `/tmp/pgdbm-adapter-<pid>`; a watchdog shell stops it and
-//! deletes its directory when the test process exits.
+//! One private server per test binary; it dies with the process (testkit's parent-death
+//! signal) and its directory is reaped by the next start.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgdbm_core::{Config, Connection, SslMode};
+use pgdbm_testkit::{TestServer, TestServerOptions};
 use pgdbm_tokio_postgres::PgConnection;
 
-pub(crate) const PASSWORD: &str = "adapter-test-pw";
-
 pub(crate) struct Server {
+    pub(crate) server: TestServer,
     pub(crate) port: u16,
+    /// The Unix-socket directory.
     pub(crate) dir: PathBuf,
-    pub(crate) bin: PathBuf,
+    ca_cert: PathBuf,
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 
-fn bin_dir() -> PathBuf {
-    std::env::var("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/usr/lib/postgresql/15/bin"))
-}
-
-fn as_postgres(bin: &Path, prog: &str) -> Command {
-    let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
-    c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub(crate) fn server() -> &'static Server {
     SERVER.get_or_init(|| {
-        let bin = bin_dir();
-        let pid = std::process::id();
-        let dir = PathBuf::from(format!("/tmp/pgdbm-adapter-{pid}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let pw = dir.join("pw");
-        std::fs::write(&pw, PASSWORD).unwrap();
-        assert!(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success());
-        make_certs(&dir);
-        let data = dir.join("data");
-        let out = as_postgres(&bin, "initdb")
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-A",
-                "scram-sha-256",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-locale",
-                "-N",
-            ])
-            .arg(format!("--pwfile={}", pw.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = free_port();
-        let script = format!(
-            "runuser -u postgres -- {bin}/postgres -D {data} -k {dir} -p {port} \
-             -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 \
-             -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key \
-             > {dir}/log 2>&1 & \
-             while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-             runuser -u postgres -- {bin}/pg_ctl -D {data} stop -m immediate >/dev/null 2>&1; \
-             rm -rf {dir}",
-            bin = bin.display(),
-            data = data.display(),
-            dir = dir.display(),
-        );
-        // The watchdog outlives this process on purpose (it cleans up after it), so it is
-        // never waited for.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh").arg("-c").arg(script).spawn().unwrap();
-        let started = Instant::now();
-        loop {
-            let ok = Command::new(bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let certs =
+            std::env::temp_dir().join(format!("pgdbm-adapter-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&certs);
+        std::fs::create_dir_all(&certs).unwrap();
+        make_certs(&certs);
+        let server = TestServer::start_with(
+            TestServerOptions::default()
+                .password_auth(true)
+                .tls_files(certs.join("server.crt"), certs.join("server.key")),
+        )
+        .expect("start the test server");
+        // Keep the CA next to the server (deleted with it) and drop the rest of the certs.
+        let ca_cert = server.dir().expect("a local server").join("test-ca.crt");
+        std::fs::copy(certs.join("ca.crt"), &ca_cert).unwrap();
+        std::fs::remove_dir_all(&certs).unwrap();
+        let dir = server.socket_dir().expect("a local server").to_path_buf();
+        Server {
+            port: server.port(),
+            dir,
+            ca_cert,
+            server,
         }
-        Server { port, dir, bin }
     })
 }
 
@@ -183,33 +115,15 @@ fn make_certs(dir: &Path) {
         "-extfile",
         "ext.cnf",
     ]);
-    assert!(Command::new("chown")
-        .args(["-R", "postgres:postgres"])
-        .arg(dir)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("chmod")
-        .arg("600")
-        .arg(dir.join("server.key"))
-        .status()
-        .unwrap()
-        .success());
 }
 
 /// The CA certificate that signed the server's certificate.
 pub(crate) fn ca_cert() -> PathBuf {
-    server().dir.join("ca.crt")
+    server().ca_cert.clone()
 }
 
 pub(crate) fn config(database: &str) -> Config {
-    let s = server();
-    let mut c = Config::default();
-    c.host = "127.0.0.1".to_string();
-    c.port = s.port;
-    c.database = database.to_string();
-    c.user = "postgres".to_string();
-    c.password = Some(PASSWORD.to_string());
+    let mut c = server().server.config(database);
     c.ssl_mode = SslMode::Disable;
     c.retry_attempts = 1;
     c.connect_timeout = Duration::from_secs(10);
