@@ -34,7 +34,9 @@ mod migrator;
 mod report;
 
 pub use migration::{EmbeddedMigration, HistoryEntry, Migration, MigrationSource};
-pub use migrator::{Migrator, DEFAULT_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_PATH, DEFAULT_TABLE};
+pub use migrator::{
+    validate_migration_name, Migrator, DEFAULT_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_PATH, DEFAULT_TABLE,
+};
 pub use report::{AppliedMigration, MigrationReport, MigrationStatus};
 
 #[doc(hidden)]

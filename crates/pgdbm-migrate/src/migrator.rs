@@ -683,20 +683,7 @@ impl<P: Pool> Migrator<P> {
                 "create_migration needs a directory source; this migrator uses embedded migrations",
             ));
         };
-        let valid = !name.is_empty()
-            && name.len() <= 200
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid {
-            return Err(Error::migration(
-                None,
-                format!(
-                    "invalid migration name `{}`: use 1 to 200 ASCII letters, digits, `_` or `-`",
-                    name.escape_debug()
-                ),
-            ));
-        }
+        validate_migration_name(name)?;
         let filename = format!("{}_{name}.sql", crate::clock::timestamp_now());
         let path = dir.join(&filename);
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -1007,6 +994,31 @@ fn strip_python_transaction_wrapper(sql: &str) -> &str {
     let inner_last = stmts[stmts.len() - 2];
     let end = offset(inner_last) + inner_last.len();
     sql.get(start..end).unwrap_or(sql)
+}
+
+/// Checks a name for a new migration file (`create_migration`, the CLI's `migrate create`):
+/// 1 to 200 ASCII letters, digits, `_` or `-`, so it is safe in a file name on every system.
+///
+/// # Errors
+///
+/// [`Error::Migration`] saying what is allowed.
+pub fn validate_migration_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::migration(
+            None,
+            format!(
+                "invalid migration name `{}`: use 1 to 200 ASCII letters, digits, `_` or `-`",
+                name.escape_debug()
+            ),
+        ))
+    }
 }
 
 #[cfg(test)]

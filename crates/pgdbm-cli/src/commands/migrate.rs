@@ -305,17 +305,7 @@ fn next_filename(dir: &Path, name: &str) -> CliResult<String> {
 }
 
 fn create(ctx: &Ctx, name: &str, module: Option<&str>, path: Option<PathBuf>) -> CliResult<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid {
-        return Err(CliError::new(format!(
-            "invalid migration name `{}`: use 1 to 200 ASCII letters, digits, `_` or `-`",
-            name.escape_debug()
-        )));
-    }
+    pgdbm::migrate::validate_migration_name(name)?;
     let (dir, schema) = match (path, module) {
         (Some(p), _) => (p, None),
         (None, Some(m)) => {
