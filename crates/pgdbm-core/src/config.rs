@@ -100,6 +100,72 @@ pub struct Config {
     pub statement_cache_size: usize,
     /// Show query parameters in logs and errors (default false: they are masked).
     pub log_parameters: bool,
+    /// What the pool does to a connection's session when it is released (default
+    /// [`ResetPolicy::Rollback`]; see [`ResetPolicy`] for the cost of each).
+    pub reset_on_release: ResetPolicy,
+    /// TCP keepalives on each connection's socket (libpq `keepalives`, default on), so a peer
+    /// that vanished is detected on an idle connection.
+    pub keepalives: bool,
+    /// Idle time before the first keepalive probe (libpq `keepalives_idle`, default 30 s).
+    pub keepalives_idle: Duration,
+    /// Time between unanswered keepalive probes (libpq `keepalives_interval`, default 10 s).
+    pub keepalives_interval: Duration,
+    /// Unanswered probes before the connection is dropped (libpq `keepalives_count`, default 3).
+    pub keepalives_count: u32,
+    /// How long sent data may stay unacknowledged before the kernel drops the connection
+    /// (libpq `tcp_user_timeout`, Linux `TCP_USER_TIMEOUT`; default `None`, the OS default).
+    pub tcp_user_timeout: Option<Duration>,
+}
+
+/// What the pool does to a connection's session state when a borrower releases it
+/// ([`Config::reset_on_release`]).
+///
+/// Either way a connection released inside a transaction (or a failed one) is rolled back at
+/// once, one with a statement still running is cancelled and settled first, and one in an
+/// unknown state is closed: no borrower ever gets a connection inside a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ResetPolicy {
+    /// Only end the transaction (`ROLLBACK` when one is open). Session state a borrower set
+    /// (`SET`, `SET ROLE`, temp tables, `LISTEN`, session advisory locks, SQL `PREPARE`) stays
+    /// on the connection and is seen by the next borrower. No extra round trip on a clean
+    /// release.
+    #[default]
+    Rollback,
+    /// asyncpg's reset, for connections that ran statements since checkout: unlock advisory
+    /// locks, close cursors, `UNLISTEN *`, `RESET ALL`, `DISCARD TEMP`, `DEALLOCATE ALL`, then
+    /// re-apply the startup settings and `init_commands` (and clear the statement cache). One
+    /// extra round trip per release of a used connection.
+    Full,
+}
+
+impl ResetPolicy {
+    /// The policy's name (`rollback`, `full`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetPolicy::Rollback => "rollback",
+            ResetPolicy::Full => "full",
+        }
+    }
+}
+
+impl FromStr for ResetPolicy {
+    type Err = Error;
+
+    /// Parses `rollback` or `full` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rollback" => Ok(ResetPolicy::Rollback),
+            "full" => Ok(ResetPolicy::Full),
+            _ => Err(Error::config(
+                "reset_on_release",
+                format!(
+                    "unknown reset policy `{}`; use rollback or full",
+                    s.escape_debug()
+                ),
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -138,6 +204,12 @@ impl Default for Config {
             max_lifetime: Some(Duration::from_secs(3600)),
             statement_cache_size: 100,
             log_parameters: false,
+            reset_on_release: ResetPolicy::Rollback,
+            keepalives: true,
+            keepalives_idle: Duration::from_secs(30),
+            keepalives_interval: Duration::from_secs(10),
+            keepalives_count: 3,
+            tcp_user_timeout: None,
         }
     }
 }
@@ -255,6 +327,12 @@ pub fn duration_from_secs(field: &str, secs: f64) -> Result<Duration> {
 
 /// Longest server-side timeout PostgreSQL accepts (an `int` of milliseconds).
 const MAX_SERVER_TIMEOUT_MS: u128 = i32::MAX as u128;
+
+/// Largest `keepalives_idle` / `keepalives_interval` Linux accepts (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`).
+const MAX_KEEPALIVE_SECS: u64 = 32767;
+
+/// Largest `keepalives_count` Linux accepts (`TCP_KEEPCNT`).
+const MAX_KEEPALIVE_COUNT: u32 = 127;
 
 /// True for `^[A-Za-z_][A-Za-z0-9_]*$` of at most 63 bytes.
 // The same rule as templates and identifiers everywhere: `ident::validate_identifier`.
@@ -463,6 +541,45 @@ impl Config {
                         ),
                     ));
                 }
+            }
+        }
+        if self.keepalives {
+            // The kernel takes whole seconds in an int for these (Linux caps them at 32767 s).
+            for (name, d) in [
+                ("keepalives_idle", self.keepalives_idle),
+                ("keepalives_interval", self.keepalives_interval),
+            ] {
+                if d < Duration::from_secs(1) || d > Duration::from_secs(MAX_KEEPALIVE_SECS) {
+                    return Err(Error::config(
+                        name,
+                        format!(
+                            "{name} of {} s is out of range; use 1 to {MAX_KEEPALIVE_SECS} s, \
+                             or keepalives = false to turn keepalives off",
+                            d.as_secs_f64()
+                        ),
+                    ));
+                }
+            }
+            if self.keepalives_count == 0 || self.keepalives_count > MAX_KEEPALIVE_COUNT {
+                return Err(Error::config(
+                    "keepalives_count",
+                    format!(
+                        "keepalives_count of {} is out of range; use 1 to {MAX_KEEPALIVE_COUNT}",
+                        self.keepalives_count
+                    ),
+                ));
+            }
+        }
+        if let Some(d) = self.tcp_user_timeout {
+            if millis_ceil(d) > MAX_SERVER_TIMEOUT_MS {
+                return Err(Error::config(
+                    "tcp_user_timeout",
+                    format!(
+                        "tcp_user_timeout of {} s exceeds the kernel's maximum of \
+                         {MAX_SERVER_TIMEOUT_MS} ms; use a smaller value or None for the OS default",
+                        d.as_secs_f64()
+                    ),
+                ));
             }
         }
         if let Some(schema) = &self.schema {
@@ -760,6 +877,12 @@ impl fmt::Debug for Config {
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_cache_size", &self.statement_cache_size)
             .field("log_parameters", &self.log_parameters)
+            .field("reset_on_release", &self.reset_on_release)
+            .field("keepalives", &self.keepalives)
+            .field("keepalives_idle", &self.keepalives_idle)
+            .field("keepalives_interval", &self.keepalives_interval)
+            .field("keepalives_count", &self.keepalives_count)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
             .finish()
     }
 }

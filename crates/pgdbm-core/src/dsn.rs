@@ -35,6 +35,11 @@ const KNOWN_PARAMS: &[&str] = &[
     "sslrootcert",
     "sslcert",
     "sslkey",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -420,6 +425,36 @@ impl ParamSink {
             "sslrootcert" => c.ssl_root_cert = Some(value.into()),
             "sslcert" => c.ssl_cert = Some(value.into()),
             "sslkey" => c.ssl_key = Some(value.into()),
+            "keepalives" => {
+                c.keepalives = match value.trim() {
+                    "1" => true,
+                    "0" => false,
+                    _ => {
+                        return Err(Error::config(
+                            "keepalives",
+                            format!("the {} has a keepalives value that is not 0 or 1; use keepalives=1 (on) or keepalives=0 (off)", self.source),
+                        ))
+                    }
+                }
+            }
+            "keepalives_idle" | "keepalives_interval" => {
+                let secs = Self::whole_number(self.source, key, value, "seconds")?;
+                let d = Duration::from_secs(secs);
+                if key == "keepalives_idle" {
+                    c.keepalives_idle = d;
+                } else {
+                    c.keepalives_interval = d;
+                }
+            }
+            "keepalives_count" => {
+                let n = Self::whole_number(self.source, key, value, "probes")?;
+                c.keepalives_count = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+            "tcp_user_timeout" => {
+                // libpq: milliseconds, 0 = the OS default.
+                let ms = Self::whole_number(self.source, key, value, "milliseconds")?;
+                c.tcp_user_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            }
             other => {
                 return Err(Error::config(
                     other,
@@ -432,6 +467,18 @@ impl ParamSink {
             }
         }
         Ok(())
+    }
+
+    /// A non-negative whole number for parameter `key`; the error never echoes the value.
+    fn whole_number(source: &str, key: &str, value: &str, unit: &str) -> Result<u64> {
+        value.trim().parse::<u64>().map_err(|_| {
+            Error::config(
+                key,
+                format!(
+                    "the {source} has a {key} that is not a whole number of {unit}; use e.g. `{key}=10`"
+                ),
+            )
+        })
     }
 
     /// Combines hosts and ports and returns the config.

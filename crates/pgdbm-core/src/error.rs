@@ -212,6 +212,11 @@ pub enum QueryErrorKind {
     Conversion,
     /// The caller misused the API (wrong number of parameters, missing column, no rows...).
     Client,
+    /// A `COMMIT` (or `execute_many`'s own `COMMIT`) was sent but the connection failed or
+    /// timed out before the server answered: the transaction may have committed or not. Do not
+    /// blindly retry writes that are not idempotent; check whether the work is there (by a
+    /// key the transaction wrote) or make the transaction idempotent, then retry.
+    CommitOutcomeUnknown,
 }
 
 impl fmt::Display for QueryErrorKind {
@@ -222,6 +227,7 @@ impl fmt::Display for QueryErrorKind {
             QueryErrorKind::Connection => "connection error",
             QueryErrorKind::Conversion => "conversion error",
             QueryErrorKind::Client => "client error",
+            QueryErrorKind::CommitOutcomeUnknown => "commit outcome unknown",
         })
     }
 }

@@ -46,7 +46,7 @@ pub mod retry;
 pub mod sql;
 pub mod template;
 
-pub use config::{duration_from_secs, Config, DurationField, SslMode};
+pub use config::{duration_from_secs, Config, DurationField, ResetPolicy, SslMode};
 pub use database::{
     AsQuery, Clock, Database, DbConnection, PreparedQuery, QueryEvent, QueryObserver, RenderedSql,
     RowOf, Savepoint, SystemClock, Transaction,
