@@ -68,7 +68,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,7 @@ use pgdbm_core::pool::conventions::{
     acquire_timeout_error, idle_limit, pool_closed_error, reap_interval, WaitingGuard,
 };
 use pgdbm_core::{Config, Error, Pool, PoolStats, Result};
-use pgdbm_tokio_postgres::{PgConnection, Pooled, RecyclePolicy};
+use pgdbm_tokio_postgres::{saturate, Connector, PgConnection, PoolGuard, Pooled};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The connection type handed out by [`Bb8Pool::acquire`](Pool::acquire).
@@ -112,6 +112,14 @@ impl std::ops::DerefMut for Bb8Guard {
     }
 }
 
+impl PoolGuard for Bb8Guard {
+    fn detach(self) {
+        // The connection is marked broken: bb8's `has_broken` makes it close the connection
+        // on return instead of keeping it, then the permit lets the next waiter in.
+        drop(self);
+    }
+}
+
 /// State shared by the manager, the error sink and the pool handle.
 struct Shared {
     closed: AtomicBool,
@@ -125,23 +133,10 @@ impl Shared {
     }
 }
 
-/// Opens, validates and recycles [`PgConnection`]s for bb8.
+/// Opens, validates and recycles [`PgConnection`]s for bb8, through the shared [`Connector`].
 struct Manager {
-    config: Config,
-    policy: RecyclePolicy,
-    epoch: Arc<AtomicU64>,
+    connector: Arc<Connector>,
     shared: Arc<Shared>,
-    /// Connections opened by [`Bb8Pool::connect`] (with retries) before the pool existed;
-    /// `connect` hands them out before opening new ones.
-    seeds: Arc<Mutex<Vec<PgConnection>>>,
-}
-
-impl Manager {
-    fn take_seed(&self) -> Option<PgConnection> {
-        // A poisoned lock only means another task panicked while pushing/popping a Vec; the
-        // Vec itself is still consistent, so keep using it.
-        self.seeds.lock().unwrap_or_else(|p| p.into_inner()).pop()
-    }
 }
 
 impl bb8::ManageConnection for Manager {
@@ -152,23 +147,14 @@ impl bb8::ManageConnection for Manager {
         if self.shared.is_closed() {
             return Err(pool_closed_error());
         }
-        if let Some(conn) = self.take_seed() {
-            return Ok(conn);
-        }
-        let mut conn = PgConnection::connect_once(&self.config).await?;
-        conn.set_cache_epoch(self.epoch.clone());
-        Ok(conn)
+        self.connector.open().await
     }
 
     async fn is_valid(&self, conn: &mut PgConnection) -> Result<()> {
         if self.shared.is_closed() {
             return Err(pool_closed_error());
         }
-        pgdbm_tokio_postgres::recycle(conn, &self.policy)
-            .await
-            .inspect_err(|e| {
-                tracing::debug!(target: "pgdbm", error = %e, "pooled connection discarded");
-            })
+        self.connector.vet(conn).await
     }
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
@@ -209,7 +195,7 @@ struct Inner {
     /// FIFO-fair gate in front of bb8 (see the crate docs).
     gate: Arc<Semaphore>,
     shared: Arc<Shared>,
-    epoch: Arc<AtomicU64>,
+    connector: Arc<Connector>,
     /// Tasks inside `acquire` that have no connection yet.
     waiting: AtomicUsize,
     min_size: usize,
@@ -252,7 +238,7 @@ impl Bb8Pool {
 
     /// The current cache epoch: bumped by [`Pool::clear_statement_caches`].
     pub fn cache_epoch(&self) -> u64 {
-        self.inner.epoch.load(Ordering::SeqCst)
+        self.inner.connector.cache_epoch()
     }
 
     /// Takes a fairness permit, then a connection from bb8. `Ok(None)` is bb8's own timeout
@@ -292,31 +278,24 @@ impl Pool for Bb8Pool {
     type Connection = Bb8Connection;
 
     async fn connect(config: &Config) -> Result<Self> {
-        config.validate()?;
-        let epoch = Arc::new(AtomicU64::new(0));
-        let mut first = PgConnection::connect(config).await?;
-        first.set_cache_epoch(epoch.clone());
+        let connector = Connector::start(config).await?;
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
             last_connect_error: Mutex::new(None),
         });
-        let seeds = Arc::new(Mutex::new(vec![first]));
         let manager = Manager {
-            config: config.clone(),
-            policy: RecyclePolicy::from_config(config),
-            epoch: epoch.clone(),
+            connector: connector.clone(),
             shared: shared.clone(),
-            seeds: seeds.clone(),
         };
         let min = config.min_connections;
         let pool = bb8::Pool::builder()
             .max_size(to_u32(config.max_connections))
             .min_idle(Some(to_u32(min)))
             .test_on_check_out(true)
-            .max_lifetime(config.max_lifetime)
-            .idle_timeout(idle_limit(config))
+            .max_lifetime(config.max_lifetime.map(saturate))
+            .idle_timeout(idle_limit(config).map(saturate))
             .reaper_rate(reap_interval(config))
-            .connection_timeout(config.acquire_timeout)
+            .connection_timeout(saturate(config.acquire_timeout))
             .retry_connection(true)
             .queue_strategy(bb8::QueueStrategy::Fifo)
             .error_sink(Box::new(Sink(shared.clone())))
@@ -325,7 +304,7 @@ impl Pool for Bb8Pool {
         // build_unchecked started opening min_idle connections in the background (the first
         // one is the seed). Wait for them, bounded by connect_timeout; failures are logged by
         // the sink and retried by bb8.
-        let deadline = Instant::now() + config.connect_timeout;
+        let deadline = Instant::now() + saturate(config.connect_timeout);
         let connect_failed = || {
             shared
                 .last_connect_error
@@ -340,7 +319,7 @@ impl Pool for Bb8Pool {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // With min_connections = 0 nobody took the seed: hand it to bb8 directly.
-        let unused = seeds.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let unused = connector.take_seed();
         if let Some(seed) = unused {
             if pool.add(seed).is_err() {
                 tracing::debug!(target: "pgdbm", "first connection not kept: the pool is full");
@@ -352,7 +331,7 @@ impl Pool for Bb8Pool {
                 pool,
                 gate: Arc::new(Semaphore::new(config.max_connections)),
                 shared,
-                epoch,
+                connector,
                 waiting: AtomicUsize::new(0),
                 min_size: config.min_connections,
                 max_size: config.max_connections,
@@ -406,7 +385,7 @@ impl Pool for Bb8Pool {
     }
 
     fn clear_statement_caches(&self) {
-        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        self.inner.connector.clear_statement_caches();
     }
 
     async fn sleep(&self, duration: Duration) {

@@ -977,11 +977,28 @@ impl<C: Connection> DbConnection<C> {
     }
 }
 
+/// The error of a failed `COMMIT`. When the server refused it, the transaction was rolled back
+/// ([`Error::Transaction`]). When no answer came ([`QueryErrorKind::CommitOutcomeUnknown`],
+/// the connection failed or timed out), the transaction may have committed: that error is
+/// returned as it is, so callers can tell the two apart.
+fn commit_error(e: Error) -> Error {
+    if let Error::Query(q) = &e {
+        if q.kind == QueryErrorKind::CommitOutcomeUnknown {
+            return e;
+        }
+    }
+    Error::Transaction {
+        message: "commit failed; the transaction was rolled back".to_string(),
+        source: Some(Box::new(e)),
+    }
+}
+
 /// A transaction on its own connection (Python: `async with db.transaction() as conn`).
 ///
 /// Dereferences to [`DbConnection`], so all query methods render templates as usual. Call
-/// [`commit`](Transaction::commit); dropping it without commit rolls it back: the connection is
-/// returned inside the transaction and the pool rolls it back before anyone else gets it.
+/// [`commit`](Transaction::commit); dropping it without commit rolls it back: the connection goes
+/// back to the pool inside the transaction and the pool's release path rolls it back at once
+/// (its locks go with it), before anyone else can get it.
 pub struct Transaction<C: Connection> {
     conn: DbConnection<C>,
 }
@@ -1028,10 +1045,7 @@ impl<C: Connection> Transaction<C> {
     pub async fn commit_into_connection(self) -> Result<DbConnection<C>> {
         let mut conn = self.conn;
         conn.flush_pending().await?;
-        conn.conn.commit().await.map_err(|e| Error::Transaction {
-            message: "commit failed; the transaction was rolled back".to_string(),
-            source: Some(Box::new(e)),
-        })?;
+        conn.conn.commit().await.map_err(commit_error)?;
         Ok(conn)
     }
 }
@@ -1101,7 +1115,7 @@ impl<C: Connection> Savepoint<'_, C> {
                 )
                 .await
             }
-            (None, true) => conn.commit().await,
+            (None, true) => return conn.commit().await.map_err(commit_error),
             (None, false) => conn.rollback().await,
         };
         result.map_err(|e| Error::Transaction {

@@ -90,9 +90,38 @@ pub fn validate_identifier(name: &str) -> Result<()> {
 /// ```
 pub fn quote_identifier(name: &str) -> Result<String> {
     validate_identifier(name)?;
+    quote_catalog_name(name)
+}
+
+/// Quotes a name read from the server's catalog (a column called `Order Date`, say), which
+/// need not follow pgdbm's identifier rule: `"` is doubled. This is the one quoter;
+/// [`quote_identifier`] validates and then calls it.
+///
+/// # Errors
+///
+/// [`Error::Schema`] when `name` is empty or contains NUL (PostgreSQL has no such names).
+///
+/// ```
+/// assert_eq!(pgdbm_core::quote_catalog_name("Order \"Date\"").unwrap(), "\"Order \"\"Date\"\"\"");
+/// ```
+pub fn quote_catalog_name(name: &str) -> Result<String> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(Error::Schema {
+            message: format!(
+                "`{}` cannot be an SQL name: names are non-empty and contain no NUL",
+                name.escape_debug()
+            ),
+            schema: None,
+        });
+    }
     let mut out = String::with_capacity(name.len() + 2);
     out.push('"');
-    out.push_str(name);
+    for c in name.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
     out.push('"');
     Ok(out)
 }

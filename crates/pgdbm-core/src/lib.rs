@@ -58,7 +58,8 @@ pub use debugger::{
 pub use dsn::mask_dsn;
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
 pub use ident::{
-    parse_qualified_name, quote_identifier, validate_identifier, MAX_IDENTIFIER_BYTES,
+    parse_qualified_name, quote_catalog_name, quote_identifier, validate_identifier,
+    MAX_IDENTIFIER_BYTES,
 };
 pub use migration::{
     checksum, explain_checksum_mismatch, has_no_transaction_marker, is_migration_file_name,

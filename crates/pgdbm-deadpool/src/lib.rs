@@ -46,7 +46,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ use pgdbm_core::pool::conventions::{
     acquire_timeout_error, idle_limit, pool_closed_error, reap_interval, WaitingGuard,
 };
 use pgdbm_core::{Config, Error, Pool, PoolStats, Result};
-use pgdbm_tokio_postgres::{PgConnection, Pooled, RecyclePolicy};
+use pgdbm_tokio_postgres::{Connector, PgConnection, PoolGuard, Pooled};
 use tokio::task::JoinSet;
 
 /// The connection type handed out by [`DeadpoolPool::acquire`](Pool::acquire).
@@ -85,51 +85,33 @@ impl std::ops::DerefMut for DeadpoolGuard {
     }
 }
 
-/// Opens and recycles [`PgConnection`]s for deadpool.
-struct Manager {
-    config: Config,
-    policy: RecyclePolicy,
-    epoch: Arc<AtomicU64>,
-    /// Connections opened by [`DeadpoolPool::connect`] (with retries) before the pool existed;
-    /// `create` hands them out before opening new ones.
-    seeds: Mutex<Vec<PgConnection>>,
-}
-
-impl Manager {
-    fn take_seed(&self) -> Option<PgConnection> {
-        // A poisoned lock only means another task panicked while pushing/popping a Vec; the
-        // Vec itself is still consistent, so keep using it.
-        let mut seeds = self.seeds.lock().unwrap_or_else(|p| p.into_inner());
-        seeds.pop()
+impl PoolGuard for DeadpoolGuard {
+    fn detach(self) {
+        // Out of the pool at once (deadpool would otherwise keep the object, socket and server
+        // session until its next checkout or the reaper); dropping it closes the socket.
+        drop(Object::take(self.0));
     }
 }
+
+/// Opens and recycles [`PgConnection`]s for deadpool, through the shared [`Connector`].
+struct Manager(Arc<Connector>);
 
 impl managed::Manager for Manager {
     type Type = PgConnection;
     type Error = Error;
 
     async fn create(&self) -> Result<PgConnection> {
-        if let Some(conn) = self.take_seed() {
-            return Ok(conn);
-        }
-        let mut conn = PgConnection::connect_once(&self.config).await?;
-        conn.set_cache_epoch(self.epoch.clone());
-        Ok(conn)
+        self.0.open().await
     }
 
     async fn recycle(&self, conn: &mut PgConnection, _metrics: &Metrics) -> RecycleResult<Error> {
-        pgdbm_tokio_postgres::recycle(conn, &self.policy)
-            .await
-            .map_err(|e| {
-                tracing::debug!(target: "pgdbm", error = %e, "pooled connection discarded");
-                RecycleError::Backend(e)
-            })
+        self.0.vet(conn).await.map_err(RecycleError::Backend)
     }
 }
 
 struct Inner {
     pool: managed::Pool<Manager>,
-    epoch: Arc<AtomicU64>,
+    connector: Arc<Connector>,
     /// Tasks inside `acquire` that have no connection yet.
     waiting: AtomicUsize,
     min_size: usize,
@@ -188,7 +170,7 @@ impl DeadpoolPool {
 
     /// The current cache epoch: bumped by [`Pool::clear_statement_caches`].
     pub fn cache_epoch(&self) -> u64 {
-        self.inner.epoch.load(Ordering::SeqCst)
+        self.inner.connector.cache_epoch()
     }
 }
 
@@ -248,17 +230,8 @@ impl Pool for DeadpoolPool {
     type Connection = DeadpoolConnection;
 
     async fn connect(config: &Config) -> Result<Self> {
-        config.validate()?;
-        let epoch = Arc::new(AtomicU64::new(0));
-        let mut first = PgConnection::connect(config).await?;
-        first.set_cache_epoch(epoch.clone());
-        let manager = Manager {
-            config: config.clone(),
-            policy: RecyclePolicy::from_config(config),
-            epoch: epoch.clone(),
-            seeds: Mutex::new(vec![first]),
-        };
-        let pool = managed::Pool::builder(manager)
+        let connector = Connector::start(config).await?;
+        let pool = managed::Pool::builder(Manager(connector.clone()))
             .max_size(config.max_connections)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
@@ -290,7 +263,7 @@ impl Pool for DeadpoolPool {
         Ok(DeadpoolPool {
             inner: Arc::new(Inner {
                 pool,
-                epoch,
+                connector,
                 waiting: AtomicUsize::new(0),
                 min_size: config.min_connections,
                 max_size: config.max_connections,
@@ -343,7 +316,7 @@ impl Pool for DeadpoolPool {
     }
 
     fn clear_statement_caches(&self) {
-        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
+        self.inner.connector.clear_statement_caches();
     }
 
     async fn sleep(&self, duration: Duration) {

@@ -9,9 +9,12 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::connection::PgConnection;
+use std::sync::Arc;
+
+use crate::connection::{ConnSettings, PgConnection};
+use crate::errors::classify;
 use crate::tls;
-use crate::wire::{Batch, WireShim};
+use crate::wire::{Batch, Session, WireShim};
 
 /// One failed attempt.
 struct AttemptError {
@@ -128,12 +131,8 @@ fn base_config(config: &Config) -> tokio_postgres::Config {
 
 /// True for server errors that retrying cannot fix.
 fn is_permanent(e: &tokio_postgres::Error) -> bool {
-    e.code().is_some_and(|c| {
-        matches!(
-            c.code(),
-            "28P01" | "28000" | "3D000" | "42501" | "42704" | "22023" | "0A000"
-        )
-    })
+    e.code()
+        .is_some_and(|c| classify(c.code()).permanent_connect_failure)
 }
 
 fn describe(e: &tokio_postgres::Error) -> String {
@@ -177,6 +176,44 @@ pub(crate) struct Target {
     port: u16,
     ssl_mode: SslMode,
     tls: Option<MakeRustlsConnect>,
+    socket: SocketOptions,
+}
+
+/// TCP options applied to every stream opened to a server (libpq's `keepalives*` and
+/// `tcp_user_timeout`).
+#[derive(Clone, Debug)]
+pub(crate) struct SocketOptions {
+    keepalive: Option<socket2::TcpKeepalive>,
+    user_timeout: Option<std::time::Duration>,
+}
+
+impl SocketOptions {
+    pub(crate) fn from_config(config: &Config) -> Self {
+        let keepalive = config.keepalives.then(|| {
+            let k = socket2::TcpKeepalive::new()
+                .with_time(config.keepalives_idle)
+                .with_interval(config.keepalives_interval);
+            #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+            let k = k.with_retries(config.keepalives_count);
+            k
+        });
+        SocketOptions {
+            keepalive,
+            user_timeout: config.tcp_user_timeout,
+        }
+    }
+
+    fn apply(&self, tcp: &TcpStream) -> std::io::Result<()> {
+        let sock = socket2::SockRef::from(tcp);
+        if let Some(k) = &self.keepalive {
+            sock.set_tcp_keepalive(k)?;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(t) = self.user_timeout {
+            sock.set_tcp_user_timeout(Some(t))?;
+        }
+        Ok(())
+    }
 }
 
 impl Target {
@@ -199,6 +236,12 @@ impl Target {
                 std::io::Error::new(e.kind(), format!("error connecting to server: {e}"))
             })?;
         tcp.set_nodelay(true)?;
+        self.socket.apply(&tcp).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("error setting TCP keepalive options: {e}"),
+            )
+        })?;
         let Some(tls) = &self.tls else {
             return Ok(Box::new(tcp));
         };
@@ -265,6 +308,7 @@ async fn connect_host(
     config: &Config,
     base: &tokio_postgres::Config,
     tls: &Option<MakeRustlsConnect>,
+    settings: &Arc<ConnSettings>,
     host: &str,
     port: u16,
 ) -> std::result::Result<PgConnection, AttemptError> {
@@ -287,18 +331,20 @@ async fn connect_host(
         port,
         ssl_mode: config.ssl_mode,
         tls: tls.clone(),
+        socket: SocketOptions::from_config(config),
     };
     let batch = Batch::default();
+    let session = Arc::new(Session::default());
 
     let connected = tokio::time::timeout(limit, async {
         let stream = target.open().await.map_err(ConnectFailure::Io)?;
-        let shim = WireShim::new(stream, batch.clone());
+        let shim = WireShim::new(stream, batch.clone(), session.clone());
         let (client, conn) = pg
             .connect_raw(shim, NoTls)
             .await
             .map_err(ConnectFailure::Pg)?;
-        spawn_connection(conn);
-        Ok::<_, ConnectFailure>(client)
+        let task = spawn_connection(conn);
+        Ok::<_, ConnectFailure>((client, task))
     })
     .await;
     let client = match connected {
@@ -319,16 +365,18 @@ async fn connect_host(
         Ok(Err(ConnectFailure::Io(e))) => {
             return Err(fail(e.to_string(), Some(Box::new(e)), false));
         }
-        Ok(Ok(client)) => client,
+        Ok(Ok(connected)) => connected,
     };
+    let (client, task) = client;
 
     let endpoint = format!("{host}:{port}/{database}");
     let conn = PgConnection::from_parts(
         client,
         target,
         batch,
-        config.statement_cache_size,
-        config.log_parameters,
+        session,
+        task,
+        settings.clone(),
         endpoint,
     );
     for (i, cmd) in config.init_commands.iter().enumerate() {
@@ -354,7 +402,7 @@ async fn connect_host(
     Ok(conn)
 }
 
-fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>)
+fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>) -> tokio::task::AbortHandle
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -363,27 +411,38 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(target: "pgdbm", error = %e, "connection task ended with an error");
         }
-    });
+    })
+    .abort_handle()
 }
 
-/// `config` (already [`effective_config`]d and validated) and its TLS connector.
-fn prepare(config: &Config) -> Result<(Config, Option<MakeRustlsConnect>)> {
+/// What one config needs to open connections: the config ([`effective_config`]d and
+/// validated), its TLS connector and the settings its connections share.
+struct Prepared {
+    config: Config,
+    tls: Option<MakeRustlsConnect>,
+    settings: Arc<ConnSettings>,
+}
+
+fn prepare(config: &Config) -> Result<Prepared> {
     let config = effective_config(config)?;
     config.validate()?;
     let tls = tls::connector(&config)?;
-    Ok((config, tls))
+    let settings = Arc::new(ConnSettings::from_config(&config));
+    Ok(Prepared {
+        config,
+        tls,
+        settings,
+    })
 }
 
 /// One attempt over every host in order; the last host's error when all fail.
-async fn attempt(
-    config: &Config,
-    tls: &Option<MakeRustlsConnect>,
-) -> std::result::Result<PgConnection, AttemptError> {
+async fn attempt(p: &Prepared) -> std::result::Result<PgConnection, AttemptError> {
+    let (config, tls) = (&p.config, &p.tls);
     let base = base_config(config);
     let hosts = config.hosts();
     let mut last = None;
     for (host, port) in &hosts {
-        match connect_host(config, &base, tls, host, *port).await {
+        match connect_host(config, &base, tls, &p.settings, host, *port).await {
             Ok(conn) => return Ok(conn),
             Err(e) if e.permanent => return Err(e),
             Err(e) => {
@@ -412,8 +471,8 @@ impl PgConnection {
     /// Errors are [`Error::Connection`] naming host, port, database and `attempts = 1`, never
     /// the password; an invalid `config` (or TLS file) is an [`Error::Configuration`].
     pub async fn connect_once(config: &Config) -> Result<PgConnection> {
-        let (config, tls) = prepare(config)?;
-        attempt(&config, &tls).await.map_err(|e| e.into_error(1))
+        let p = prepare(config)?;
+        attempt(&p).await.map_err(|e| e.into_error(1))
     }
 
     /// Connects, retrying failed attempts with the backoff schedule of `config`
@@ -425,13 +484,12 @@ impl PgConnection {
     pub async fn connect(config: &Config) -> Result<PgConnection> {
         let started = Instant::now();
         // An invalid configuration is reported as such, not as a connection failure.
-        let (config, tls) = prepare(config)?;
-        let config = &config;
-        let schedule = RetrySchedule::from_config(config);
+        let p = prepare(config)?;
+        let schedule = RetrySchedule::from_config(&p.config);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            match attempt(config, &tls).await {
+            match attempt(&p).await {
                 Ok(conn) => {
                     tracing::debug!(target: "pgdbm", attempts, elapsed_ms = started.elapsed().as_millis() as u64, "connected");
                     return Ok(conn);

@@ -1,45 +1,85 @@
-//! [`PgConnection`]: one physical tokio-postgres connection and the state pgdbm keeps about it.
+//! [`PgConnection`]: one physical tokio-postgres connection and what pgdbm knows about it.
+//!
+//! Its transaction state is what the server reported (the status byte of every
+//! `ReadyForQuery`, read by the wire shim), and a request marks the connection *in flight*
+//! from before it is handed to tokio-postgres until its answer is consumed: a future dropped
+//! midway leaves the mark. Nothing is inferred from SQL text.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use pgdbm_core::error::truncate_sql;
-use pgdbm_core::{Connection, Error, Param, QueryError, QueryErrorKind, Result};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::{Client, NoTls, Statement};
+use pgdbm_core::{Config, Connection, Error, Param, QueryErrorKind, ResetPolicy, Result};
+use tokio_postgres::{Client, Statement};
 use tracing::Instrument;
 
 use crate::cache::StatementCache;
+use crate::cancel::{cancel, CancelOutcome};
 use crate::connect::Target;
-use crate::errors::{client_error, is_connection_error, query_error, server_error, QUERY_CANCELED};
+use crate::deadline::{deadline_of, Bounded, CANCEL_GRACE};
+use crate::errors::{client_error, params_shown, query_error};
 use crate::row::PgRow;
-use crate::sql::{tx_effect, TxEffect};
-use crate::wire::{encode_bind, ArmGuard, Batch, Outcome, Rows, ServerError};
-
-/// How long a timed-out statement may take to finish after its CancelRequest was sent before the
-/// connection is given up as broken.
-pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(2);
-
-/// Rows sent per pipelined chunk (one Sync, see [`crate::wire`]) by `execute_many`; bounds the
-/// memory of the encoded rows held for a chunk. Within one call the chunks share the
-/// `BEGIN`/`COMMIT` (or savepoint), so a multi-chunk batch stays all-or-nothing.
-const EXECUTE_MANY_CHUNK: usize = 16384;
+use crate::wire::{Batch, Session, TxStatus};
 
 /// Longest SQL text (in characters) recorded in tracing spans.
 const TRACED_SQL: usize = 200;
 
-const EXECUTE_MANY_SAVEPOINT: &str = "pgdbm_execute_many";
+/// What a full session reset runs (asyncpg's reset plus temp objects, sequences and SQL-level
+/// prepared statements, in one round trip); then `init_commands` are applied again.
+/// Protocol-level statements (pgdbm's cache) are kept: only `PREPARE`d ones are deallocated.
+const FULL_RESET: &str = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; \
+    SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; \
+    DO $pgdbm_reset$ DECLARE r record; BEGIN FOR r IN SELECT name FROM pg_prepared_statements \
+    WHERE from_sql LOOP EXECUTE format('DEALLOCATE %I', r.name); END LOOP; END $pgdbm_reset$";
 
-type PgFuture<'a, T> =
-    Pin<Box<dyn Future<Output = std::result::Result<T, tokio_postgres::Error>> + Send + 'a>>;
+/// Settings every connection of one config shares.
+#[derive(Debug)]
+pub(crate) struct ConnSettings {
+    pub(crate) statement_cache_size: usize,
+    pub(crate) log_parameters: bool,
+    /// Deadline of transaction control, `prepare` and other statements pgdbm runs itself:
+    /// `Config::command_timeout`.
+    pub(crate) control_timeout: Option<Duration>,
+    pub(crate) reset_policy: ResetPolicy,
+    pub(crate) init_commands: Vec<String>,
+    /// Bound on settling, resetting or checking a connection on its way back to the pool.
+    pub(crate) reset_timeout: Duration,
+}
+
+impl ConnSettings {
+    pub(crate) fn from_config(config: &Config) -> Self {
+        ConnSettings {
+            statement_cache_size: config.statement_cache_size,
+            log_parameters: config.log_parameters,
+            control_timeout: config.command_timeout,
+            reset_policy: config.reset_on_release,
+            init_commands: config.init_commands.clone(),
+            reset_timeout: Duration::from_secs(5)
+                .min(config.connect_timeout.max(Duration::from_millis(100))),
+        }
+    }
+}
+
+/// What the pool must do with a connection a borrower gave back
+/// ([`PgConnection::release_action`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseAction {
+    /// Idle, outside a transaction, nothing in flight: reuse as it is.
+    Reuse,
+    /// Inside a transaction, a failed one or with a request in flight, or (with
+    /// [`ResetPolicy::Full`]) used since checkout: [`reset`](PgConnection::reset) it before
+    /// anyone else gets it.
+    Reset,
+    /// Broken, discarded or in a state the server did not report: close it now.
+    Close,
+}
 
 /// One physical PostgreSQL connection (a [`tokio_postgres::Client`] whose connection task runs on
-/// tokio) plus the state pgdbm keeps about it: a bounded statement cache, transaction tracking,
-/// usage counters and the TLS connector used to cancel timed-out statements.
+/// tokio) plus the state pgdbm keeps about it: a bounded statement cache, the session state the
+/// server reported, usage counters and the address cancel requests go to.
 ///
 /// Open one with [`PgConnection::connect`]; pools hand them out wrapped in
 /// [`Pooled`](crate::Pooled). It implements [`pgdbm_core::Connection`].
@@ -61,21 +101,24 @@ pub struct PgConnection {
     /// stream to it.
     target: Target,
     /// The wire shim's batch switch for `execute_many`.
-    batch: Batch,
-    cache: StatementCache,
+    pub(crate) batch: Batch,
+    /// What the server reported, read by the wire shim.
+    session: Arc<Session>,
+    /// The connection task; aborted when the connection is given up, so the socket closes at
+    /// once instead of when tokio-postgres has drained pending replies.
+    task: tokio::task::AbortHandle,
+    settings: Arc<ConnSettings>,
+    pub(crate) cache: StatementCache,
     epoch: Option<(Arc<AtomicU64>, u64)>,
     created_at: Instant,
-    last_used: Instant,
-    query_count: u64,
-    /// Inside a transaction opened by `begin()`.
-    in_tx: bool,
-    /// The user ran `BEGIN`/`START` through `execute`/`batch_execute`.
-    maybe_tx: bool,
-    /// A statement was cancelled or interrupted: reset before reuse.
-    dirty: bool,
+    pub(crate) last_used: Instant,
+    pub(crate) query_count: u64,
+    /// `query_count` when the current borrower checked the connection out.
+    checkout_queries: u64,
+    /// A request was handed to tokio-postgres and its answer not consumed yet.
+    in_flight: AtomicBool,
     /// Unusable: discard it.
-    broken: bool,
-    log_parameters: bool,
+    broken: AtomicBool,
     /// `host:port/database`, for messages.
     endpoint: String,
 }
@@ -87,27 +130,15 @@ impl std::fmt::Debug for PgConnection {
             .field("tls", &self.target.has_tls())
             .field("cached_statements", &self.cache.len())
             .field("query_count", &self.query_count)
-            .field("in_transaction", &(self.in_tx || self.maybe_tx))
-            .field("needs_reset", &self.needs_reset())
+            .field("transaction_status", &self.session.tx_status())
+            .field("in_flight", &self.in_flight())
             .field("broken", &self.is_broken())
             .finish_non_exhaustive()
     }
 }
 
-/// What happened to a statement run under a deadline.
-enum Bounded<T> {
-    /// It finished (successfully or not) before the deadline.
-    Done(std::result::Result<T, tokio_postgres::Error>),
-    /// The deadline passed; a CancelRequest was sent. `finished` holds the statement's own
-    /// outcome when it completed within the grace period (the connection is idle again), `None`
-    /// when it did not (the connection must be discarded).
-    TimedOut {
-        finished: Option<std::result::Result<T, tokio_postgres::Error>>,
-    },
-}
-
 /// A statement ready to run: prepared (cached or not), or unnamed (no parameters, cache off).
-enum Stmt {
+pub(crate) enum Stmt {
     Prepared(Statement),
     Unnamed,
 }
@@ -125,10 +156,6 @@ enum Output {
     Rows(Vec<tokio_postgres::Row>),
 }
 
-fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.map(|t| Instant::now() + t)
-}
-
 fn is_cached_plan_error(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|db| {
         db.code().code() == "0A000"
@@ -143,8 +170,9 @@ impl PgConnection {
         client: Client,
         target: Target,
         batch: Batch,
-        statement_cache_size: usize,
-        log_parameters: bool,
+        session: Arc<Session>,
+        task: tokio::task::AbortHandle,
+        settings: Arc<ConnSettings>,
         endpoint: String,
     ) -> Self {
         let now = Instant::now();
@@ -152,16 +180,17 @@ impl PgConnection {
             client,
             target,
             batch,
-            cache: StatementCache::new(statement_cache_size),
+            session,
+            task,
+            cache: StatementCache::new(settings.statement_cache_size),
+            settings,
             epoch: None,
             created_at: now,
             last_used: now,
             query_count: 0,
-            in_tx: false,
-            maybe_tx: false,
-            dirty: false,
-            broken: false,
-            log_parameters,
+            checkout_queries: 0,
+            in_flight: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             endpoint,
         }
     }
@@ -181,47 +210,133 @@ impl PgConnection {
         self.query_count
     }
 
-    /// True if the connection may be inside a transaction or may have a cancelled or unfinished
-    /// statement: it was returned inside a transaction opened by `begin()`, its user ran
-    /// `BEGIN`/`START TRANSACTION` through `execute`/`batch_execute` without a later
-    /// `COMMIT`/`ROLLBACK`/`END`/`ABORT`, or a statement timed out or was interrupted.
-    /// [`reset`](Self::reset) brings it back to a clean idle state.
-    pub fn needs_reset(&self) -> bool {
-        self.in_tx || self.maybe_tx || self.dirty
+    /// True when a request was handed to the driver and its answer was not consumed (its
+    /// future was dropped midway): the statement may still be queued or running.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Brings the connection back to a clean idle state: a `ROLLBACK` (simple protocol) when
-    /// [`needs_reset`](Self::needs_reset), bounded by `timeout`. An error means the connection
-    /// must be discarded. Session settings (`SET`) are kept: they are part of the connection's
-    /// setup (`server_settings`, `init_commands`).
+    /// True when the connection is not idle outside a transaction as far as the server
+    /// reported: inside a transaction or a failed one (the last `ReadyForQuery` said `T` or
+    /// `E`), or with a request in flight. [`reset`](Self::reset) brings it back.
+    pub fn needs_reset(&self) -> bool {
+        self.in_flight() || self.session.tx_status() != TxStatus::Idle
+    }
+
+    /// What a pool must do with this connection when its borrower gives it back.
+    pub fn release_action(&self) -> ReleaseAction {
+        if self.is_broken() {
+            return ReleaseAction::Close;
+        }
+        match self.session.tx_status() {
+            TxStatus::Unknown if !self.in_flight() => ReleaseAction::Close,
+            TxStatus::Idle if !self.in_flight() && !self.full_reset_due() => ReleaseAction::Reuse,
+            _ => ReleaseAction::Reset,
+        }
+    }
+
+    /// Bound on [`reset`](Self::reset) that this connection's config asks for.
+    pub fn reset_timeout(&self) -> Duration {
+        self.settings.reset_timeout
+    }
+
+    /// Records that a new borrower has the connection (for [`ResetPolicy::Full`], which resets
+    /// only connections used since checkout).
+    pub fn mark_checked_out(&mut self) {
+        self.checkout_queries = self.query_count;
+    }
+
+    fn full_reset_due(&self) -> bool {
+        self.settings.reset_policy == ResetPolicy::Full && self.query_count > self.checkout_queries
+    }
+
+    /// Brings the connection back to a clean idle state, each step bounded by `timeout`:
+    /// a request in flight is cancelled and settled (a CancelRequest, confirmed, then an empty
+    /// query that tokio-postgres answers only after every earlier request), an open or failed
+    /// transaction is rolled back, and with [`ResetPolicy::Full`] a used connection gets the
+    /// full session reset and its `init_commands` again. An error means the connection must be
+    /// closed (it is marked broken).
     pub async fn reset(&mut self, timeout: Duration) -> Result<()> {
         if self.is_broken() {
             return Err(self.broken_error("reset"));
         }
-        if !self.needs_reset() {
-            return Ok(());
+        let r = self.reset_steps(timeout).await;
+        if r.is_err() {
+            self.mark_broken();
         }
-        match tokio::time::timeout(timeout, self.client.batch_execute("ROLLBACK")).await {
-            Ok(Ok(())) => {
-                self.in_tx = false;
-                self.maybe_tx = false;
-                self.dirty = false;
-                Ok(())
+        r
+    }
+
+    async fn reset_steps(&mut self, timeout: Duration) -> Result<()> {
+        if self.in_flight() {
+            self.settle_in_flight(timeout).await?;
+        }
+        match self.session.tx_status() {
+            TxStatus::Idle => {}
+            TxStatus::InTransaction | TxStatus::Failed => {
+                self.simple_bounded("ROLLBACK", timeout).await?;
             }
-            Ok(Err(e)) => {
-                self.broken = true;
-                Err(query_error(e, "ROLLBACK", 0))
-            }
-            Err(_) => {
-                self.broken = true;
-                Err(client_error(
-                    QueryErrorKind::Timeout,
-                    format!(
-                        "resetting the connection (ROLLBACK) took longer than {timeout:?}; the connection is discarded"
-                    ),
-                    "ROLLBACK",
+            TxStatus::Unknown => {
+                return Err(client_error(
+                    QueryErrorKind::Connection,
+                    "the server reported no transaction status; the connection is discarded",
+                    "",
                 ))
             }
+        }
+        if self.full_reset_due() {
+            self.simple_bounded(FULL_RESET, timeout).await?;
+            let settings = self.settings.clone();
+            for cmd in &settings.init_commands {
+                self.simple_bounded(cmd, timeout).await?;
+            }
+            self.checkout_queries = self.query_count;
+        }
+        self.forget_dropped_statements();
+        Ok(())
+    }
+
+    /// Settles a request left in flight by a dropped future: cancels it (confirmed, so no late
+    /// cancel can hit a later statement), then waits for an empty query, which tokio-postgres
+    /// answers only after every earlier request; the session status is then current.
+    async fn settle_in_flight(&mut self, timeout: Duration) -> Result<()> {
+        let key = self.session.backend_key();
+        if cancel(&self.target, key, timeout.min(CANCEL_GRACE)).await == CancelOutcome::Uncertain {
+            return Err(client_error(
+                QueryErrorKind::Connection,
+                "a request left running could not be cancelled with certainty; the connection is discarded",
+                "",
+            ));
+        }
+        match tokio::time::timeout(timeout, self.client.simple_query("")).await {
+            Ok(Ok(_)) => {
+                self.set_in_flight(false);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(query_error(e, "", 0)),
+            Err(_) => Err(client_error(
+                QueryErrorKind::Timeout,
+                format!(
+                    "a request left running did not end within {timeout:?} of its cancel; the connection is discarded"
+                ),
+                "",
+            )),
+        }
+    }
+
+    /// Runs `sql` with the simple protocol, bounded by `timeout`.
+    async fn simple_bounded(&mut self, sql: &str, timeout: Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.client.batch_execute(sql)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(query_error(e, sql, 0)),
+            Err(_) => Err(client_error(
+                QueryErrorKind::Timeout,
+                format!(
+                    "`{}` took longer than {timeout:?}; the connection is discarded",
+                    truncate_sql(sql, 40)
+                ),
+                sql,
+            )),
         }
     }
 
@@ -237,11 +352,11 @@ impl PgConnection {
                 Ok(())
             }
             Ok(Err(e)) => {
-                self.broken = true;
+                self.mark_broken();
                 Err(query_error(e, "", 0))
             }
             Err(_) => {
-                self.broken = true;
+                self.mark_broken();
                 Err(client_error(
                     QueryErrorKind::Timeout,
                     format!(
@@ -254,11 +369,11 @@ impl PgConnection {
     }
 
     /// True when the connection is closed (the server or network ended it, or an I/O error or an
-    /// unfinished cancelled statement left it unusable), an `execute_many` was cancelled (its
-    /// future dropped) before its closing statement was sent, or
-    /// [`discard`](Connection::discard) was called. A broken connection is never reused.
+    /// unconfirmed cancel left it unusable), an `execute_many` was cancelled (its future dropped)
+    /// before its closing statement was sent, or [`discard`](Connection::discard) was called. A
+    /// broken connection is never reused.
     pub fn is_broken(&self) -> bool {
-        self.broken || self.client.is_closed() || self.batch.is_poisoned()
+        self.broken.load(Ordering::Acquire) || self.client.is_closed() || self.batch.is_poisoned()
     }
 
     /// Shares the pool's statement-cache epoch: `Pool::clear_statement_caches` increments it,
@@ -272,9 +387,9 @@ impl PgConnection {
     /// The underlying tokio-postgres client: an escape hatch for what pgdbm does not wrap
     /// (LISTEN/NOTIFY, `copy_out`, custom types).
     ///
-    /// Statements run through it bypass pgdbm's bookkeeping: its transaction tracking, statement
-    /// cache, query counter and timeouts. Leave the connection idle and outside a transaction
-    /// before returning it to a pool, or call [`discard`](Connection::discard).
+    /// Statements run through it bypass pgdbm's statement cache, query counter and timeouts,
+    /// but not its state tracking: the transaction status is what the server reports, so a
+    /// transaction left open through it is still rolled back when the connection is released.
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -284,8 +399,28 @@ impl PgConnection {
         self.cache.len()
     }
 
-    fn in_any_tx(&self) -> bool {
-        self.in_tx || self.maybe_tx
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub(crate) fn settings(&self) -> &ConnSettings {
+        &self.settings
+    }
+
+    pub(crate) fn set_in_flight(&self, v: bool) {
+        self.in_flight.store(v, Ordering::Release);
+    }
+
+    pub(crate) fn mark_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn tx_status(&self) -> TxStatus {
+        self.session.tx_status()
     }
 
     fn broken_error(&self, what: &str) -> Error {
@@ -299,23 +434,32 @@ impl PgConnection {
         )
     }
 
-    fn check_usable(&self, sql: &str) -> Result<()> {
+    /// Called before every request: refuses a broken connection and settles a request an
+    /// earlier, dropped future left in flight (so its statement cannot run into this one).
+    pub(crate) async fn ready_for(&mut self, sql: &str) -> Result<()> {
+        if self.in_flight() && !self.is_broken() {
+            let timeout = self.settings.reset_timeout;
+            if let Err(e) = self.settle_in_flight(timeout).await {
+                self.mark_broken();
+                return Err(e);
+            }
+        }
         if self.is_broken() {
-            Err(client_error(
+            return Err(client_error(
                 QueryErrorKind::Connection,
                 format!(
                     "the connection to {} is closed; the connection is discarded, retry on a new one",
                     self.endpoint
                 ),
                 sql,
-            ))
-        } else {
-            Ok(())
+            ));
         }
+        Ok(())
     }
 
-    /// Clears the statement cache when the pool's epoch moved.
-    fn sync_epoch(&mut self) {
+    /// Clears the statement cache when the pool's epoch moved or the server dropped prepared
+    /// statements (`DEALLOCATE`, `DISCARD ALL`).
+    pub(crate) fn sync_epoch(&mut self) {
         if let Some((epoch, seen)) = &mut self.epoch {
             let now = epoch.load(Ordering::Acquire);
             if now != *seen {
@@ -323,9 +467,16 @@ impl PgConnection {
                 self.cache.clear();
             }
         }
+        self.forget_dropped_statements();
     }
 
-    fn span(&self, op: &'static str, sql: &str) -> tracing::Span {
+    fn forget_dropped_statements(&mut self) {
+        if self.session.take_statements_dropped() {
+            self.cache.clear();
+        }
+    }
+
+    pub(crate) fn span(&self, op: &'static str, sql: &str) -> tracing::Span {
         // Trace level: the manager (pgdbm-core's Database) owns the debug-level span of each
         // query; this one only adds wire-level detail for those who ask for `pgdbm::wire=trace`.
         tracing::trace_span!(
@@ -338,7 +489,16 @@ impl PgConnection {
         )
     }
 
-    fn record(&self, span: &tracing::Span, started: Instant, rows: Option<u64>, ok: bool) {
+    pub(crate) fn record(
+        &self,
+        span: &tracing::Span,
+        started: Instant,
+        rows: Option<u64>,
+        ok: bool,
+    ) {
+        if span.is_disabled() {
+            return;
+        }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         span.record("duration_ms", ms);
         if let Some(r) = rows {
@@ -353,115 +513,19 @@ impl PgConnection {
         });
     }
 
-    fn log_params(&self, span: &tracing::Span, params: &[Param<'_>]) {
-        if self.log_parameters && !params.is_empty() {
-            let shown: Vec<String> = params.iter().map(|p| format!("{p:?}")).collect();
-            span.in_scope(|| tracing::debug!(target: "pgdbm", params = ?shown, "query parameters"));
-        }
-    }
-
     /// With `Config::log_parameters`, puts the parameters' `Debug` text into a query error
     /// (they are masked otherwise).
-    fn show_params(&self, mut err: Error, params: &[Param<'_>]) -> Error {
-        if self.log_parameters && !params.is_empty() {
-            if let Error::Query(q) = &mut err {
-                q.params = pgdbm_core::QueryParams::Shown(
-                    params.iter().map(|p| format!("{p:?}")).collect(),
-                );
+    pub(crate) fn show_params(&self, mut err: Error, params: &[Param<'_>]) -> Error {
+        if let Error::Query(q) = &mut err {
+            if !params.is_empty() {
+                q.params = params_shown(params, self.settings.log_parameters);
             }
         }
         err
     }
 
-    /// Runs `fut` (a request on this connection's client) until `deadline`; on expiry sends a
-    /// CancelRequest and waits up to [`CANCEL_GRACE`] for the statement to end.
-    async fn bounded<T>(
-        &self,
-        deadline: Option<Instant>,
-        fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
-    ) -> Bounded<T> {
-        let Some(deadline) = deadline else {
-            return Bounded::Done(fut.await);
-        };
-        let mut fut = std::pin::pin!(fut);
-        match tokio::time::timeout_at(deadline.into(), &mut fut).await {
-            Ok(r) => Bounded::Done(r),
-            Err(_) => {
-                let grace_end = tokio::time::Instant::now() + CANCEL_GRACE;
-                let token = self.client.cancel_token();
-                // The connection was opened with `connect_raw` (below the wire shim), so the
-                // token knows no socket: open a fresh stream to the same server, TLS included
-                // when the connection uses it, and send the CancelRequest over it.
-                let cancel = async {
-                    let stream = self.target.open().await.map_err(|e| e.to_string())?;
-                    token
-                        .cancel_query_raw(stream, NoTls)
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                match tokio::time::timeout_at(grace_end, cancel).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(target: "pgdbm", error = %e, "cancel request failed")
-                    }
-                    Err(_) => tracing::debug!(target: "pgdbm", "cancel request timed out"),
-                }
-                let finished = tokio::time::timeout_at(grace_end, &mut fut).await.ok();
-                Bounded::TimedOut { finished }
-            }
-        }
-    }
-
-    /// Turns a [`Bounded`] outcome into a result, updating the connection's state.
-    fn settle<T>(
-        &mut self,
-        outcome: Bounded<T>,
-        sql: &str,
-        n_params: usize,
-        timeout: Option<Duration>,
-    ) -> Result<T> {
-        match outcome {
-            Bounded::Done(Ok(v)) => Ok(v),
-            Bounded::Done(Err(e)) => {
-                if is_connection_error(&e) {
-                    self.broken = true;
-                }
-                Err(query_error(e, sql, n_params))
-            }
-            Bounded::TimedOut { finished } => {
-                self.dirty = true;
-                let limit = timeout.unwrap_or_default();
-                let detail = match finished {
-                    // The statement completed just as the deadline passed: its outcome stands.
-                    Some(Ok(v)) => return Ok(v),
-                    Some(Err(e)) if e.code().map(|c| c.code()) != Some(QUERY_CANCELED) => {
-                        if is_connection_error(&e) {
-                            self.broken = true;
-                        }
-                        return Err(query_error(e, sql, n_params));
-                    }
-                    Some(Err(_)) => "the statement was cancelled on the server".to_string(),
-                    None => {
-                        self.broken = true;
-                        format!(
-                            "a cancel request was sent but the statement did not end within {CANCEL_GRACE:?}; the connection is discarded"
-                        )
-                    }
-                };
-                let mut q = QueryError::new(
-                    QueryErrorKind::Timeout,
-                    format!("statement exceeded its timeout of {limit:?}; {detail}"),
-                    sql,
-                )
-                .with_params(crate::errors::params_for(n_params));
-                q.sqlstate = Some(QUERY_CANCELED.to_string());
-                Err(q.into())
-            }
-        }
-    }
-
     /// The statement for `sql`: from the cache, or prepared (and cached when the cache is on).
-    async fn statement(
+    pub(crate) async fn statement(
         &mut self,
         sql: &str,
         n_params: usize,
@@ -494,7 +558,7 @@ impl PgConnection {
         sql: &'a str,
         params: &'a [Param<'a>],
         op: Op,
-    ) -> PgFuture<'a, Output> {
+    ) -> BoxFuture<'a, std::result::Result<Output, tokio_postgres::Error>> {
         let client = &self.client;
         match (stmt, op) {
             (Stmt::Prepared(s), Op::Execute) => {
@@ -528,17 +592,6 @@ impl PgConnection {
         }
     }
 
-    fn note_tx_effect(&mut self, sql: &str) {
-        match tx_effect(sql) {
-            TxEffect::Begin => self.maybe_tx = true,
-            TxEffect::End => {
-                self.maybe_tx = false;
-                self.in_tx = false;
-            }
-            TxEffect::None => {}
-        }
-    }
-
     /// Runs one statement with the statement cache, the evict-and-retry-once rule for
     /// "cached plan must not change result type", timeouts and bookkeeping.
     async fn run(
@@ -548,7 +601,7 @@ impl PgConnection {
         params: &[Param<'_>],
         timeout: Option<Duration>,
     ) -> Result<Output> {
-        self.check_usable(sql)?;
+        self.ready_for(sql).await?;
         let deadline = deadline_of(timeout);
         let mut retried = false;
         loop {
@@ -560,18 +613,13 @@ impl PgConnection {
                 .await;
             self.query_count += 1;
             if let Bounded::Done(Err(e)) = &outcome {
-                if !retried && is_cached_plan_error(e) && !self.in_any_tx() {
+                if !retried && is_cached_plan_error(e) && self.tx_status() == TxStatus::Idle {
                     self.cache.remove(sql);
                     retried = true;
                     continue;
                 }
             }
-            self.note_tx_effect(sql);
-            let result = self.settle(outcome, sql, params.len(), timeout);
-            if matches!(op, Op::Execute | Op::Query) {
-                drop(stmt);
-            }
-            return result;
+            return self.settle(outcome, sql, params.len(), timeout);
         }
     }
 
@@ -584,7 +632,10 @@ impl PgConnection {
         timeout: Option<Duration>,
     ) -> Result<Output> {
         let span = self.span(name, sql);
-        self.log_params(&span, params);
+        if self.settings.log_parameters && !params.is_empty() {
+            let shown = params_shown(params, true);
+            span.in_scope(|| tracing::debug!(target: "pgdbm", params = ?shown, "query parameters"));
+        }
         let started = Instant::now();
         let result = self
             .run(op, sql, params, timeout)
@@ -601,222 +652,43 @@ impl PgConnection {
         result
     }
 
-    /// Runs a control statement (`BEGIN`, `COMMIT`...) with the simple protocol.
+    /// Runs a transaction-control statement (`BEGIN`, `COMMIT`...) with the simple protocol,
+    /// bounded by `Config::command_timeout`.
     async fn control(&mut self, sql: &str) -> Result<()> {
-        self.check_usable(sql)?;
+        self.ready_for(sql).await?;
         let span = self.span("control", sql);
         let started = Instant::now();
-        let result = self
-            .client
-            .batch_execute(sql)
+        let timeout = self.settings.control_timeout;
+        let outcome = self
+            .bounded(deadline_of(timeout), self.client.batch_execute(sql))
             .instrument(span.clone())
             .await;
         self.query_count += 1;
         self.last_used = Instant::now();
+        let result = self.settle(outcome, sql, 0, timeout);
         self.record(&span, started, None, result.is_ok());
-        result.map_err(|e| {
-            if is_connection_error(&e) {
-                self.broken = true;
-            }
-            query_error(e, sql, 0)
-        })
-    }
-
-    /// Encodes every row of `execute_many` before anything is sent: the parameter count must
-    /// match and every value must serialize to its parameter type (what tokio-postgres checks
-    /// when it builds a Bind). Rows `1..n` of each chunk are kept (the wire shim writes them);
-    /// each chunk's row 0 is only checked (tokio-postgres encodes it again). The error names
-    /// the first bad row, with the texts tokio-postgres would use.
-    fn encode_rows(
-        stmt: &Statement,
-        rows: &[&[Param<'_>]],
-    ) -> std::result::Result<Vec<Rows>, BadRow> {
-        let types = stmt.params();
-        let mut scratch = bytes::BytesMut::new();
-        let mut chunks = Vec::with_capacity(rows.len().div_ceil(EXECUTE_MANY_CHUNK));
-        for (ci, chunk) in rows.chunks(EXECUTE_MANY_CHUNK).enumerate() {
-            let mut encoded = Rows::default();
-            for (j, row) in chunk.iter().enumerate() {
-                let i = ci * EXECUTE_MANY_CHUNK + j;
-                if row.len() != types.len() {
-                    return Err((
-                        i,
-                        QueryErrorKind::Client,
-                        format!("expected {} parameters but got {}", types.len(), row.len()),
-                        None,
-                    ));
-                }
-                let r = if j == 0 {
-                    scratch.clear();
-                    encode_bind(row, types, &mut scratch)
-                } else {
-                    encoded.push(row, types)
-                };
-                if let Err(e) = r {
-                    return Err((i, QueryErrorKind::Conversion, e.message, e.source));
-                }
-            }
-            chunks.push(encoded);
-        }
-        Ok(chunks)
-    }
-
-    /// The pipelined part of `execute_many`: opens (BEGIN or SAVEPOINT), then for each chunk
-    /// arms the wire shim with the chunk's rows `1..n` and issues one tokio-postgres `execute`
-    /// for row 0, which the shim turns into the whole chunk with one Sync (see
-    /// [`crate::wire`]), and closes (COMMIT or RELEASE) after the last chunk, or rolls back
-    /// when a row failed. Returns the total row count or the first failing row.
-    async fn pipeline_rows(
-        client: &Client,
-        batch: &Batch,
-        stmt: &Statement,
-        rows: &[&[Param<'_>]],
-        encoded: Vec<Rows>,
-        own_tx: bool,
-    ) -> std::result::Result<u64, ManyError> {
-        let open = if own_tx {
-            "BEGIN".to_string()
-        } else {
-            format!("SAVEPOINT {EXECUTE_MANY_SAVEPOINT}")
-        };
-        let close_ok = if own_tx {
-            "COMMIT".to_string()
-        } else {
-            format!("RELEASE SAVEPOINT {EXECUTE_MANY_SAVEPOINT}")
-        };
-        let close_err = if own_tx {
-            "ROLLBACK".to_string()
-        } else {
-            format!(
-                "ROLLBACK TO SAVEPOINT {EXECUTE_MANY_SAVEPOINT}; RELEASE SAVEPOINT {EXECUTE_MANY_SAVEPOINT}"
-            )
-        };
-
-        // Dropped (the caller cancelled execute_many) before the closing statement is queued,
-        // the connection is poisoned and will be discarded: the server may hold an open
-        // transaction.
-        let mut guard = ArmGuard::new(batch);
-        // Waiting for the open also makes the connection idle (every earlier request, such as
-        // the Close of an evicted statement, is answered), which arming the shim requires.
-        if let Err(e) = client.batch_execute(&open).await {
-            guard.complete();
-            return Err(ManyError {
-                row: None,
-                cause: ManyCause::Driver(e),
-            });
-        }
-        let mut total = 0u64;
-        let mut base = 0usize;
-
-        for (chunk, rest) in rows.chunks(EXECUTE_MANY_CHUNK).zip(encoded) {
-            let injected = rest.len();
-            let Some(first) = chunk.first() else { break };
-            // Not armed (a chunk still active, which the idle connection rules out) only
-            // costs speed: the rows then run one by one.
-            let armed = injected > 0 && batch.arm(rest);
-            let mut failure: Option<ManyError> = None;
-            if injected > 0 && !armed {
-                tracing::debug!(target: "pgdbm::wire", "execute_many chunk not armed; rows run one by one");
-                for (i, params) in chunk.iter().enumerate() {
-                    match client.execute(stmt, params).await {
-                        Ok(n) => total += n,
-                        Err(e) => {
-                            failure = Some(ManyError {
-                                row: Some(base + i),
-                                cause: ManyCause::Driver(e),
-                            });
-                            break;
-                        }
-                    }
-                }
-            } else {
-                let first_result = client.execute(stmt, first).await;
-                let outcome = if armed {
-                    batch.take_outcome()
-                } else {
-                    Outcome::default()
-                };
-                failure = match first_result {
-                    // A later row's fatal error (57P01...) closed the connection: report it.
-                    Err(_) if outcome.error.is_some() => outcome.error.map(|(k, e)| ManyError {
-                        row: Some(base + k),
-                        cause: ManyCause::Server(Box::new(e)),
-                    }),
-                    Err(e) => Some(ManyError {
-                        row: Some(base),
-                        cause: ManyCause::Driver(e),
-                    }),
-                    Ok(n) if !armed => {
-                        total += n;
-                        None
-                    }
-                    Ok(n) => match outcome {
-                        Outcome {
-                            injected: true,
-                            complete: true,
-                            error: None,
-                            rows,
-                        } => {
-                            total += n + rows;
-                            None
-                        }
-                        Outcome {
-                            injected: true,
-                            complete: true,
-                            error: Some((k, e)),
-                            ..
-                        } => Some(ManyError {
-                            row: Some(base + k),
-                            cause: ManyCause::Server(Box::new(e)),
-                        }),
-                        _ => Some(ManyError {
-                            row: None,
-                            cause: ManyCause::Lost,
-                        }),
-                    },
-                };
-            }
-            if let Some(f) = failure {
-                // A row failed: the transaction (or savepoint) is aborted; roll it back. The
-                // first poll of the await below queues the rollback before any drop can
-                // happen.
-                guard.complete();
-                let _ = client.batch_execute(&close_err).await;
-                return Err(f);
-            }
-            base += chunk.len();
-        }
-        // As above: the first poll queues the close.
-        guard.complete();
-        client
-            .batch_execute(&close_ok)
-            .await
-            .map_err(|e| ManyError {
-                row: None,
-                cause: ManyCause::Driver(e),
-            })?;
-        Ok(total)
+        result
     }
 }
 
-/// Why `execute_many` failed.
-enum ManyCause {
-    /// tokio-postgres reported it (row 0 of a chunk, the open or close statement, or I/O).
-    Driver(tokio_postgres::Error),
-    /// A later row of a chunk failed on the server (read by the wire shim).
-    Server(Box<ServerError>),
-    /// The wire shim did not see the chunk through (it is not the request it expected).
-    Lost,
-}
-
-/// A row `execute_many` cannot send: (row index, kind, message, source).
-type BadRow = (usize, QueryErrorKind, String, Option<pgdbm_core::BoxError>);
-
-/// A failure inside `execute_many`.
-struct ManyError {
-    /// The failing row, when one failed.
-    row: Option<usize>,
-    cause: ManyCause,
+/// Rewrites the error of a `COMMIT` whose answer never came (the connection failed or the
+/// deadline passed) as [`QueryErrorKind::CommitOutcomeUnknown`]: it may have committed. A
+/// server's refusal (a deferred constraint, say) is a definite outcome and stays as it is.
+pub(crate) fn commit_outcome(err: Error, what: &str) -> Error {
+    match err {
+        Error::Query(mut q)
+            if matches!(q.kind, QueryErrorKind::Connection | QueryErrorKind::Timeout) =>
+        {
+            q.kind = QueryErrorKind::CommitOutcomeUnknown;
+            q.message = format!(
+                "{what} was sent but no answer came back ({}); the transaction may or may not have \
+                 committed. Check whether its work is there (or make it idempotent) before retrying",
+                q.message
+            );
+            Error::Query(q)
+        }
+        other => other,
+    }
 }
 
 async fn first_row(
@@ -831,6 +703,30 @@ async fn first_row(
         while stream.try_next().await?.is_some() {}
     }
     Ok(Output::Rows(first.into_iter().collect()))
+}
+
+impl Drop for PgConnection {
+    fn drop(&mut self) {
+        let clean =
+            !self.in_flight() && !self.is_broken() && self.session.tx_status() == TxStatus::Idle;
+        if clean {
+            // tokio-postgres says goodbye (Terminate) and ends the task itself.
+            return;
+        }
+        if self.in_flight() && !self.client.is_closed() {
+            // A statement may be running: closing the socket alone would leave it (and its
+            // locks) until it ends, since the server notices a gone client only when it reads.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let target = self.target.clone();
+                let key = self.session.backend_key();
+                rt.spawn(async move {
+                    cancel(&target, key, CANCEL_GRACE).await;
+                });
+            }
+        }
+        // Close the socket now: the server ends the session (and rolls back) at once.
+        self.task.abort();
+    }
 }
 
 #[async_trait]
@@ -883,7 +779,7 @@ impl Connection for PgConnection {
     }
 
     async fn batch_execute(&mut self, sql: &str, timeout: Option<Duration>) -> Result<()> {
-        self.check_usable(sql)?;
+        self.ready_for(sql).await?;
         let span = self.span("batch_execute", sql);
         let started = Instant::now();
         let deadline = deadline_of(timeout);
@@ -893,7 +789,6 @@ impl Connection for PgConnection {
             .await;
         self.query_count += 1;
         self.last_used = Instant::now();
-        self.note_tx_effect(sql);
         let result = self.settle(outcome, sql, 0, timeout);
         self.record(&span, started, None, result.is_ok());
         result
@@ -905,113 +800,7 @@ impl Connection for PgConnection {
         rows: &[&[Param<'_>]],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.check_usable(sql)?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let span = self.span("execute_many", sql);
-        let started = Instant::now();
-        let deadline = deadline_of(timeout);
-        let n_params = rows.first().map_or(0, |r| r.len());
-        let stmt = match self
-            .statement(sql, n_params, deadline, timeout, false)
-            .instrument(span.clone())
-            .await?
-        {
-            Stmt::Prepared(s) => s,
-            // `statement` never answers Unnamed when `allow_unnamed` is false.
-            Stmt::Unnamed => self
-                .client
-                .prepare(sql)
-                .await
-                .map_err(|e| query_error(e, sql, n_params))?,
-        };
-        let encoded = match Self::encode_rows(&stmt, rows) {
-            Ok(encoded) => encoded,
-            Err((row, kind, message, source)) => {
-                let bad: &[Param<'_>] = rows.get(row).copied().unwrap_or(&[]);
-                let mut q = QueryError::new(
-                    kind,
-                    format!("row {row} of {}: {message}; nothing was sent", rows.len()),
-                    sql,
-                )
-                .with_params(crate::errors::params_for(bad.len()));
-                q.row = Some(row);
-                q.source = source;
-                let err = self.show_params(q.into(), bad);
-                self.record(&span, started, None, false);
-                return Err(err);
-            }
-        };
-        let own_tx = !self.in_any_tx();
-        let outcome = self
-            .bounded(deadline, async {
-                Ok::<_, tokio_postgres::Error>(
-                    Self::pipeline_rows(&self.client, &self.batch, &stmt, rows, encoded, own_tx)
-                        .await,
-                )
-            })
-            .instrument(span.clone())
-            .await;
-        self.query_count += rows.len() as u64;
-        self.last_used = Instant::now();
-        let result = match self.settle(outcome, sql, n_params, timeout) {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(many)) => {
-                let row_params = many
-                    .row
-                    .and_then(|r| rows.get(r))
-                    .map_or(n_params, |r| r.len());
-                let mut err = match many.cause {
-                    ManyCause::Driver(e) => {
-                        if is_connection_error(&e) {
-                            self.broken = true;
-                        }
-                        query_error(e, sql, row_params)
-                    }
-                    ManyCause::Server(e) => {
-                        if e.code.starts_with("08") || e.code.starts_with("57P") {
-                            self.broken = true;
-                        }
-                        server_error(*e, sql, row_params)
-                    }
-                    ManyCause::Lost => {
-                        self.broken = true;
-                        client_error(
-                            QueryErrorKind::Connection,
-                            "execute_many lost track of its pipeline on the connection; nothing was committed and the connection is discarded, retry on a new one",
-                            sql,
-                        )
-                    }
-                };
-                if let Error::Query(q) = &mut err {
-                    q.row = many.row;
-                    if let Some(params) = many.row.and_then(|r| rows.get(r)) {
-                        if self.log_parameters && !params.is_empty() {
-                            q.params = pgdbm_core::QueryParams::Shown(
-                                params.iter().map(|p| format!("{p:?}")).collect(),
-                            );
-                        }
-                    }
-                    if let Some(r) = many.row {
-                        q.message = format!(
-                            "row {r} of {}: {}; no row was applied",
-                            rows.len(),
-                            q.message
-                        );
-                    }
-                }
-                Err(err)
-            }
-            Err(e) => Err(e),
-        };
-        self.record(
-            &span,
-            started,
-            result.as_ref().ok().copied(),
-            result.is_ok(),
-        );
-        result
+        self.run_execute_many(sql, rows, timeout).await
     }
 
     async fn copy_in(
@@ -1021,121 +810,43 @@ impl Connection for PgConnection {
         rows: &[&[Param<'_>]],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        let quoted = columns
-            .iter()
-            .map(|c| pgdbm_core::quote_identifier(c))
-            .collect::<Result<Vec<_>>>()?
-            .join(", ");
-        let (probe, copy) = if columns.is_empty() {
-            (
-                format!("SELECT * FROM {table} LIMIT 0"),
-                format!("COPY {table} FROM STDIN (FORMAT binary)"),
-            )
-        } else {
-            (
-                format!("SELECT {quoted} FROM {table} LIMIT 0"),
-                format!("COPY {table} ({quoted}) FROM STDIN (FORMAT binary)"),
-            )
-        };
-        self.check_usable(&copy)?;
-        let span = self.span("copy_in", &copy);
-        let started = Instant::now();
-        let deadline = deadline_of(timeout);
-
-        let outcome = self.bounded(deadline, self.client.prepare(&probe)).await;
-        let types: Vec<postgres_types::Type> = self
-            .settle(outcome, &probe, 0, timeout)?
-            .columns()
-            .iter()
-            .map(|c| c.type_().clone())
-            .collect();
-        if let Some((i, row)) = rows
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.len() != types.len())
-        {
-            let mut q = QueryError::new(
-                QueryErrorKind::Client,
-                format!(
-                    "row {i} has {} value(s) but the copy targets {} column(s); nothing was copied",
-                    row.len(),
-                    types.len()
-                ),
-                copy.clone(),
-            );
-            q.row = Some(i);
-            return Err(q.into());
-        }
-
-        let client = &self.client;
-        let copy_sql = copy.as_str();
-        let work = async {
-            let sink = client.copy_in(copy_sql).await?;
-            let writer = BinaryCopyInWriter::new(sink, &types);
-            let mut writer = std::pin::pin!(writer);
-            for (i, row) in rows.iter().enumerate() {
-                if let Err(e) = writer.as_mut().write(row).await {
-                    return Ok(Err((i, e)));
-                }
-            }
-            writer.as_mut().finish().await.map(Ok)
-        };
-        let outcome = self.bounded(deadline, work).instrument(span.clone()).await;
-        self.query_count += 1;
-        self.last_used = Instant::now();
-        let result = match self.settle(outcome, &copy, 0, timeout) {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err((i, e))) => {
-                let mut err = query_error(e, &copy, types.len());
-                if let Error::Query(q) = &mut err {
-                    q.row = Some(i);
-                    q.message = format!("row {i}: {}; the copy was aborted", q.message);
-                }
-                Err(err)
-            }
-            Err(e) => Err(e),
-        };
-        self.record(
-            &span,
-            started,
-            result.as_ref().ok().copied(),
-            result.is_ok(),
-        );
-        result
+        self.run_copy_in(table, columns, rows, timeout).await
     }
 
     async fn prepare(&mut self, sql: &str) -> Result<()> {
-        self.check_usable(sql)?;
-        let outcome = self.bounded(None, self.client.prepare(sql)).await;
-        let stmt = self.settle(outcome, sql, 0, None)?;
+        self.ready_for(sql).await?;
+        let timeout = self.settings.control_timeout;
+        let outcome = self
+            .bounded(deadline_of(timeout), self.client.prepare(sql))
+            .await;
+        let stmt = self.settle(outcome, sql, 0, timeout)?;
         self.sync_epoch();
         self.cache.insert(sql, stmt);
         Ok(())
     }
 
     async fn begin(&mut self) -> Result<()> {
-        self.control("BEGIN").await?;
-        self.in_tx = true;
-        Ok(())
+        self.control("BEGIN").await
     }
 
     async fn commit(&mut self) -> Result<()> {
-        let r = self.control("COMMIT").await;
-        // A failed COMMIT (e.g. a deferred constraint) still ends the transaction.
-        self.in_tx = false;
-        self.maybe_tx = false;
-        r
+        // A connection already unusable never sent the COMMIT: the server rolls back, a
+        // definite outcome.
+        self.ready_for("COMMIT").await?;
+        self.control("COMMIT")
+            .await
+            .map_err(|e| commit_outcome(e, "COMMIT"))
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        let r = self.control("ROLLBACK").await;
-        self.in_tx = false;
-        self.maybe_tx = false;
-        r
+        self.control("ROLLBACK").await
     }
 
     fn in_transaction(&self) -> bool {
-        self.in_any_tx()
+        matches!(
+            self.session.tx_status(),
+            TxStatus::InTransaction | TxStatus::Failed
+        )
     }
 
     fn is_closed(&self) -> bool {
@@ -1143,10 +854,42 @@ impl Connection for PgConnection {
     }
 
     fn discard(&mut self) {
-        self.broken = true;
+        self.mark_broken();
     }
 
     fn clear_statement_cache(&mut self) {
         self.cache.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_errors_without_an_answer_become_outcome_unknown() {
+        let lost = client_error(QueryErrorKind::Connection, "broke", "COMMIT");
+        match commit_outcome(lost, "COMMIT") {
+            Error::Query(q) => {
+                assert_eq!(q.kind, QueryErrorKind::CommitOutcomeUnknown);
+                assert!(
+                    q.message.contains("may or may not have committed"),
+                    "{}",
+                    q.message
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let late = client_error(QueryErrorKind::Timeout, "slow", "COMMIT");
+        assert!(matches!(
+            commit_outcome(late, "COMMIT"),
+            Error::Query(q) if q.kind == QueryErrorKind::CommitOutcomeUnknown
+        ));
+        // A server's refusal (e.g. a deferred constraint) is a definite outcome: rolled back.
+        let refused = client_error(QueryErrorKind::Server, "no", "COMMIT");
+        assert!(matches!(
+            commit_outcome(refused, "COMMIT"),
+            Error::Query(q) if q.kind == QueryErrorKind::Server
+        ));
     }
 }

@@ -1,29 +1,65 @@
-//! Mapping tokio-postgres errors to pgdbm's [`Error`].
+//! Mapping driver and server errors to pgdbm's [`Error`]: one classifier for SQLSTATEs, one for
+//! tokio-postgres errors, one place that decides how parameters appear.
 
 use std::error::Error as _;
 
-use pgdbm_core::{Error, QueryError, QueryErrorKind, QueryParams};
+use pgdbm_core::{Error, Param, QueryError, QueryErrorKind, QueryParams};
 
 use crate::wire::ServerError;
 
 /// SQLSTATE `query_canceled`: what a cancelled or timed-out statement fails with.
 pub(crate) const QUERY_CANCELED: &str = "57014";
 
-/// Parameters as shown in errors: masked unless the user opted in (which the adapter cannot
-/// honour for `dyn ToSql` values, whose `Debug` is not available, so they are always masked).
-pub(crate) fn params_for(count: usize) -> QueryParams {
-    QueryParams::masked(count)
+/// What a SQLSTATE means for pgdbm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Class {
+    /// The error kind reported to the caller.
+    pub(crate) kind: QueryErrorKind,
+    /// The session is gone or unusable (class 08, 57P0x): discard the connection.
+    pub(crate) ends_session: bool,
+    /// Retrying the connect cannot help (authentication, unknown database, bad settings).
+    pub(crate) permanent_connect_failure: bool,
+}
+
+/// The one SQLSTATE classifier: every server error (from tokio-postgres, the wire shim or a
+/// connect attempt) goes through it.
+pub(crate) fn classify(code: &str) -> Class {
+    let ends_session = code.starts_with("08") || code.starts_with("57P");
+    let kind = if code == QUERY_CANCELED {
+        QueryErrorKind::Timeout
+    } else if ends_session {
+        QueryErrorKind::Connection
+    } else {
+        QueryErrorKind::Server
+    };
+    Class {
+        kind,
+        ends_session,
+        permanent_connect_failure: matches!(
+            code,
+            "28P01" | "28000" | "3D000" | "42501" | "42704" | "22023" | "0A000"
+        ),
+    }
+}
+
+/// How parameters appear in errors and logs: their `Debug` text when the user opted in
+/// (`Config::log_parameters`), else only their number.
+pub(crate) fn params_shown(params: &[Param<'_>], log_parameters: bool) -> QueryParams {
+    if log_parameters && !params.is_empty() {
+        QueryParams::Shown(params.iter().map(|p| format!("{p:?}")).collect())
+    } else {
+        QueryParams::masked(params.len())
+    }
 }
 
 /// True when `e` means the connection itself is unusable (closed socket, I/O failure, or a
-/// server error of class 08 / 57P0x that terminates the session).
+/// server error that ends the session).
 pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
     if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        return code.starts_with("08") || code.starts_with("57P");
+        return classify(db.code().code()).ends_session;
     }
     let mut source = e.source();
     while let Some(s) = source {
@@ -42,16 +78,9 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
 /// Maps a tokio-postgres error from running `sql` with `n_params` parameters.
 pub(crate) fn query_error(e: tokio_postgres::Error, sql: &str, n_params: usize) -> Error {
     let mut q = if let Some(db) = e.as_db_error() {
-        let code = db.code().code().to_string();
-        let kind = if code == QUERY_CANCELED {
-            QueryErrorKind::Timeout
-        } else if code.starts_with("08") || code.starts_with("57P") {
-            QueryErrorKind::Connection
-        } else {
-            QueryErrorKind::Server
-        };
-        let mut q = QueryError::new(kind, db.message().to_string(), sql);
-        q.sqlstate = Some(code);
+        let code = db.code().code();
+        let mut q = QueryError::new(classify(code).kind, db.message().to_string(), sql);
+        q.sqlstate = Some(code.to_string());
         q.constraint = db.constraint().map(str::to_string);
         q.schema = db.schema().map(str::to_string);
         q.table = db.table().map(str::to_string);
@@ -79,7 +108,7 @@ pub(crate) fn query_error(e: tokio_postgres::Error, sql: &str, n_params: usize) 
         };
         QueryError::new(kind, message, sql)
     };
-    q.params = params_for(n_params);
+    q.params = QueryParams::masked(n_params);
     q.source = Some(Box::new(e));
     q.into()
 }
@@ -87,14 +116,7 @@ pub(crate) fn query_error(e: tokio_postgres::Error, sql: &str, n_params: usize) 
 /// Maps a server error that the wire shim read for a later row of an `execute_many` chunk,
 /// with the same fields [`query_error`] fills from a tokio-postgres error.
 pub(crate) fn server_error(e: ServerError, sql: &str, n_params: usize) -> Error {
-    let kind = if e.code == QUERY_CANCELED {
-        QueryErrorKind::Timeout
-    } else if e.code.starts_with("08") || e.code.starts_with("57P") {
-        QueryErrorKind::Connection
-    } else {
-        QueryErrorKind::Server
-    };
-    let mut q = QueryError::new(kind, e.message.clone(), sql);
+    let mut q = QueryError::new(classify(&e.code).kind, e.message.clone(), sql);
     q.sqlstate = Some(e.code.clone());
     q.constraint = e.constraint.clone();
     q.schema = e.schema.clone();
@@ -102,7 +124,7 @@ pub(crate) fn server_error(e: ServerError, sql: &str, n_params: usize) -> Error 
     q.column = e.column.clone();
     q.detail = e.detail.clone();
     q.hint = e.hint.clone();
-    q.params = params_for(n_params);
+    q.params = QueryParams::masked(n_params);
     q.source = Some(Box::new(e));
     q.into()
 }
@@ -110,4 +132,39 @@ pub(crate) fn server_error(e: ServerError, sql: &str, n_params: usize) -> Error 
 /// A client-side error of `kind` for `sql`.
 pub(crate) fn client_error(kind: QueryErrorKind, message: impl Into<String>, sql: &str) -> Error {
     QueryError::new(kind, message, sql).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified_once() {
+        let c = classify("57014");
+        assert_eq!(c.kind, QueryErrorKind::Timeout);
+        assert!(!c.ends_session);
+        for code in ["57P01", "08006", "08003"] {
+            let c = classify(code);
+            assert_eq!(c.kind, QueryErrorKind::Connection, "{code}");
+            assert!(c.ends_session, "{code}");
+        }
+        let c = classify("23505");
+        assert_eq!(c.kind, QueryErrorKind::Server);
+        assert!(!c.ends_session && !c.permanent_connect_failure);
+        assert!(classify("28P01").permanent_connect_failure);
+        assert!(classify("3D000").permanent_connect_failure);
+    }
+
+    #[test]
+    fn parameters_are_masked_unless_opted_in() {
+        let a = 1_i32;
+        let b = "secret";
+        let params: [Param<'_>; 2] = [&a, &b];
+        assert_eq!(params_shown(&params, false), QueryParams::masked(2));
+        assert_eq!(
+            params_shown(&params, true),
+            QueryParams::Shown(vec!["1".to_string(), "\"secret\"".to_string()])
+        );
+        assert_eq!(params_shown(&[], true), QueryParams::masked(0));
+    }
 }

@@ -57,18 +57,24 @@
 //! ```
 
 mod cache;
+mod cancel;
 mod connect;
 mod connection;
+mod connector;
+mod copy;
+mod deadline;
 mod errors;
+mod execute_many;
 mod pooled;
 mod recycle;
 mod row;
-mod sql;
 pub mod tls;
 mod wire;
 
-pub use connection::PgConnection;
-pub use pooled::Pooled;
+pub use connection::{PgConnection, ReleaseAction};
+pub use connector::{saturate, Connector, MAX_POOL_TIMEOUT};
+pub use execute_many::batch_path_available;
+pub use pooled::{PoolGuard, Pooled};
 pub use recycle::{recycle, RecyclePolicy};
 pub use row::PgRow;
 

@@ -1,4 +1,12 @@
-//! [`Pooled`]: a checked-out connection of any pool, as a [`pgdbm_core::Connection`].
+//! [`Pooled`]: a checked-out connection of any pool, as a [`pgdbm_core::Connection`], and the
+//! release path both pool backends share.
+//!
+//! When a borrower drops its connection, [`Pooled`] looks at what the server reported
+//! ([`PgConnection::release_action`]) and acts at once, never leaving it to the next checkout:
+//! a clean connection goes back as it is; one inside a transaction, with a request in flight or
+//! due a full reset is cleaned in a spawned task (bounded by `reset_timeout`) and only then
+//! returned; a broken one, or one whose cleanup fails, is taken out of its pool and its socket
+//! closed, so the server ends the session (and its locks) immediately.
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -6,51 +14,128 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pgdbm_core::{Connection, Param, Result};
 
-use crate::connection::PgConnection;
+use crate::connection::{PgConnection, ReleaseAction};
 use crate::row::PgRow;
 
-/// A connection checked out of a pool whose guard dereferences to a [`PgConnection`]
-/// (deadpool's `Object`, bb8's `PooledConnection`...). It implements
-/// [`pgdbm_core::Connection`] by delegating, and dropping it drops the guard, which returns the
-/// connection to its pool.
-pub struct Pooled<G> {
-    guard: G,
+/// A pool's checkout guard for a [`PgConnection`] (deadpool's `Object`, bb8's
+/// `PooledConnection`...): dropping it returns the connection, [`detach`](Self::detach) takes
+/// it out of the pool for good.
+pub trait PoolGuard: DerefMut<Target = PgConnection> + Send + 'static {
+    /// Removes the connection from its pool and closes it (the pool opens a new one when it
+    /// needs one). The connection is already marked broken when this is called.
+    fn detach(self);
 }
 
-impl<G: DerefMut<Target = PgConnection> + Send> Pooled<G> {
+/// A connection checked out of a pool. It implements [`pgdbm_core::Connection`] by delegating;
+/// dropping it runs the release path (see the [module docs](self)).
+pub struct Pooled<G: PoolGuard> {
+    /// `Some` from [`new`](Self::new) until the release path takes it in `drop` or
+    /// [`into_inner`](Self::into_inner).
+    guard: Option<G>,
+}
+
+impl<G: PoolGuard> Pooled<G> {
     /// Wraps a pool guard.
     pub fn new(guard: G) -> Self {
-        Pooled { guard }
+        Pooled { guard: Some(guard) }
     }
 
-    /// The pool guard inside.
-    pub fn into_inner(self) -> G {
-        self.guard
+    /// The pool guard inside, without the release path (dropping the guard returns the
+    /// connection to its pool as it is).
+    pub fn into_inner(mut self) -> G {
+        match self.guard.take() {
+            Some(g) => g,
+            // The guard is `Some` until drop or into_inner, which both consume `self`.
+            None => unreachable_guard(),
+        }
+    }
+
+    fn conn(&self) -> &PgConnection {
+        match &self.guard {
+            Some(g) => g,
+            None => unreachable_guard(),
+        }
+    }
+
+    fn conn_mut(&mut self) -> &mut PgConnection {
+        match &mut self.guard {
+            Some(g) => g,
+            None => unreachable_guard(),
+        }
     }
 }
 
-impl<G: DerefMut<Target = PgConnection>> Deref for Pooled<G> {
+/// The guard of a [`Pooled`] is present for its whole life (proven invariant: only `drop` and
+/// `into_inner` take it, and both consume the value).
+#[cold]
+#[allow(clippy::panic)]
+fn unreachable_guard() -> ! {
+    panic!("pgdbm bug: a Pooled connection was used after its guard was taken")
+}
+
+/// Closes `guard`'s connection now and takes it out of its pool.
+fn close<G: PoolGuard>(guard: G) {
+    guard.mark_broken();
+    guard.detach();
+}
+
+/// The release path: what happens to a connection its borrower gave back.
+pub(crate) fn release<G: PoolGuard>(mut guard: G) {
+    match guard.release_action() {
+        ReleaseAction::Reuse => drop(guard),
+        ReleaseAction::Close => close(guard),
+        ReleaseAction::Reset => match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let limit = guard.reset_timeout();
+                    match guard.reset(limit).await {
+                        Ok(()) => drop(guard),
+                        Err(e) => {
+                            tracing::debug!(target: "pgdbm", error = %e, "released connection could not be reset; closed");
+                            close(guard);
+                        }
+                    }
+                });
+            }
+            // No runtime to clean it on (dropped after the runtime shut down): close it.
+            Err(_) => {
+                guard.deref_mut().discard();
+                close(guard)
+            }
+        },
+    }
+}
+
+impl<G: PoolGuard> Drop for Pooled<G> {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            release(guard);
+        }
+    }
+}
+
+impl<G: PoolGuard> Deref for Pooled<G> {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        &self.guard
+        self.conn()
     }
 }
 
-impl<G: DerefMut<Target = PgConnection>> DerefMut for Pooled<G> {
+impl<G: PoolGuard> DerefMut for Pooled<G> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.guard
+        self.conn_mut()
     }
 }
 
-impl<G: DerefMut<Target = PgConnection>> std::fmt::Debug for Pooled<G> {
+impl<G: PoolGuard> std::fmt::Debug for Pooled<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Pooled").field(&*self.guard).finish()
+        f.debug_tuple("Pooled").field(self.conn()).finish()
     }
 }
 
 #[async_trait]
-impl<G: DerefMut<Target = PgConnection> + Send> Connection for Pooled<G> {
+impl<G: PoolGuard> Connection for Pooled<G> {
     type Row = PgRow;
 
     async fn execute(
@@ -59,7 +144,7 @@ impl<G: DerefMut<Target = PgConnection> + Send> Connection for Pooled<G> {
         params: &[Param<'_>],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.guard.execute(sql, params, timeout).await
+        self.conn_mut().execute(sql, params, timeout).await
     }
 
     async fn query(
@@ -68,7 +153,7 @@ impl<G: DerefMut<Target = PgConnection> + Send> Connection for Pooled<G> {
         params: &[Param<'_>],
         timeout: Option<Duration>,
     ) -> Result<Vec<PgRow>> {
-        self.guard.query(sql, params, timeout).await
+        self.conn_mut().query(sql, params, timeout).await
     }
 
     async fn query_opt(
@@ -77,11 +162,11 @@ impl<G: DerefMut<Target = PgConnection> + Send> Connection for Pooled<G> {
         params: &[Param<'_>],
         timeout: Option<Duration>,
     ) -> Result<Option<PgRow>> {
-        self.guard.query_opt(sql, params, timeout).await
+        self.conn_mut().query_opt(sql, params, timeout).await
     }
 
     async fn batch_execute(&mut self, sql: &str, timeout: Option<Duration>) -> Result<()> {
-        self.guard.batch_execute(sql, timeout).await
+        self.conn_mut().batch_execute(sql, timeout).await
     }
 
     async fn execute_many(
@@ -90,7 +175,7 @@ impl<G: DerefMut<Target = PgConnection> + Send> Connection for Pooled<G> {
         rows: &[&[Param<'_>]],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.guard.execute_many(sql, rows, timeout).await
+        self.conn_mut().execute_many(sql, rows, timeout).await
     }
 
     async fn copy_in(
@@ -100,38 +185,38 @@ impl<G: DerefMut<Target = PgConnection> + Send> Connection for Pooled<G> {
         rows: &[&[Param<'_>]],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.guard.copy_in(table, columns, rows, timeout).await
+        self.conn_mut().copy_in(table, columns, rows, timeout).await
     }
 
     async fn prepare(&mut self, sql: &str) -> Result<()> {
-        self.guard.prepare(sql).await
+        self.conn_mut().prepare(sql).await
     }
 
     async fn begin(&mut self) -> Result<()> {
-        self.guard.begin().await
+        self.conn_mut().begin().await
     }
 
     async fn commit(&mut self) -> Result<()> {
-        self.guard.commit().await
+        self.conn_mut().commit().await
     }
 
     async fn rollback(&mut self) -> Result<()> {
-        self.guard.rollback().await
+        self.conn_mut().rollback().await
     }
 
     fn in_transaction(&self) -> bool {
-        self.guard.in_transaction()
+        self.conn().in_transaction()
     }
 
     fn is_closed(&self) -> bool {
-        self.guard.is_closed()
+        self.conn().is_closed()
     }
 
     fn discard(&mut self) {
-        self.guard.discard()
+        self.conn_mut().discard()
     }
 
     fn clear_statement_cache(&mut self) {
-        self.guard.clear_statement_cache()
+        self.conn_mut().clear_statement_cache()
     }
 }

@@ -50,9 +50,10 @@ fn reject(reason: String) -> Error {
 /// returned or about to be reused. `Err(reason)` means the pool must drop it.
 ///
 /// In order: a broken connection, `max_queries` reached, `max_lifetime` exceeded or idle longer
-/// than `max_idle` are rejected; a connection that [needs a reset](PgConnection::needs_reset)
-/// (inside a transaction, or after a cancelled statement) is reset with `ROLLBACK`; one idle
-/// longer than `liveness_after` gets a liveness check. Both are bounded by `reset_timeout`.
+/// than `max_idle` are rejected; a connection that still [needs a reset](PgConnection::needs_reset)
+/// is reset (the release path normally did that already, see [`Pooled`](crate::Pooled)); one
+/// idle longer than `liveness_after` gets a liveness check. Both are bounded by
+/// `reset_timeout`. A connection that passes is marked as checked out by a new borrower.
 pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<()> {
     if conn.is_broken() {
         return Err(reject("it is closed or was discarded".to_string()));
@@ -89,5 +90,6 @@ pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<
             .await
             .map_err(|e| reject(format!("liveness check failed: {e}")))?;
     }
+    conn.mark_checked_out();
     Ok(())
 }

@@ -1,0 +1,139 @@
+//! Client-side deadlines: a request that outlives its timeout is cancelled on the server, and
+//! the connection is handed back only once the cancelled statement's outcome is settled.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use pgdbm_core::{Error, QueryError, QueryErrorKind, Result};
+
+use crate::cancel::{cancel, CancelOutcome};
+use crate::connection::PgConnection;
+use crate::errors::{is_connection_error, query_error, QUERY_CANCELED};
+
+/// How long a timed-out statement may take to finish after its CancelRequest before the
+/// connection is given up as broken; also the bound on the CancelRequest itself.
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// What happened to a request run under a deadline.
+pub(crate) enum Bounded<T> {
+    /// It finished (successfully or not) before the deadline.
+    Done(std::result::Result<T, tokio_postgres::Error>),
+    /// The deadline passed and a CancelRequest went out. `finished` holds the request's own
+    /// outcome when it completed within the grace period and no late cancel can follow;
+    /// `None` when it did not (the connection is then marked broken).
+    TimedOut {
+        finished: Option<std::result::Result<T, tokio_postgres::Error>>,
+    },
+}
+
+/// The instant `timeout` from now; `None` (no deadline) for no timeout or one so large that
+/// the clock cannot represent it (`Duration::MAX` reads as "no limit").
+pub(crate) fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+impl PgConnection {
+    /// Runs `fut` (a request on this connection's client) until `deadline`. The connection is
+    /// marked in flight for the whole request, so a caller that drops this future leaves the
+    /// mark for the release path. On expiry a CancelRequest is sent and confirmed
+    /// ([`cancel`]), then the request gets [`CANCEL_GRACE`] to end.
+    pub(crate) async fn bounded<T>(
+        &self,
+        deadline: Option<Instant>,
+        fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Bounded<T> {
+        self.set_in_flight(true);
+        let Some(deadline) = deadline else {
+            let r = fut.await;
+            self.set_in_flight(false);
+            return Bounded::Done(r);
+        };
+        let mut fut = std::pin::pin!(fut);
+        match tokio::time::timeout_at(deadline.into(), &mut fut).await {
+            Ok(r) => {
+                self.set_in_flight(false);
+                Bounded::Done(r)
+            }
+            Err(_) => {
+                let grace_end = tokio::time::Instant::now() + CANCEL_GRACE;
+                let sent = cancel(self.target(), self.session().backend_key(), CANCEL_GRACE).await;
+                let finished = tokio::time::timeout_at(grace_end, &mut fut).await.ok();
+                if finished.is_some() && sent != CancelOutcome::Uncertain {
+                    self.set_in_flight(false);
+                } else {
+                    self.mark_broken();
+                }
+                Bounded::TimedOut {
+                    finished: if sent == CancelOutcome::Uncertain {
+                        None
+                    } else {
+                        finished
+                    },
+                }
+            }
+        }
+    }
+
+    /// Turns a [`Bounded`] outcome into a result, marking the connection broken when it is.
+    pub(crate) fn settle<T>(
+        &mut self,
+        outcome: Bounded<T>,
+        sql: &str,
+        n_params: usize,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        match outcome {
+            Bounded::Done(Ok(v)) => Ok(v),
+            Bounded::Done(Err(e)) => {
+                if is_connection_error(&e) {
+                    self.mark_broken();
+                }
+                Err(query_error(e, sql, n_params))
+            }
+            Bounded::TimedOut { finished } => {
+                let limit = timeout.unwrap_or_default();
+                let detail = match finished {
+                    // The statement completed just as the deadline passed: its outcome stands.
+                    Some(Ok(v)) => return Ok(v),
+                    Some(Err(e)) if e.code().map(|c| c.code()) != Some(QUERY_CANCELED) => {
+                        if is_connection_error(&e) {
+                            self.mark_broken();
+                        }
+                        return Err(query_error(e, sql, n_params));
+                    }
+                    Some(Err(_)) => "the statement was cancelled on the server".to_string(),
+                    None => format!(
+                        "a cancel request was sent but the statement's end was not confirmed within {CANCEL_GRACE:?}; the connection is discarded"
+                    ),
+                };
+                Err(timeout_error(limit, &detail, sql, n_params))
+            }
+        }
+    }
+}
+
+/// The [`QueryErrorKind::Timeout`] error of a statement cancelled after `limit`.
+pub(crate) fn timeout_error(limit: Duration, detail: &str, sql: &str, n_params: usize) -> Error {
+    let mut q = QueryError::new(
+        QueryErrorKind::Timeout,
+        format!("statement exceeded its timeout of {limit:?}; {detail}"),
+        sql,
+    )
+    .with_params(pgdbm_core::QueryParams::masked(n_params));
+    q.sqlstate = Some(QUERY_CANCELED.to_string());
+    q.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_mean_no_deadline() {
+        assert!(deadline_of(None).is_none());
+        assert!(deadline_of(Some(Duration::MAX)).is_none());
+        assert!(deadline_of(Some(Duration::from_secs(u64::MAX))).is_none());
+        let d = deadline_of(Some(Duration::from_secs(5))).unwrap();
+        assert!(d > Instant::now());
+    }
+}
