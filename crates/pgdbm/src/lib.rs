@@ -22,8 +22,8 @@ pub use pgdbm_core::{
     Clock, ColumnIndex, Config, Connection, ConnectionInfo, ConnectionMetrics, Database,
     DatabaseHealth, DbConnection, Debugger, Error, FromRow, IndexUsage, LongRunningQuery, Monitor,
     MonitorConfig, Param, PatternStats, Pool, PoolStats, PreparedQuery, QueryError, QueryErrorKind,
-    QueryEvent, QueryMetrics, QueryObserver, QueryParams, QueryPatterns, QueryRecord, Result, Row,
-    RowOf, Savepoint, SslMode, SystemClock, TableSize, Transaction,
+    QueryEvent, QueryMetrics, QueryObserver, QueryParams, QueryPatterns, QueryRecord, ResetPolicy,
+    Result, Row, RowOf, Savepoint, SslMode, SystemClock, TableSize, Transaction,
 };
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgRow};
