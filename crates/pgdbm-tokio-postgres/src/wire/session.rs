@@ -58,10 +58,8 @@ impl Session {
                         .store(u64::from_be_bytes(v), Ordering::Release);
                 }
             }
-            b'C' => {
-                if body.starts_with(b"DEALLOCATE") || body.starts_with(b"DISCARD ALL") {
-                    self.statements_dropped.store(true, Ordering::Release);
-                }
+            b'C' if body.starts_with(b"DEALLOCATE") || body.starts_with(b"DISCARD ALL") => {
+                self.statements_dropped.store(true, Ordering::Release);
             }
             _ => {}
         }
@@ -86,7 +84,7 @@ impl Session {
     /// The server's process id and cancel key, once `BackendKeyData` arrived.
     pub(crate) fn backend_key(&self) -> Option<(i32, i32)> {
         let v = self.backend_key.load(Ordering::Acquire);
-        (v != 0).then(|| ((v >> 32) as u32 as i32, v as u32 as i32))
+        (v != 0).then_some(((v >> 32) as u32 as i32, v as u32 as i32))
     }
 
     /// True (once) when a `DEALLOCATE`/`DISCARD ALL` ran since the last call.
