@@ -27,7 +27,8 @@ pub trait PoolGuard: DerefMut<Target = PgConnection> + Send + 'static {
 }
 
 /// A connection checked out of a pool. It implements [`pgdbm_core::Connection`] by delegating;
-/// dropping it runs the release path (see the [module docs](self)).
+/// dropping it runs the release path: a clean connection is reused, a dirty one is cleaned in a
+/// spawned task before reuse, a broken one is closed at once.
 pub struct Pooled<G: PoolGuard> {
     /// `Some` from [`new`](Self::new) until the release path takes it in `drop` or
     /// [`into_inner`](Self::into_inner).
