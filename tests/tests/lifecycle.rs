@@ -34,29 +34,38 @@ fn app_name<P>(test: &str) -> String {
     format!("lc_{test}_{backend}")
 }
 
-/// Sessions of `app` that are inside a transaction or running a statement.
-async fn busy_sessions<P: Pool>(obs: &Database<P>, app: &str) -> i64 {
-    obs.fetch_value::<i64, _>(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
-         AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')",
-        &[&app],
-    )
-    .await
-    .unwrap()
-    .unwrap_or(0)
-}
-
-/// Polls until no session of `app` is busy (at most ~10 s); returns the last count.
-async fn settle<P: Pool>(obs: &Database<P>, app: &str) -> i64 {
-    let mut busy = i64::MAX;
+/// Polls `count_sql` (a `count(*)` with one text or int parameter) until it answers 0, at most
+/// ~10 s; returns the last count.
+async fn poll_zero<P: Pool>(
+    obs: &Database<P>,
+    count_sql: &str,
+    param: &(dyn pgdbm::types::ToSql + Sync),
+) -> i64 {
+    let mut n = i64::MAX;
     for _ in 0..200 {
-        busy = busy_sessions(obs, app).await;
-        if busy == 0 {
+        n = obs
+            .fetch_value::<i64, _>(count_sql, &[param])
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if n == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    busy
+    n
+}
+
+/// Polls until no session of `app` is inside a transaction or running a statement; returns
+/// the last count.
+async fn settle<P: Pool>(obs: &Database<P>, app: &str) -> i64 {
+    poll_zero(
+        obs,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+         AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')",
+        &app,
+    )
+    .await
 }
 
 /// Every connection the pool hands out (all of them at once) is outside a transaction as the
@@ -280,19 +289,12 @@ async fn session_state_after_release<P: Pool>(
     drop(c);
     db.close().await;
     // The temp table (owned by the role) goes with the session: wait for it to end.
-    for _ in 0..200 {
-        let n: Option<i64> = obs
-            .fetch_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                &[&app],
-            )
-            .await
-            .unwrap();
-        if n == Some(0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_zero(
+        &obs,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+        &app,
+    )
+    .await;
     obs.execute(&format!("DROP ROLE IF EXISTS {role}"), &[])
         .await
         .unwrap();
@@ -432,22 +434,13 @@ async fn stopped_backend_is_discarded<P: Pool>() {
     let _ = std::process::Command::new("kill")
         .args(["-CONT", &pid.to_string()])
         .status();
-    let mut gone = false;
-    for _ in 0..200 {
-        let n: Option<i64> = obs
-            .fetch_value(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap();
-        if n == Some(0) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gone, "the discarded session did not end");
+    let left = poll_zero(
+        &obs,
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+        &pid,
+    )
+    .await;
+    assert_eq!(left, 0, "the discarded session did not end");
     db.close().await;
     obs.close().await;
 }

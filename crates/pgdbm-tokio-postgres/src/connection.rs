@@ -57,8 +57,7 @@ impl ConnSettings {
             control_timeout: config.command_timeout,
             reset_policy: config.reset_on_release,
             init_commands: config.init_commands.clone(),
-            reset_timeout: Duration::from_secs(5)
-                .min(config.connect_timeout.max(Duration::from_millis(100))),
+            reset_timeout: crate::recycle::reset_timeout(config),
         }
     }
 }

@@ -30,10 +30,15 @@ impl RecyclePolicy {
             max_lifetime: config.max_lifetime,
             max_idle: config.max_inactive_connection_lifetime,
             liveness_after: Duration::from_secs(1),
-            reset_timeout: Duration::from_secs(5)
-                .min(config.connect_timeout.max(Duration::from_millis(100))),
+            reset_timeout: reset_timeout(config),
         }
     }
+}
+
+/// Bound on settling, resetting or checking a pooled connection: the connect timeout, between
+/// 100 ms and 5 s. The one definition, used by the checkout policy and the release path.
+pub(crate) fn reset_timeout(config: &Config) -> Duration {
+    Duration::from_secs(5).min(config.connect_timeout.max(Duration::from_millis(100)))
 }
 
 impl Default for RecyclePolicy {

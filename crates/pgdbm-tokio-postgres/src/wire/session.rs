@@ -89,7 +89,9 @@ impl Session {
 
     /// True (once) when a `DEALLOCATE`/`DISCARD ALL` ran since the last call.
     pub(crate) fn take_statements_dropped(&self) -> bool {
-        self.statements_dropped.swap(false, Ordering::AcqRel)
+        // A plain load first: this runs before every statement and is almost always false.
+        self.statements_dropped.load(Ordering::Acquire)
+            && self.statements_dropped.swap(false, Ordering::AcqRel)
     }
 }
 
