@@ -467,3 +467,20 @@ async fn a_cancelled_execute_many_never_leaves_a_stale_transaction() {
     // BEGIN is awaited; some rounds are expected to poison the connection, but not all.
     assert!(broken < 8, "every round broke the connection");
 }
+
+/// The shim carries `execute_many`'s one-Sync batches and must recognise the pinned
+/// tokio-postgres's request pattern: if a driver upgrade changed it, `execute_many` would still
+/// be correct (it falls back to one request per row and logs once) but this test fails, so the
+/// change is caught before release.
+#[tokio::test]
+async fn the_shim_recognises_the_pinned_driver() {
+    let mut c = setup("shim_pattern").await;
+    let ids: Vec<i32> = (1..=100).collect();
+    assert_eq!(insert_ids(&mut c, &ids).await.unwrap(), 100);
+    assert!(
+        pgdbm_tokio_postgres::batch_path_available(),
+        "the wire shim did not recognise tokio-postgres's Bind/Execute/Sync pattern"
+    );
+    assert_eq!(count(&mut c).await, 100);
+    still_usable(&mut c).await;
+}
