@@ -233,6 +233,9 @@ impl Pool for DeadpoolPool {
         let connector = Connector::start(config).await?;
         let pool = managed::Pool::builder(Manager(connector.clone()))
             .max_size(config.max_connections)
+            // Most recently used idle connection first (see pgdbm-bb8): waiters are still
+            // served in order by deadpool's fair semaphore.
+            .queue_mode(managed::QueueMode::Lifo)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::pool(format!("could not build the deadpool pool: {e}")))?;
