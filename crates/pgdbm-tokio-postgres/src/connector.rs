@@ -64,7 +64,9 @@ impl Connector {
         if let Some(conn) = self.take_seed() {
             return Ok(conn);
         }
-        let mut conn = PgConnection::connect_once(&self.config).await?;
+        // Boxed: the connect future (TCP, TLS, authentication) is tens of kilobytes, and every
+        // pool's checkout future embeds this one; unboxed, each checkout would move it.
+        let mut conn = Box::pin(PgConnection::connect_once(&self.config)).await?;
         conn.set_cache_epoch(self.epoch.clone());
         Ok(conn)
     }

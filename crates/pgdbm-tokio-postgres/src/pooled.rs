@@ -17,6 +17,9 @@ use pgdbm_core::{Connection, Param, Result};
 use crate::connection::{PgConnection, ReleaseAction};
 use crate::row::PgRow;
 
+/// The boxed future async-trait methods return.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// A pool's checkout guard for a [`PgConnection`] (deadpool's `Object`, bb8's
 /// `PooledConnection`...): dropping it returns the connection, [`detach`](Self::detach) takes
 /// it out of the pool for good.
@@ -139,31 +142,54 @@ impl<G: PoolGuard> std::fmt::Debug for Pooled<G> {
 impl<G: PoolGuard> Connection for Pooled<G> {
     type Row = PgRow;
 
-    async fn execute(
-        &mut self,
-        sql: &str,
-        params: &[Param<'_>],
+    // The hot query methods hand back the connection's own boxed future instead of boxing
+    // it a second time (async-trait leaves a plain `fn` with its signature alone).
+    fn execute<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+        &'life0 mut self,
+        sql: &'life1 str,
+        params: &'life2 [Param<'life3>],
         timeout: Option<Duration>,
-    ) -> Result<u64> {
-        self.conn_mut().execute(sql, params, timeout).await
+    ) -> BoxFuture<'async_trait, Result<u64>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        'life3: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.conn_mut().execute(sql, params, timeout)
     }
 
-    async fn query(
-        &mut self,
-        sql: &str,
-        params: &[Param<'_>],
+    fn query<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+        &'life0 mut self,
+        sql: &'life1 str,
+        params: &'life2 [Param<'life3>],
         timeout: Option<Duration>,
-    ) -> Result<Vec<PgRow>> {
-        self.conn_mut().query(sql, params, timeout).await
+    ) -> BoxFuture<'async_trait, Result<Vec<PgRow>>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        'life3: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.conn_mut().query(sql, params, timeout)
     }
 
-    async fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[Param<'_>],
+    fn query_opt<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+        &'life0 mut self,
+        sql: &'life1 str,
+        params: &'life2 [Param<'life3>],
         timeout: Option<Duration>,
-    ) -> Result<Option<PgRow>> {
-        self.conn_mut().query_opt(sql, params, timeout).await
+    ) -> BoxFuture<'async_trait, Result<Option<PgRow>>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        'life3: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.conn_mut().query_opt(sql, params, timeout)
     }
 
     async fn batch_execute(&mut self, sql: &str, timeout: Option<Duration>) -> Result<()> {

@@ -86,12 +86,13 @@ pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<
             policy.max_idle
         )));
     }
+    // The rare paths are boxed, so the checkout future that embeds this one stays small.
     if conn.needs_reset() {
-        conn.reset(policy.reset_timeout)
+        Box::pin(conn.reset(policy.reset_timeout))
             .await
             .map_err(|e| reject(format!("resetting it failed: {e}")))?;
     } else if idle >= policy.liveness_after {
-        conn.check_alive(policy.reset_timeout)
+        Box::pin(conn.check_alive(policy.reset_timeout))
             .await
             .map_err(|e| reject(format!("liveness check failed: {e}")))?;
     }
