@@ -30,6 +30,7 @@
 mod config;
 mod database;
 mod discover;
+mod fault_proxy;
 mod names;
 mod procfs;
 mod reap;
@@ -39,5 +40,6 @@ mod sys;
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};
+pub use fault_proxy::{Direction, FaultProxy, FaultProxyStats};
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use server::{TestServer, TestServerOptions};
