@@ -383,3 +383,55 @@ async fn wait_session_gone(direct: &DeadpoolPool, pid: i32) {
     }
     panic!("the server still has session {pid}");
 }
+
+/// The example of docs/testing.md ("Fault injection with FaultProxy"), through the `Database`
+/// manager with the config's `command_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_example_with_database() {
+    bounded(async {
+        let server = TestServer::shared().unwrap();
+        let name = unique_database_name("fault_").unwrap();
+        server.create_database(&name).unwrap();
+
+        let proxy = FaultProxy::for_server(server).unwrap();
+        let mut config = server.config(&name);
+        config.port = proxy.port();
+        config.command_timeout = Some(Duration::from_millis(500));
+        let db = pgdbm_core::Database::<DeadpoolPool>::connect(config)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.fetch_value::<i32, _>("SELECT 1", &[]).await.unwrap(),
+            Some(1)
+        );
+
+        proxy.blackhole(Direction::Both);
+        let err = db
+            .fetch_value::<i32, _>("SELECT 1", &[])
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+
+        proxy.heal();
+        assert_eq!(
+            db.fetch_value::<i32, _>("SELECT 1", &[]).await.unwrap(),
+            Some(1)
+        );
+
+        let mut tx = db.transaction().await.unwrap();
+        proxy.cut_all();
+        let err = tx
+            .fetch_value::<i32, _>("SELECT 1", &[])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.as_query(), Some(q) if q.kind == QueryErrorKind::Connection),
+            "{err}"
+        );
+
+        drop(tx);
+        db.close().await;
+        server.drop_database(&name).unwrap();
+    })
+    .await;
+}
