@@ -123,7 +123,10 @@ pub(crate) async fn acquire<P: Pool>(
     loop {
         attempts += 1;
         let conn = guard.conn()?;
-        let row = match conn.query_opt(TRY_LOCK, &[&module], Some(query_timeout)).await {
+        let row = match conn
+            .query_opt(TRY_LOCK, &[&module], Some(query_timeout))
+            .await
+        {
             Ok(row) => row,
             Err(e)
                 if e.as_query()
@@ -205,7 +208,10 @@ async fn holder_pid<C: Connection>(
     module: &str,
     query_timeout: Duration,
 ) -> Option<i32> {
-    match conn.query_opt(HOLDER, &[&module], Some(query_timeout)).await {
+    match conn
+        .query_opt(HOLDER, &[&module], Some(query_timeout))
+        .await
+    {
         Ok(Some(row)) => row.get_at::<i32>(0).ok(),
         _ => None,
     }

@@ -690,8 +690,12 @@ impl<P: Pool> Migrator<P> {
                 conn.batch_execute(body, None).await?;
             }
             let ms = elapsed_ms(start);
-            conn.execute(&insert, &[&file, &m.checksum, &module, &ms], Some(self.query_timeout))
-                .await?;
+            conn.execute(
+                &insert,
+                &[&file, &m.checksum, &module, &ms],
+                Some(self.query_timeout),
+            )
+            .await?;
             Ok::<i32, Error>(ms)
         }
         .await;
@@ -961,8 +965,12 @@ impl<P: Pool> Migrator<P> {
                 conn.begin().await?;
                 let result = async {
                     for f in &todo {
-                        conn.execute(&sql, &[&f.filename, &f.checksum, &module], Some(this.query_timeout))
-                            .await?;
+                        conn.execute(
+                            &sql,
+                            &[&f.filename, &f.checksum, &module],
+                            Some(this.query_timeout),
+                        )
+                        .await?;
                     }
                     Ok::<(), Error>(())
                 }
@@ -1151,7 +1159,10 @@ mod tests {
             "SET statement_timeout = 0; SET lock_timeout = 0"
         );
         assert_eq!(
-            session_settings_sql(Some(Duration::from_micros(1)), Some(Duration::from_millis(1500))),
+            session_settings_sql(
+                Some(Duration::from_micros(1)),
+                Some(Duration::from_millis(1500))
+            ),
             "SET statement_timeout = 1; SET lock_timeout = 1500"
         );
         assert_eq!(

@@ -53,7 +53,11 @@ impl<P: Pool> Env<P> {
 
     async fn value(&self, sql: &str) -> String {
         let mut c = self.pool.acquire().await.expect("acquire");
-        let row = c.query_opt(sql, &[], None).await.expect(sql).expect("a row");
+        let row = c
+            .query_opt(sql, &[], None)
+            .await
+            .expect(sql)
+            .expect("a row");
         row.get_at::<String>(0).expect("text")
     }
 
@@ -199,7 +203,11 @@ async fn create_index_concurrently_waits_past_app_lock_timeout<P: Pool>() {
             waited = true;
             break;
         }
-        assert!(!run.is_finished(), "the migration ended while the writer was open: {:?}", run.await);
+        assert!(
+            !run.is_finished(),
+            "the migration ended while the writer was open: {:?}",
+            run.await
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(waited, "CREATE INDEX CONCURRENTLY was never seen waiting");

@@ -200,25 +200,45 @@ impl FaultProxy {
     pub fn start(target: impl ToSocketAddrs) -> Result<FaultProxy> {
         let target = target
             .to_socket_addrs()
-            .map_err(|e| proxy_error(format!("fault proxy: cannot resolve the target: {e}"), Some(e)))?
+            .map_err(|e| {
+                proxy_error(
+                    format!("fault proxy: cannot resolve the target: {e}"),
+                    Some(e),
+                )
+            })?
             .next()
-            .ok_or_else(|| proxy_error("fault proxy: the target resolves to no address".into(), None))?;
+            .ok_or_else(|| {
+                proxy_error(
+                    "fault proxy: the target resolves to no address".into(),
+                    None,
+                )
+            })?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
             proxy_error(
-                format!("fault proxy: start it inside a Tokio runtime (e.g. in a #[tokio::test]): {e}"),
+                format!(
+                    "fault proxy: start it inside a Tokio runtime (e.g. in a #[tokio::test]): {e}"
+                ),
                 None,
             )
         })?;
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| proxy_error(format!("fault proxy: cannot listen on 127.0.0.1: {e}"), Some(e)))?;
+            .map_err(|e| {
+                proxy_error(
+                    format!("fault proxy: cannot listen on 127.0.0.1: {e}"),
+                    Some(e),
+                )
+            })?;
         let addr = std_listener
             .local_addr()
             .map_err(|e| proxy_error(format!("fault proxy: no local address: {e}"), Some(e)))?;
         let listener = {
             let _enter = runtime.enter();
             TcpListener::from_std(std_listener).map_err(|e| {
-                proxy_error(format!("fault proxy: cannot register the listener: {e}"), Some(e))
+                proxy_error(
+                    format!("fault proxy: cannot register the listener: {e}"),
+                    Some(e),
+                )
             })?
         };
         let (faults, _) = watch::channel(Faults::default());
@@ -444,9 +464,8 @@ async fn serve(mut client: TcpStream, reg: Registration, mut killed: watch::Rece
     let end = {
         let (cr, cw) = client.split();
         let (sr, sw) = server.split();
-        let both = async {
-            tokio::try_join!(pump(&shared, C2S, cr, sw), pump(&shared, S2C, sr, cw))
-        };
+        let both =
+            async { tokio::try_join!(pump(&shared, C2S, cr, sw), pump(&shared, S2C, sr, cw)) };
         tokio::select! {
             r = both => match r {
                 Ok(_) => End::Closed,

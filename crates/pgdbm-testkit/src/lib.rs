@@ -4,7 +4,9 @@
 //! binaries (or uses the server named by `TEST_DB_HOST`), shared by all tests of the process.
 //! [`TestServer::start`] gives a test its own server (for example to restart it).
 //! [`TestDatabase`] gives each test its own database on it, and [`TestHelpers`] the helpers of
-//! Python pgdbm's `DatabaseTestCase`; both work with any pool backend.
+//! Python pgdbm's `DatabaseTestCase`; both work with any pool backend. [`FaultProxy`] sits
+//! between a client and a server to inject network faults (latency, blackholes, resets,
+//! refused connections).
 //!
 //! ```
 //! use pgdbm_testkit::{unique_database_name, TestServer};

@@ -33,7 +33,9 @@ impl Env {
         let direct = DeadpoolPool::connect(&config).await.expect("direct pool");
         config.port = proxy.port();
         config.application_name = Some("through_proxy".into());
-        let proxied = DeadpoolPool::connect(&config).await.expect("pool through the proxy");
+        let proxied = DeadpoolPool::connect(&config)
+            .await
+            .expect("pool through the proxy");
         Env {
             server,
             db,
@@ -237,7 +239,10 @@ async fn cut_all_resets_both_sides() {
             .query_opt("SELECT 1", &[], Some(COMMAND_TIMEOUT))
             .await
             .expect_err("the connection was cut");
-        assert!(is_connection_error(&err), "expected a connection error, got {err}");
+        assert!(
+            is_connection_error(&err),
+            "expected a connection error, got {err}"
+        );
         env.wait_session_gone(pid).await;
         drop(c);
         // New connections work.
@@ -264,7 +269,10 @@ async fn cut_after_bytes_cuts_mid_reply() {
             .query_opt("SELECT repeat('x', 100000)", &[], Some(COMMAND_TIMEOUT))
             .await
             .expect_err("the reply was cut");
-        assert!(is_connection_error(&err), "expected a connection error, got {err}");
+        assert!(
+            is_connection_error(&err),
+            "expected a connection error, got {err}"
+        );
         let after = env.proxy.stats();
         assert_eq!(
             after.bytes_server_to_client - before.bytes_server_to_client,
@@ -275,7 +283,11 @@ async fn cut_after_bytes_cuts_mid_reply() {
         drop(c);
         let mut c = env.proxied.acquire().await.unwrap();
         let row = c
-            .query_opt("SELECT length(repeat('x', 100000))", &[], Some(COMMAND_TIMEOUT))
+            .query_opt(
+                "SELECT length(repeat('x', 100000))",
+                &[],
+                Some(COMMAND_TIMEOUT),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -307,7 +319,10 @@ async fn refuse_new_fails_connects() {
                 e
             }
         };
-        assert!(is_connection_error(&err), "expected a connection error, got {err}");
+        assert!(
+            is_connection_error(&err),
+            "expected a connection error, got {err}"
+        );
         assert!(env.proxy.stats().refused >= 1);
         backend_pid(&mut open).await;
         env.proxy.refuse_new(false);
@@ -406,10 +421,7 @@ async fn docs_example_with_database() {
         );
 
         proxy.blackhole(Direction::Both);
-        let err = db
-            .fetch_value::<i32, _>("SELECT 1", &[])
-            .await
-            .unwrap_err();
+        let err = db.fetch_value::<i32, _>("SELECT 1", &[]).await.unwrap_err();
         assert!(err.is_timeout(), "{err}");
 
         proxy.heal();
@@ -420,10 +432,7 @@ async fn docs_example_with_database() {
 
         let mut tx = db.transaction().await.unwrap();
         proxy.cut_all();
-        let err = tx
-            .fetch_value::<i32, _>("SELECT 1", &[])
-            .await
-            .unwrap_err();
+        let err = tx.fetch_value::<i32, _>("SELECT 1", &[]).await.unwrap_err();
         assert!(
             matches!(err.as_query(), Some(q) if q.kind == QueryErrorKind::Connection),
             "{err}"
