@@ -218,9 +218,15 @@ async fn holder_pid<C: Connection>(
 }
 
 fn lock_error(module: &str, what: &str, e: Error) -> Error {
+    let hint = if e.is_timeout() {
+        "; the server did not answer within the migrator's query_timeout: check the server and \
+         the network, or raise Migrator::query_timeout"
+    } else {
+        ""
+    };
     Error::Migration {
         file: None,
-        message: format!("{what} while taking the migration lock of module `{module}`: {e}"),
+        message: format!("{what} while taking the migration lock of module `{module}`: {e}{hint}"),
         source: Some(Box::new(e)),
     }
 }
