@@ -86,7 +86,8 @@ struct Faults {
 
 /// State shared by the proxy handle, its accept loop and its connections.
 struct Shared {
-    target: SocketAddr,
+    /// The target's addresses, tried in order.
+    targets: Vec<SocketAddr>,
     faults: watch::Sender<Faults>,
     refuse: AtomicBool,
     /// Armed one-shot cuts: bytes still allowed through per direction.
@@ -103,6 +104,23 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(targets: Vec<SocketAddr>) -> Shared {
+        Shared {
+            targets,
+            faults: watch::channel(Faults::default()).0,
+            refuse: AtomicBool::new(false),
+            cut_budget: Mutex::new([None, None]),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            upstream_failures: AtomicU64::new(0),
+            cut: AtomicU64::new(0),
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            delayed_chunks: AtomicU64::new(0),
+        }
+    }
+
     fn conns(&self) -> MutexGuard<'_, HashMap<u64, watch::Sender<bool>>> {
         // A poisoned lock only means a panic elsewhere while holding it; the map stays valid.
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
@@ -166,6 +184,7 @@ impl Shared {
 pub struct FaultProxy {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    target: SocketAddr,
     accept: JoinHandle<()>,
 }
 
@@ -173,7 +192,7 @@ impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultProxy")
             .field("addr", &self.addr)
-            .field("target", &self.shared.target)
+            .field("target", &self.target())
             .field("faults", &*self.shared.faults.borrow())
             .field("refuse_new", &self.shared.refuse.load(Ordering::Relaxed))
             .field("live", &self.connections())
@@ -190,15 +209,16 @@ fn proxy_error(message: String, source: Option<io::Error>) -> Error {
 }
 
 impl FaultProxy {
-    /// Starts a proxy on `127.0.0.1:<ephemeral port>` forwarding to `target` (its first
-    /// address, e.g. `("127.0.0.1", 5432)` or a [`SocketAddr`]).
+    /// Starts a proxy on `127.0.0.1:<ephemeral port>` forwarding to `target`, e.g.
+    /// `("127.0.0.1", 5432)` or a [`SocketAddr`] (when it resolves to several addresses, each
+    /// connection tries them in order).
     ///
     /// # Errors
     ///
     /// [`Error::TestDatabase`] when `target` does not resolve, no Tokio runtime is running, or
     /// the listener cannot be bound.
     pub fn start(target: impl ToSocketAddrs) -> Result<FaultProxy> {
-        let target = target
+        let targets: Vec<SocketAddr> = target
             .to_socket_addrs()
             .map_err(|e| {
                 proxy_error(
@@ -206,13 +226,13 @@ impl FaultProxy {
                     Some(e),
                 )
             })?
-            .next()
-            .ok_or_else(|| {
-                proxy_error(
-                    "fault proxy: the target resolves to no address".into(),
-                    None,
-                )
-            })?;
+            .collect();
+        let Some(&target) = targets.first() else {
+            return Err(proxy_error(
+                "fault proxy: the target resolves to no address".into(),
+                None,
+            ));
+        };
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
             proxy_error(
                 format!(
@@ -241,26 +261,13 @@ impl FaultProxy {
                 )
             })?
         };
-        let (faults, _) = watch::channel(Faults::default());
-        let shared = Arc::new(Shared {
-            target,
-            faults,
-            refuse: AtomicBool::new(false),
-            cut_budget: Mutex::new([None, None]),
-            conns: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            upstream_failures: AtomicU64::new(0),
-            cut: AtomicU64::new(0),
-            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
-            delayed_chunks: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(targets));
         let accept = runtime.spawn(accept_loop(listener, Arc::clone(&shared)));
         tracing::debug!(%addr, %target, "fault proxy started");
         Ok(FaultProxy {
             shared,
             addr,
+            target,
             accept,
         })
     }
@@ -284,9 +291,10 @@ impl FaultProxy {
         self.addr
     }
 
-    /// The address connections are forwarded to.
+    /// The address connections are forwarded to (the first the target resolved to; the
+    /// others are tried in order when it does not answer).
     pub fn target(&self) -> SocketAddr {
-        self.shared.target
+        self.target
     }
 
     /// Delays every chunk forwarded in `direction` by `latency` (zero: none). Chunks of one
@@ -438,7 +446,7 @@ enum End {
 async fn serve(mut client: TcpStream, reg: Registration, mut killed: watch::Receiver<bool>) {
     let shared = Arc::clone(&reg.shared);
     let upstream = tokio::select! {
-        r = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(shared.target)) => r,
+        r = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(&shared.targets[..])) => r,
         _ = killed.wait_for(|k| *k) => {
             shared.cut.fetch_add(1, Ordering::SeqCst);
             reset(&client);
@@ -448,7 +456,7 @@ async fn serve(mut client: TcpStream, reg: Registration, mut killed: watch::Rece
     let mut server = match upstream {
         Ok(Ok(server)) => server,
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, target = %shared.target, "fault proxy: cannot reach the target");
+            tracing::debug!(error = %e, target = ?shared.targets, "fault proxy: cannot reach the target");
             shared.upstream_failures.fetch_add(1, Ordering::SeqCst);
             reset(&client);
             return;
@@ -538,20 +546,7 @@ mod tests {
     use super::*;
 
     fn shared() -> Shared {
-        Shared {
-            target: SocketAddr::from(([127, 0, 0, 1], 1)),
-            faults: watch::channel(Faults::default()).0,
-            refuse: AtomicBool::new(false),
-            cut_budget: Mutex::new([None, None]),
-            conns: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-            accepted: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            upstream_failures: AtomicU64::new(0),
-            cut: AtomicU64::new(0),
-            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
-            delayed_chunks: AtomicU64::new(0),
-        }
+        Shared::new(vec![SocketAddr::from(([127, 0, 0, 1], 1))])
     }
 
     #[test]
