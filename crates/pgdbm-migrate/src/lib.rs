@@ -35,7 +35,8 @@ mod report;
 
 pub use migration::{EmbeddedMigration, HistoryEntry, Migration, MigrationSource};
 pub use migrator::{
-    validate_migration_name, Migrator, DEFAULT_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_PATH, DEFAULT_TABLE,
+    validate_migration_name, Migrator, DEFAULT_LOCK_TIMEOUT, DEFAULT_MIGRATIONS_PATH,
+    DEFAULT_QUERY_TIMEOUT, DEFAULT_TABLE,
 };
 pub use report::{AppliedMigration, MigrationReport, MigrationStatus};
 

@@ -33,6 +33,8 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 pub(crate) struct LockGuard<C: Connection> {
     conn: Option<C>,
     module: String,
+    /// Client-side deadline of each lock query (try-lock, unlock, holder lookup).
+    query_timeout: Duration,
 }
 
 impl<C: Connection> LockGuard<C> {
@@ -54,13 +56,14 @@ impl<C: Connection> LockGuard<C> {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        let query_timeout = Some(self.query_timeout);
         let module = std::mem::take(&mut self.module);
         let mut clean = true;
         if conn.in_transaction() && conn.rollback().await.is_err() {
             clean = false;
         }
         if clean {
-            match conn.query_opt(UNLOCK, &[&module], None).await {
+            match conn.query_opt(UNLOCK, &[&module], query_timeout).await {
                 Ok(Some(row)) => {
                     clean = matches!(row.get_at::<bool>(0), Ok(true));
                     if !clean {
@@ -104,21 +107,26 @@ impl<C: Connection> Drop for LockGuard<C> {
 /// (e.g. its server session ended while it sat idle).
 const CONNECTION_ATTEMPTS: u32 = 3;
 
-/// Polls for the lock of `module` on a dedicated connection of `pool` until `timeout`.
+/// Polls for the lock of `module` on a dedicated connection of `pool` until `timeout`; each
+/// lock query is bounded by `query_timeout`, so a dead or blackholed connection cannot hang it.
 pub(crate) async fn acquire<P: Pool>(
     pool: &P,
     module: &str,
     timeout: Duration,
+    query_timeout: Duration,
 ) -> Result<LockGuard<P::Connection>> {
     let start = Instant::now();
     let mut delay = FIRST_DELAY;
     let mut attempts: u32 = 0;
     let mut broken_connections: u32 = 0;
-    let mut guard = new_guard(pool, module).await?;
+    let mut guard = new_guard(pool, module, query_timeout).await?;
     loop {
         attempts += 1;
         let conn = guard.conn()?;
-        let row = match conn.query_opt(TRY_LOCK, &[&module], None).await {
+        let row = match conn
+            .query_opt(TRY_LOCK, &[&module], Some(query_timeout))
+            .await
+        {
             Ok(row) => row,
             Err(e)
                 if e.as_query()
@@ -128,7 +136,7 @@ pub(crate) async fn acquire<P: Pool>(
                 // The connection is dead, so it holds no lock: replace it.
                 broken_connections += 1;
                 tracing::debug!(target: TRACING_TARGET, module, error = %e, "broken connection while polling the migration lock; using a new one");
-                guard = new_guard(pool, module).await?;
+                guard = new_guard(pool, module, query_timeout).await?;
                 continue;
             }
             // Unknown state (e.g. a timeout after the server granted the lock): the guard's
@@ -151,7 +159,7 @@ pub(crate) async fn acquire<P: Pool>(
         }
         let elapsed = start.elapsed();
         if elapsed >= timeout {
-            let holder = holder_pid(conn, module).await;
+            let holder = holder_pid(conn, module, query_timeout).await;
             // The lock is not held by this connection: return it to the pool normally.
             guard.give_back();
             return Err(Error::migration(
@@ -179,7 +187,11 @@ pub(crate) async fn acquire<P: Pool>(
     }
 }
 
-async fn new_guard<P: Pool>(pool: &P, module: &str) -> Result<LockGuard<P::Connection>> {
+async fn new_guard<P: Pool>(
+    pool: &P,
+    module: &str,
+    query_timeout: Duration,
+) -> Result<LockGuard<P::Connection>> {
     let conn = pool
         .acquire()
         .await
@@ -187,20 +199,34 @@ async fn new_guard<P: Pool>(pool: &P, module: &str) -> Result<LockGuard<P::Conne
     Ok(LockGuard {
         conn: Some(conn),
         module: module.to_owned(),
+        query_timeout,
     })
 }
 
-async fn holder_pid<C: Connection>(conn: &mut C, module: &str) -> Option<i32> {
-    match conn.query_opt(HOLDER, &[&module], None).await {
+async fn holder_pid<C: Connection>(
+    conn: &mut C,
+    module: &str,
+    query_timeout: Duration,
+) -> Option<i32> {
+    match conn
+        .query_opt(HOLDER, &[&module], Some(query_timeout))
+        .await
+    {
         Ok(Some(row)) => row.get_at::<i32>(0).ok(),
         _ => None,
     }
 }
 
 fn lock_error(module: &str, what: &str, e: Error) -> Error {
+    let hint = if e.is_timeout() {
+        "; the server did not answer within the migrator's query_timeout: check the server and \
+         the network, or raise Migrator::query_timeout"
+    } else {
+        ""
+    };
     Error::Migration {
         file: None,
-        message: format!("{what} while taking the migration lock of module `{module}`: {e}"),
+        message: format!("{what} while taking the migration lock of module `{module}`: {e}{hint}"),
         source: Some(Box::new(e)),
     }
 }

@@ -18,6 +18,9 @@ pub const DEFAULT_MIGRATIONS_PATH: &str = "./migrations";
 pub const DEFAULT_TABLE: &str = "schema_migrations";
 /// Default time to wait for another migrator of the same module.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default client-side deadline of each of the migrator's own queries (migration lock,
+/// history table and rows), so that a dead or half-open connection cannot hang a run.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Module used when neither a module nor a schema is set (Python: `"default"`).
 const DEFAULT_MODULE: &str = "default";
 /// `module_name` is a `VARCHAR(100)`.
@@ -59,6 +62,9 @@ pub struct Migrator<P: Pool> {
     source: MigrationSource,
     strict: bool,
     lock_timeout: Duration,
+    statement_timeout: Option<Duration>,
+    statement_lock_timeout: Option<Duration>,
+    query_timeout: Duration,
 }
 
 impl<P: Pool> std::fmt::Debug for Migrator<P> {
@@ -70,6 +76,9 @@ impl<P: Pool> std::fmt::Debug for Migrator<P> {
             .field("source", &self.source)
             .field("strict", &self.strict)
             .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("statement_lock_timeout", &self.statement_lock_timeout)
+            .field("query_timeout", &self.query_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +86,9 @@ impl<P: Pool> std::fmt::Debug for Migrator<P> {
 impl<P: Pool> Migrator<P> {
     /// A migrator for `db`: its pool, and its schema for the history table, the module name and
     /// templates. Defaults: `./migrations`, table `schema_migrations`, module = schema or
-    /// `default`, not strict, 60 s lock timeout.
+    /// `default`, not strict, 60 s lock timeout; migration SQL runs without `statement_timeout`
+    /// and `lock_timeout` (whatever the application's [`Config`](pgdbm_core::Config) sets), and
+    /// the migrator's own queries have a 30 s deadline.
     pub fn new(db: &Database<P>) -> Self {
         Self::from_pool(db.pool().clone(), db.schema().map(str::to_owned))
     }
@@ -92,6 +103,9 @@ impl<P: Pool> Migrator<P> {
             source: MigrationSource::Directory(PathBuf::from(DEFAULT_MIGRATIONS_PATH)),
             strict: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            statement_timeout: None,
+            statement_lock_timeout: None,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
         }
     }
 
@@ -136,6 +150,36 @@ impl<P: Pool> Migrator<P> {
     /// How long to wait for another migrator of the same module (default 60 s).
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// Server-side `statement_timeout` for migration SQL (default `None`: no limit, i.e.
+    /// `statement_timeout = 0`), replacing the application's setting on the migration
+    /// connection, so a long index build is not cut by a timeout meant for requests.
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// Server-side `lock_timeout` for migration SQL waiting on table or row locks (default
+    /// `None`: wait as long as needed, i.e. `lock_timeout = 0`), replacing the application's
+    /// setting on the migration connection. `CREATE INDEX CONCURRENTLY` waits for older
+    /// transactions under this timeout; when it expires the index is left INVALID.
+    ///
+    /// Not to be confused with [`lock_timeout`](Self::lock_timeout), the wait for the
+    /// migration lock held by another migrator.
+    pub fn statement_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_lock_timeout = timeout;
+        self
+    }
+
+    /// Client-side deadline of each of the migrator's own queries: the migration lock's
+    /// queries, the history table's creation and reads, and history rows (default 30 s). On
+    /// expiry the query is cancelled and the run fails instead of hanging on a dead connection.
+    /// Migration SQL itself has no client-side deadline; see
+    /// [`statement_timeout`](Self::statement_timeout).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
         self
     }
 
@@ -234,12 +278,12 @@ impl<P: Pool> Migrator<P> {
                         .query_opt(
                             "SELECT 1 FROM pg_namespace WHERE nspname = lower($1::text)",
                             &[schema],
-                            None,
+                            Some(self.query_timeout),
                         )
                         .await?
                         .is_some();
                     if !exists {
-                        conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"), None)
+                        conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"), Some(self.query_timeout))
                             .await?;
                     }
                 }
@@ -249,7 +293,7 @@ impl<P: Pool> Migrator<P> {
                     .query_opt(
                         "SELECT to_regclass($1::text) IS NOT NULL, to_regclass($2::text) IS NOT NULL",
                         &[&table, &index_name],
-                        None,
+                        Some(self.query_timeout),
                     )
                     .await?;
                 let (has_table, has_index) = match existing {
@@ -257,10 +301,10 @@ impl<P: Pool> Migrator<P> {
                     None => (false, false),
                 };
                 if !has_table {
-                    conn.batch_execute(&ddl, None).await?;
+                    conn.batch_execute(&ddl, Some(self.query_timeout)).await?;
                 }
                 if !has_index {
-                    conn.batch_execute(&index, None).await?;
+                    conn.batch_execute(&index, Some(self.query_timeout)).await?;
                 }
                 Ok::<(), Error>(())
             }
@@ -297,7 +341,7 @@ impl<P: Pool> Migrator<P> {
             "SELECT filename, checksum, applied_at, module_name FROM {table} \
              WHERE module_name = $1 OR module_name IS NULL ORDER BY filename"
         );
-        let rows = match conn.query(&sql, &[&module], None).await {
+        let rows = match conn.query(&sql, &[&module], Some(self.query_timeout)).await {
             Ok(rows) => rows,
             Err(e) if e.sqlstate() == Some(UNDEFINED_TABLE) => return Ok(BTreeMap::new()),
             Err(e) => return Err(e),
@@ -474,6 +518,9 @@ impl<P: Pool> Migrator<P> {
             return Ok(());
         }
         let table = self.resolve_table(conn).await?;
+        // From here on the connection is closed after the run (migration SQL runs on it, see
+        // `run`), so the session settings never reach the pool.
+        self.apply_session_settings(conn).await?;
         for m in &pending {
             let ms = self.apply_on(conn, m, &table).await?;
             report.total_time_ms += ms;
@@ -492,7 +539,22 @@ impl<P: Pool> Migrator<P> {
     /// cancellation) its connection is closed, which releases the lock on the server.
     async fn lock(&self) -> Result<LockGuard<P::Connection>> {
         let module = self.checked_module()?;
-        lock::acquire(&self.pool, module, self.lock_timeout).await
+        lock::acquire(&self.pool, module, self.lock_timeout, self.query_timeout).await
+    }
+
+    /// Sets the migration session's `statement_timeout` and `lock_timeout` on the lock
+    /// connection. Only called on a connection that is closed after the run.
+    async fn apply_session_settings(&self, conn: &mut P::Connection) -> Result<()> {
+        let sql = session_settings_sql(self.statement_timeout, self.statement_lock_timeout);
+        conn.batch_execute(&sql, Some(self.query_timeout))
+            .await
+            .map_err(|e| Error::Migration {
+                file: None,
+                message: format!(
+                    "cannot set statement_timeout and lock_timeout on the migration connection: {e}"
+                ),
+                source: Some(Box::new(e)),
+            })
     }
 
     /// Applies one migration under the module's lock, in its own transaction with its history
@@ -511,7 +573,11 @@ impl<P: Pool> Migrator<P> {
         let result = match guard.conn() {
             Ok(conn) => match self.ensure_table_on(conn).await {
                 Ok(()) => match self.resolve_table(conn).await {
-                    Ok(table) => self.apply_on(conn, migration, &table).await,
+                    // The connection is closed by `release(false)` below.
+                    Ok(table) => match self.apply_session_settings(conn).await {
+                        Ok(()) => self.apply_on(conn, migration, &table).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -533,7 +599,7 @@ impl<P: Pool> Migrator<P> {
                 "SELECT n.nspname::text, c.relname::text FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1::text)",
                 &[&name],
-                None,
+                Some(self.query_timeout),
             )
             .await?
             .ok_or_else(|| {
@@ -600,7 +666,7 @@ impl<P: Pool> Migrator<P> {
                 }
             }
             let ms = elapsed_ms(start);
-            conn.execute(&insert, &[&file, &m.checksum, &module, &ms], None)
+            conn.execute(&insert, &[&file, &m.checksum, &module, &ms], Some(self.query_timeout))
                 .await
                 .map_err(|e| {
                     wrap(
@@ -624,8 +690,12 @@ impl<P: Pool> Migrator<P> {
                 conn.batch_execute(body, None).await?;
             }
             let ms = elapsed_ms(start);
-            conn.execute(&insert, &[&file, &m.checksum, &module, &ms], None)
-                .await?;
+            conn.execute(
+                &insert,
+                &[&file, &m.checksum, &module, &ms],
+                Some(self.query_timeout),
+            )
+            .await?;
             Ok::<i32, Error>(ms)
         }
         .await;
@@ -739,7 +809,7 @@ impl<P: Pool> Migrator<P> {
             .execute(
                 &format!("DELETE FROM {table} WHERE filename = $1 AND module_name = $2"),
                 &[&filename, &module],
-                None,
+                Some(self.query_timeout),
             )
             .await?;
         if n == 0 {
@@ -768,7 +838,7 @@ impl<P: Pool> Migrator<P> {
                      ORDER BY applied_at DESC, id DESC LIMIT $2"
                 ),
                 &[&module, &limit],
-                None,
+                Some(self.query_timeout),
             )
             .await?;
         rows.iter()
@@ -828,7 +898,7 @@ impl<P: Pool> Migrator<P> {
                 conn.begin().await?;
                 let result = async {
                     for f in &changed {
-                        conn.execute(&sql, &[&f.checksum, &f.filename, &module], None).await?;
+                        conn.execute(&sql, &[&f.checksum, &f.filename, &module], Some(this.query_timeout)).await?;
                         tracing::warn!(target: TRACING_TARGET, module, file = %f.filename, checksum = %f.checksum, "repaired stored checksum");
                     }
                     Ok::<(), Error>(())
@@ -895,8 +965,12 @@ impl<P: Pool> Migrator<P> {
                 conn.begin().await?;
                 let result = async {
                     for f in &todo {
-                        conn.execute(&sql, &[&f.filename, &f.checksum, &module], None)
-                            .await?;
+                        conn.execute(
+                            &sql,
+                            &[&f.filename, &f.checksum, &module],
+                            Some(this.query_timeout),
+                        )
+                        .await?;
                     }
                     Ok::<(), Error>(())
                 }
@@ -919,6 +993,22 @@ async fn finish_tx<C: Connection>(conn: &mut C, result: Result<()>) -> Result<()
             Err(e)
         }
     }
+}
+
+/// `SET` statements for the migration session: `statement_timeout` and `lock_timeout` in
+/// whole milliseconds (rounded up, so a positive duration never becomes 0 = no limit; capped
+/// at the server's maximum), 0 for `None`.
+fn session_settings_sql(statement: Option<Duration>, lock: Option<Duration>) -> String {
+    fn ms(d: Option<Duration>) -> u128 {
+        // PostgreSQL's maximum for both settings is INT_MAX milliseconds.
+        const MAX_MS: u128 = i32::MAX as u128;
+        d.map_or(0, |d| d.as_nanos().div_ceil(1_000_000).min(MAX_MS))
+    }
+    format!(
+        "SET statement_timeout = {}; SET lock_timeout = {}",
+        ms(statement),
+        ms(lock)
+    )
 }
 
 fn elapsed_ms(start: Instant) -> i32 {
@@ -1060,6 +1150,25 @@ mod tests {
             // Without the wrapper nothing changes.
             proptest::prop_assert_eq!(strip_python_transaction_wrapper(&body), body.as_str());
         }
+    }
+
+    #[test]
+    fn session_settings_round_up_and_cap() {
+        assert_eq!(
+            session_settings_sql(None, None),
+            "SET statement_timeout = 0; SET lock_timeout = 0"
+        );
+        assert_eq!(
+            session_settings_sql(
+                Some(Duration::from_micros(1)),
+                Some(Duration::from_millis(1500))
+            ),
+            "SET statement_timeout = 1; SET lock_timeout = 1500"
+        );
+        assert_eq!(
+            session_settings_sql(Some(Duration::MAX), Some(Duration::ZERO)),
+            format!("SET statement_timeout = {}; SET lock_timeout = 0", i32::MAX)
+        );
     }
 
     #[test]

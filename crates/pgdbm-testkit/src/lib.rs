@@ -4,7 +4,9 @@
 //! binaries (or uses the server named by `TEST_DB_HOST`), shared by all tests of the process.
 //! [`TestServer::start`] gives a test its own server (for example to restart it).
 //! [`TestDatabase`] gives each test its own database on it, and [`TestHelpers`] the helpers of
-//! Python pgdbm's `DatabaseTestCase`; both work with any pool backend.
+//! Python pgdbm's `DatabaseTestCase`; both work with any pool backend. [`FaultProxy`] sits
+//! between a client and a server to inject network faults (latency, blackholes, resets,
+//! refused connections).
 //!
 //! ```
 //! use pgdbm_testkit::{unique_database_name, TestServer};
@@ -30,6 +32,7 @@
 mod config;
 mod database;
 mod discover;
+mod fault_proxy;
 mod names;
 mod procfs;
 mod reap;
@@ -39,5 +42,6 @@ mod sys;
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};
+pub use fault_proxy::{Direction, FaultProxy, FaultProxyStats};
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use server::{TestServer, TestServerOptions};
