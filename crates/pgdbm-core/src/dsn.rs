@@ -590,13 +590,15 @@ impl ParamSink {
                 0 => None,
                 1 => ports[0],
                 n if n == hosts.len() => ports[i],
-                n => return Err(Error::config(
-                    "port",
-                    format!(
+                n => {
+                    return Err(Error::config(
+                        "port",
+                        format!(
                         "{n} ports given for {} hosts; give one port for all hosts or one per host",
                         hosts.len()
                     ),
-                )),
+                    ))
+                }
             };
             Ok(p.unwrap_or(default_port))
         };
