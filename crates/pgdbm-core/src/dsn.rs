@@ -1404,7 +1404,7 @@ mod tests {
     }
 
     /// Passwords for the fragment test: characters that error texts and masks do not use
-    /// themselves (upper case, non-ASCII, some punctuation, spaces), so that any 4-byte window
+    /// themselves (upper case, non-ASCII, some punctuation, spaces; no `*`, the mask), so that any 4-byte window
     /// found in an output really came from the input. No `=`, `'`, `\`, `@`, `/`, `?`, `&`, `#`, `,`:
     /// with those a malformed string is a different well-formed one (`password=a host=b`).
     fn fragment_password() -> impl Strategy<Value = String> {
@@ -1412,7 +1412,7 @@ mod tests {
             prop_oneof![
                 6 => proptest::char::range('A', 'Z'),
                 2 => Just(' '),
-                1 => proptest::sample::select(vec!['!', '$', '*', '(', ')', '~', '%', ':', '+']),
+                1 => proptest::sample::select(vec!['!', '$', '(', ')', '~', '%', ':', '+']),
                 1 => proptest::sample::select(vec!['é', 'ü', 'ß', '🔑', 'Ж', '中']),
             ],
             4..24,
@@ -1599,6 +1599,10 @@ mod tests {
                     outputs.push(e.to_string());
                 }
                 for out in &outputs {
+                    // Upper-case words of pgdbm's own messages are not from the input.
+                    let out = ["DATABASE_URL", "URL", "UTF-8", "NUL"]
+                        .iter()
+                        .fold(out.clone(), |o, w| o.replace(w, "§"));
                     for frag in fragments(&pw) {
                         prop_assert!(!out.contains(frag), "{:?} of {:?} leaked in {:?} (input {:?})", frag, pw, out, input);
                     }
