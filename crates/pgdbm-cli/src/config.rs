@@ -229,13 +229,11 @@ impl EnvironmentConfig {
 
 impl FileConfig {
     /// Parses the text of a `pgdbm.toml`.
+    ///
+    /// Errors name the file, line and key, never the value or the line's text (it may be a
+    /// password): see [`describe_toml_error`].
     pub(crate) fn parse(text: &str, path: &Path) -> Result<FileConfig, CliError> {
-        toml::from_str(text).map_err(|e| {
-            CliError::new(format!(
-                "invalid configuration file {}: {e}",
-                path.display()
-            ))
-        })
+        toml::from_str(text).map_err(|e| CliError::new(describe_toml_error(text, path, &e)))
     }
 
     /// Reads and parses `path`.
@@ -317,6 +315,74 @@ impl FileConfig {
     }
 }
 
+/// `invalid configuration file <path>, line N, key `[section] key`: <problem>`, for a TOML
+/// error in `text`. The problem is toml's message with every quoted part that comes from the
+/// line's value replaced by `…`; when any 4-byte piece of the value would still show, a generic
+/// message is used instead. The raw line (which toml's own `Display` prints) is never shown.
+pub(crate) fn describe_toml_error(text: &str, path: &Path, e: &toml::de::Error) -> String {
+    let at = e.span().map_or(0, |s| s.start).min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..line_start].matches('\n').count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let (key, value) = match line.split_once('=') {
+        Some((k, v)) => (Some(k.trim()), v),
+        None => (None, line),
+    };
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.split('#').next().unwrap_or(l).trim());
+    let mut message = redact(e.message(), value);
+    let value_bytes = value.trim().as_bytes();
+    let leaks = value_bytes.len() >= 4
+        && value_bytes
+            .windows(4)
+            .any(|w| message.as_bytes().windows(4).any(|m| m == w));
+    if leaks || message.trim().is_empty() {
+        message = "the value is not valid here (not shown: it may be secret)".to_owned();
+    }
+    let location = match (section, key) {
+        (Some(sec), Some(k)) if line_start > 0 => format!(", key `{k}` in {sec}"),
+        (_, Some(k)) => format!(", key `{k}`"),
+        (Some(sec), None) => format!(", in {sec}"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "invalid configuration file {}, line {line_no}{location}: {message}",
+        path.display()
+    )
+}
+
+/// `message` with each `` `...` `` or `"..."` part whose text occurs in `value` replaced by `…`.
+fn redact(message: &str, value: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let q = &rest[open..open + 1];
+        out.push_str(&rest[..open + 1]);
+        let after = &rest[open + 1..];
+        match after.find(q) {
+            Some(close) => {
+                let inner = &after[..close];
+                if !inner.is_empty() && value.contains(inner) {
+                    out.push('…');
+                } else {
+                    out.push_str(inner);
+                }
+                out.push_str(q);
+                rest = &after[close + 1..];
+            }
+            None => {
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace('\n', "; ")
+}
+
 /// Settings every CLI connection gets: a small pool, one connection attempt (so a wrong
 /// host fails fast), and no statement timeouts (a migration may run long).
 pub(crate) fn tune_for_cli(config: &mut pgdbm::Config) {
@@ -337,6 +403,45 @@ mod tests {
 
     fn parse(text: &str) -> FileConfig {
         FileConfig::parse(text, Path::new("pgdbm.toml")).unwrap()
+    }
+
+    #[test]
+    fn toml_errors_name_file_line_and_key_but_never_the_value() {
+        let cases = [
+            // Unquoted password: a TOML syntax error on the value.
+            "[environments.dev]\nhost = \"h\"\npassword = correct horse battery staple\n",
+            // Wrong type: serde's message would quote the value.
+            "[environments.dev]\nhost = \"h\"\npassword = 123456789\n",
+            "[environments.dev]\nhost = \"h\"\nport = \"sekritvalue\"\n",
+        ];
+        for (text, secret, key) in [
+            (cases[0], "horse", "password"),
+            (cases[1], "12345", "password"),
+            (cases[2], "sekrit", "port"),
+        ] {
+            let err = FileConfig::parse(text, Path::new("conf/pgdbm.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("conf/pgdbm.toml"), "{err}");
+            assert!(err.contains("line 3"), "{err}");
+            assert!(err.contains(&format!("key `{key}`")), "{err}");
+            assert!(err.contains("[environments.dev]"), "{err}");
+            assert!(!err.contains(secret), "{err}");
+            for w in text
+                .lines()
+                .nth(2)
+                .unwrap()
+                .split('=')
+                .nth(1)
+                .unwrap()
+                .trim()
+                .as_bytes()
+                .windows(4)
+            {
+                let w = std::str::from_utf8(w).unwrap();
+                assert!(!err.contains(w), "{w:?} in {err}");
+            }
+        }
     }
 
     #[test]

@@ -47,7 +47,14 @@ const KNOWN_PARAMS: &[&str] = &[
 // ---------------------------------------------------------------------------------------------
 
 /// `s` with every byte outside RFC 3986's unreserved set (`A-Z a-z 0-9 - . _ ~`) written as `%XX`.
-pub(crate) fn percent_encode(s: &str) -> String {
+///
+/// The one percent-encoder of the workspace (connection URLs built by [`Config::dsn`], the
+/// testkit's URLs, the CLI); safe for every part of a `postgresql://` URL.
+///
+/// ```
+/// assert_eq!(pgdbm_core::percent_encode("a b@c:/%"), "a%20b%40c%3A%2F%25");
+/// ```
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -75,9 +82,9 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// Decodes `%XX` sequences of `s`; an invalid sequence or non-UTF-8 result is an
-/// [`Error::Configuration`] for `field`. `show` says whether the text may appear in the error
-/// (false for passwords).
-fn percent_decode(field: &str, s: &str, show: bool) -> Result<String> {
+/// [`Error::Configuration`] for `field` naming the part and the character position of the bad
+/// sequence within it, never any of the text (which may be a password).
+fn percent_decode(field: &str, s: &str) -> Result<String> {
     if !s.contains('%') {
         return Ok(s.to_string());
     }
@@ -97,9 +104,10 @@ fn percent_decode(field: &str, s: &str, show: bool) -> Result<String> {
                     return Err(Error::config(
                         field,
                         format!(
-                            "invalid percent-encoding{} in connection URL: `%` must be followed by \
-                             two hex digits; write a literal `%` as `%25`",
-                            shown(s, show)
+                            "invalid percent-encoding in the {field} part of the connection URL \
+                             at character {} of that part: `%` must be followed by two hex \
+                             digits; write a literal `%` as `%25`",
+                            char_pos(s, i)
                         ),
                     ))
                 }
@@ -112,17 +120,18 @@ fn percent_decode(field: &str, s: &str, show: bool) -> Result<String> {
     String::from_utf8(out).map_err(|_| {
         Error::config(
             field,
-            format!("percent-decoded value{} is not valid UTF-8", shown(s, show)),
+            format!(
+                "the percent-decoded {field} part of the connection URL is not valid UTF-8; \
+                 percent-encode the UTF-8 bytes of each character"
+            ),
         )
     })
 }
 
-fn shown(s: &str, show: bool) -> String {
-    if show {
-        format!(" in `{s}`")
-    } else {
-        String::new()
-    }
+/// 1-based character position of byte offset `at` in `s` (for error messages that must not quote
+/// the text).
+pub(crate) fn char_pos(s: &str, at: usize) -> usize {
+    s.get(..at).map_or(at, |h| h.chars().count()) + 1
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -192,8 +201,7 @@ fn is_known_query(s: &str) -> bool {
     !s.is_empty()
         && s.split('&').all(|pair| {
             pair.split_once('=').is_some_and(|(k, _)| {
-                let key =
-                    percent_decode("connection_string", k, false).unwrap_or_else(|_| k.to_string());
+                let key = percent_decode("connection_string", k).unwrap_or_else(|_| k.to_string());
                 KNOWN_PARAMS.contains(&key.as_str())
             })
         })
@@ -245,12 +253,64 @@ fn mask_url(scheme: &str, rest: &str) -> String {
         }
         out.push('@');
         tail = &rest[userinfo.len() + 1..];
+    } else if !hostspec_is_plausible(parts.hostspec) {
+        // No `@` but a host part that is not `host[:port],...`: most likely `user:password`
+        // with the `@host` missing. Mask everything after the scheme.
+        out.push_str(MASK);
+        return out;
     }
     out.push_str(&mask_query_params(tail));
     out
 }
 
-/// Masks the values of `password=` after `?` or `&` (the value runs to the next `&`).
+/// True when every host of `spec` is `[ipv6][:digits]` or `name[:digits]` with `name` made of
+/// URL-unreserved characters and `%` escapes.
+fn hostspec_is_plausible(spec: &str) -> bool {
+    split_hostspec(spec).iter().all(|h| {
+        let port = if let Some(inner) = h.strip_prefix('[') {
+            match inner.find(']') {
+                Some(c) => match &inner[c + 1..] {
+                    "" => "",
+                    after => match after.strip_prefix(':') {
+                        Some(p) => p,
+                        None => return false,
+                    },
+                },
+                None => return false,
+            }
+        } else {
+            let name = h.find(':').map_or(&h[..], |c| &h[..c]);
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'%' | b'-'))
+            {
+                return false;
+            }
+            h.find(':').map_or("", |c| &h[c + 1..])
+        };
+        port.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// True when `s` starts with a known parameter name (case-insensitive, `%`-decoded when
+/// `encoded`), optional blanks (when not `encoded`) and `=`: the start of the next parameter.
+fn starts_known_param(s: &str, encoded: bool) -> bool {
+    let end = s
+        .find(|c: char| c == '=' || c == '&' || c.is_whitespace())
+        .unwrap_or(s.len());
+    let raw = &s[..end];
+    let key = if encoded {
+        percent_decode("connection_string", raw).unwrap_or_else(|_| raw.to_string())
+    } else {
+        raw.to_string()
+    };
+    let rest = &s[end..];
+    let rest = if encoded { rest } else { rest.trim_start() };
+    rest.starts_with('=') && KNOWN_PARAMS.iter().any(|k| k.eq_ignore_ascii_case(&key))
+}
+
+/// Masks the values of `password=` after `?` or `&`. The value runs to the next `&` that starts
+/// a known parameter (`&sslmode=`...), or to the end: a raw `&` in a password is masked too.
 fn mask_query_params(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -263,8 +323,10 @@ fn mask_query_params(s: &str) -> String {
             out.push_str(&s[i..value_start]);
             out.push_str(MASK);
             let end = s[value_start..]
-                .find('&')
-                .map_or(s.len(), |e| value_start + e);
+                .match_indices('&')
+                .map(|(e, _)| value_start + e)
+                .find(|&e| starts_known_param(&s[e + 1..], true))
+                .unwrap_or(s.len());
             i = end;
         } else {
             let ch_len = s[i..].chars().next().map_or(1, char::len_utf8);
@@ -288,7 +350,7 @@ fn key_at(s: &str, at: usize, blanks: bool) -> Option<usize> {
     let key = if blanks {
         raw_key.to_string()
     } else {
-        percent_decode("password", raw_key, false).unwrap_or_else(|_| raw_key.to_string())
+        percent_decode("password", raw_key).unwrap_or_else(|_| raw_key.to_string())
     };
     if !key.eq_ignore_ascii_case("password") {
         return None;
@@ -336,25 +398,42 @@ fn mask_keyword_values(s: &str) -> String {
     out
 }
 
-/// Length in bytes of the libpq value at the start of `s` (quoted with `\` escapes, or up to
-/// unescaped whitespace); an unterminated quote runs to the end.
+/// Length in bytes of the libpq password value at the start of `s`, as far as masking goes.
+///
+/// A quoted value runs to its closing quote (`\` escapes), an unterminated one to the end. An
+/// unquoted value runs past whitespace up to the next known `parameter=` (or the end), so that
+/// a malformed unquoted password with spaces (`password=correct horse battery`) is masked
+/// whole.
 fn value_len(s: &str) -> usize {
-    let mut chars = s.char_indices().peekable();
-    let quoted = s.starts_with('\'');
-    if quoted {
-        chars.next();
-    }
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next();
+    if s.starts_with('\'') {
+        let mut chars = s.char_indices().skip(1);
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '\'' => return i + 1,
+                _ => {}
             }
-            '\'' if quoted => return i + 1,
-            c if !quoted && c.is_whitespace() => return i,
-            _ => {}
         }
+        return s.len();
     }
-    s.len()
+    let mut escaped = false;
+    let mut prev_ws = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c.is_whitespace() {
+            prev_ws = true;
+            continue;
+        } else if prev_ws && starts_known_param(&s[i..], false) {
+            return s[..i].trim_end().len();
+        }
+        prev_ws = false;
+    }
+    s.trim_end().len()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,6 +441,9 @@ fn value_len(s: &str) -> usize {
 // ---------------------------------------------------------------------------------------------
 
 /// Collects connection parameters (libpq names) and applies them to a [`Config`].
+///
+/// Error messages name the parameter and what is wrong with its value, never the value itself:
+/// in a malformed string, what looks like a value may be part of a password.
 pub(crate) struct ParamSink {
     config: Config,
     hosts: Option<Vec<String>>,
@@ -371,9 +453,10 @@ pub(crate) struct ParamSink {
 }
 
 impl ParamSink {
-    pub(crate) fn new(source: &'static str) -> Self {
+    /// A sink that applies parameters on top of `base`.
+    pub(crate) fn new(source: &'static str, base: Config) -> Self {
         ParamSink {
-            config: Config::default(),
+            config: base,
             hosts: None,
             ports: None,
             source,
@@ -382,6 +465,7 @@ impl ParamSink {
 
     /// Applies libpq parameter `key` = `value`.
     pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let source = self.source;
         let c = &mut self.config;
         match key {
             "host" => self.hosts = Some(value.split(',').map(|h| h.trim().to_string()).collect()),
@@ -395,7 +479,17 @@ impl ParamSink {
             "dbname" => c.database = value.to_string(),
             "user" => c.user = value.to_string(),
             "password" => c.password = Some(value.to_string()),
-            "sslmode" => c.ssl_mode = value.parse()?,
+            "sslmode" => {
+                c.ssl_mode = value.parse().map_err(|_| {
+                    Error::config(
+                        "ssl_mode",
+                        format!(
+                            "the {source} has an sslmode that is not one of disable, allow, \
+                             prefer, require, verify-ca, verify-full"
+                        ),
+                    )
+                })?
+            }
             "application_name" => c.application_name = Some(value.to_string()),
             "options" => {
                 for (k, v) in parse_options(value)? {
@@ -407,8 +501,8 @@ impl ParamSink {
                     Error::config(
                         "connect_timeout",
                         format!(
-                            "`{value}` in the {} is not a number of seconds; use e.g. `connect_timeout=10`",
-                            self.source
+                            "the {source} has a connect_timeout that is not a number of seconds; \
+                             use e.g. `connect_timeout=10`"
                         ),
                     )
                 })?;
@@ -432,13 +526,13 @@ impl ParamSink {
                     _ => {
                         return Err(Error::config(
                             "keepalives",
-                            format!("the {} has a keepalives value that is not 0 or 1; use keepalives=1 (on) or keepalives=0 (off)", self.source),
+                            format!("the {source} has a keepalives value that is not 0 or 1; use keepalives=1 (on) or keepalives=0 (off)"),
                         ))
                     }
                 }
             }
             "keepalives_idle" | "keepalives_interval" => {
-                let secs = Self::whole_number(self.source, key, value, "seconds")?;
+                let secs = Self::whole_number(source, key, value, "seconds")?;
                 let d = Duration::from_secs(secs);
                 if key == "keepalives_idle" {
                     c.keepalives_idle = d;
@@ -447,23 +541,23 @@ impl ParamSink {
                 }
             }
             "keepalives_count" => {
-                let n = Self::whole_number(self.source, key, value, "probes")?;
+                let n = Self::whole_number(source, key, value, "probes")?;
                 c.keepalives_count = u32::try_from(n).unwrap_or(u32::MAX);
             }
             "tcp_user_timeout" => {
                 // libpq: milliseconds, 0 = the OS default.
-                let ms = Self::whole_number(self.source, key, value, "milliseconds")?;
+                let ms = Self::whole_number(source, key, value, "milliseconds")?;
                 c.tcp_user_timeout = (ms > 0).then(|| Duration::from_millis(ms));
             }
-            other => {
+            _ => {
+                // The name is not echoed: in a malformed string it may be part of a password.
                 return Err(Error::config(
-                    other,
+                    "connection_string",
                     format!(
-                        "unknown connection parameter `{other}` in the {}; supported: {}",
-                        self.source,
+                        "unknown connection parameter in the {source}; supported: {}",
                         KNOWN_PARAMS.join(", ")
                     ),
-                ))
+                ));
             }
         }
         Ok(())
@@ -481,9 +575,14 @@ impl ParamSink {
         })
     }
 
-    /// Combines hosts and ports and returns the config.
+    /// Combines hosts and ports and returns the config. Without `host` and `port` parameters
+    /// the base config's hosts are kept.
     pub(crate) fn finish(mut self) -> Result<Config> {
-        let default_port = self.config.port;
+        if self.hosts.is_none() && self.ports.is_none() {
+            return Ok(self.config);
+        }
+        let default_port = Config::default().port;
+        let keep_fallbacks = self.hosts.is_none();
         let hosts = self.hosts.unwrap_or_else(|| vec![self.config.host.clone()]);
         let ports = self.ports.unwrap_or_default();
         let port_for = |i: usize| -> Result<u16> {
@@ -517,12 +616,14 @@ impl ParamSink {
             self.config.host = h;
             self.config.port = p;
         }
-        self.config.fallback_hosts = iter.collect();
+        if !keep_fallbacks {
+            self.config.fallback_hosts = iter.collect();
+        }
         Ok(self.config)
     }
 }
 
-/// Parses a port; an empty string means "default".
+/// Parses a port; an empty string means "default". The error never echoes the text.
 fn parse_port(p: &str) -> Result<Option<u16>> {
     if p.is_empty() {
         return Ok(None);
@@ -530,14 +631,15 @@ fn parse_port(p: &str) -> Result<Option<u16>> {
     match p.parse::<u16>() {
         Ok(0) | Err(_) => Err(Error::config(
             "port",
-            format!("`{p}` is not a valid port; use a number from 1 to 65535 (default 5432)"),
+            "a port is not a number from 1 to 65535; write ports as digits (default 5432)",
         )),
         Ok(n) => Ok(Some(n)),
     }
 }
 
 /// Parses libpq `options` (`-c key=value`, `-ckey=value`, `--key=value`, separated by
-/// whitespace; `\` escapes the next character) into server settings.
+/// whitespace; `\` escapes the next character) into server settings. Errors name the word's
+/// position, not its text.
 pub(crate) fn parse_options(s: &str) -> Result<Vec<(String, String)>> {
     // Split on unescaped whitespace.
     let mut words = Vec::new();
@@ -564,10 +666,10 @@ pub(crate) fn parse_options(s: &str) -> Result<Vec<(String, String)>> {
         words.push(cur);
     }
     let mut out = Vec::new();
-    let mut iter = words.into_iter();
-    while let Some(w) = iter.next() {
+    let mut iter = words.into_iter().enumerate();
+    while let Some((n, w)) = iter.next() {
         let setting = if w == "-c" {
-            iter.next().ok_or_else(|| {
+            iter.next().map(|(_, s)| s).ok_or_else(|| {
                 Error::config(
                     "server_settings",
                     "`-c` at the end of `options` has no `key=value` after it",
@@ -578,13 +680,20 @@ pub(crate) fn parse_options(s: &str) -> Result<Vec<(String, String)>> {
         } else {
             return Err(Error::config(
                 "server_settings",
-                format!("`{w}` in `options` is not understood; write settings as `-c key=value`"),
+                format!(
+                    "word {} of `options` is not understood; write settings as `-c key=value`",
+                    n + 1
+                ),
             ));
         };
         let (k, v) = setting.split_once('=').ok_or_else(|| {
             Error::config(
                 "server_settings",
-                format!("`{setting}` in `options` has no `=`; write settings as `-c key=value`"),
+                format!(
+                    "the setting at word {} of `options` has no `=`; write settings as \
+                     `-c key=value`",
+                    n + 1
+                ),
             )
         })?;
         // PostgreSQL treats `-` in setting names given on the command line as `_`.
@@ -593,76 +702,87 @@ pub(crate) fn parse_options(s: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// Parses a `postgres://` / `postgresql://` URL or a libpq `key=value` string.
+/// Parses a `postgres://` / `postgresql://` URL or a libpq `key=value` string into a config
+/// based on [`Config::default`].
 pub(crate) fn parse(s: &str) -> Result<Config> {
+    parse_onto(Config::default(), s)
+}
+
+/// Parses `s` (URL or `key=value` string) on top of `base`: every parameter `s` gives overwrites
+/// the field it sets, the other fields keep `base`'s values. The string is not kept.
+pub(crate) fn parse_onto(base: Config, s: &str) -> Result<Config> {
     let trimmed = s.trim();
-    let mut cfg = if let Some(n) = url_scheme_len(trimmed) {
-        parse_url(&trimmed[n..])?
-    } else if let Some(scheme_end) = trimmed.find("://").filter(|&i| {
+    if let Some(n) = url_scheme_len(trimmed) {
+        parse_url(base, &trimmed[n..])
+    } else if trimmed.find("://").is_some_and(|i| {
         trimmed[..i]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
     }) {
-        return Err(Error::config(
+        Err(Error::config(
             "connection_string",
-            format!(
-                "unsupported URL scheme `{}`; use `postgresql://` or `postgres://`",
-                &trimmed[..scheme_end]
-            ),
-        ));
+            "unsupported URL scheme (the text before `://`); use `postgresql://` or `postgres://`",
+        ))
     } else if trimmed.is_empty() || trimmed.contains('=') {
-        parse_keyword_value(trimmed)?
+        parse_keyword_value(base, trimmed)
     } else {
-        return Err(Error::config(
+        Err(Error::config(
             "connection_string",
             "not a connection string: expected a `postgresql://user:password@host:port/db` URL \
              or libpq `key=value` pairs such as `host=localhost dbname=app`",
-        ));
-    };
-    cfg.connection_string = Some(s.to_string());
-    Ok(cfg)
+        ))
+    }
 }
 
-fn parse_url(rest: &str) -> Result<Config> {
+fn parse_url(base: Config, rest: &str) -> Result<Config> {
     let parts = split_url(rest);
-    let mut sink = ParamSink::new("connection URL");
+    let mut sink = ParamSink::new("connection URL", base);
     if let Some(ui) = parts.userinfo {
         let (user, password) = match ui.find(':') {
             Some(c) => (&ui[..c], Some(&ui[c + 1..])),
             None => (ui, None),
         };
         if !user.is_empty() {
-            sink.config.user = percent_decode("user", user, true)?;
+            sink.config.user = percent_decode("user", user)?;
         }
         if let Some(pw) = password {
-            sink.config.password = Some(percent_decode("password", pw, false)?);
+            sink.config.password = Some(percent_decode("password", pw)?);
         }
     }
     if !parts.hostspec.is_empty() {
         let mut hosts = Vec::new();
         let mut ports = Vec::new();
-        for spec in split_hostspec(parts.hostspec) {
-            let (h, p) = split_host_port(spec)?;
-            hosts.push(percent_decode("host", h, true)?);
-            ports.push(parse_port(&percent_decode("port", p.unwrap_or(""), true)?)?);
+        for (i, spec) in split_hostspec(parts.hostspec).into_iter().enumerate() {
+            let (h, p) = split_host_port(i, spec)?;
+            hosts.push(percent_decode("host", h)?);
+            ports.push(parse_port(&percent_decode("port", p.unwrap_or(""))?)?);
         }
         sink.hosts = Some(hosts);
         sink.ports = Some(ports);
     }
     if let Some(path) = parts.path.filter(|p| !p.is_empty()) {
-        sink.config.database = percent_decode("database", path, true)?;
+        sink.config.database = percent_decode("database", path)?;
     }
     if let Some(q) = parts.query.filter(|q| !q.is_empty()) {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
+        for (i, pair) in q.split('&').filter(|p| !p.is_empty()).enumerate() {
             let (k, v) = pair.split_once('=').ok_or_else(|| {
                 Error::config(
                     "connection_string",
-                    format!("query parameter `{pair}` has no `=`; write `name=value`"),
+                    format!(
+                        "query parameter {} of the connection URL has no `=`; write `name=value`",
+                        i + 1
+                    ),
                 )
             })?;
-            let key = percent_decode("connection_string", k, true)?;
-            let value = percent_decode(&param_field(&key), v, key != "password")?;
-            sink.set(&key, &value)?;
+            let key = percent_decode("connection_string", k)?;
+            let value = percent_decode(&param_field(&key), v)?;
+            sink.set(&key, &value).map_err(|e| match e {
+                Error::Configuration { field, message } => Error::Configuration {
+                    field,
+                    message: format!("{message} (query parameter {})", i + 1),
+                },
+                other => other,
+            })?;
         }
     }
     sink.finish()
@@ -677,7 +797,8 @@ fn param_field(key: &str) -> String {
         "sslcert" => "ssl_cert",
         "sslkey" => "ssl_key",
         "options" => "server_settings",
-        other => other,
+        k if KNOWN_PARAMS.contains(&k) => k,
+        _ => "connection_string",
     }
     .to_string()
 }
@@ -702,12 +823,17 @@ fn split_hostspec(spec: &str) -> Vec<&str> {
     out
 }
 
-fn split_host_port(spec: &str) -> Result<(&str, Option<&str>)> {
+/// Host and port of host spec number `index` (0-based); errors name the number, not the text.
+fn split_host_port(index: usize, spec: &str) -> Result<(&str, Option<&str>)> {
     if let Some(inner) = spec.strip_prefix('[') {
         let close = inner.find(']').ok_or_else(|| {
             Error::config(
                 "host",
-                format!("`{spec}`: IPv6 address has no closing `]`; write e.g. `[::1]:5432`"),
+                format!(
+                    "host {} of the connection URL: IPv6 address has no closing `]`; write e.g. \
+                     `[::1]:5432`",
+                    index + 1
+                ),
             )
         })?;
         let host = &inner[..close];
@@ -719,19 +845,24 @@ fn split_host_port(spec: &str) -> Result<(&str, Option<&str>)> {
         } else {
             Err(Error::config(
                 "host",
-                format!("`{spec}`: unexpected text after `]`; write e.g. `[::1]:5432`"),
+                format!(
+                    "host {} of the connection URL: unexpected text after `]`; write e.g. \
+                     `[::1]:5432`",
+                    index + 1
+                ),
             ))
         }
     } else {
-        match spec.rfind(':') {
+        // As libpq: the host name ends at the first `:`; everything after it is the port.
+        match spec.find(':') {
             Some(c) => Ok((&spec[..c], Some(&spec[c + 1..]))),
             None => Ok((spec, None)),
         }
     }
 }
 
-fn parse_keyword_value(s: &str) -> Result<Config> {
-    let mut sink = ParamSink::new("key=value connection string");
+fn parse_keyword_value(base: Config, s: &str) -> Result<Config> {
+    let mut sink = ParamSink::new("key=value connection string", base);
     let mut chars = s.char_indices().peekable();
     loop {
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
@@ -749,14 +880,21 @@ fn parse_keyword_value(s: &str) -> Result<Config> {
         let key = &s[start..key_end];
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         if chars.next_if(|(_, c)| *c == '=').is_none() {
+            // Neither the word nor its neighbours are quoted: this is where an unquoted
+            // password with spaces ends up.
             return Err(Error::config(
                 "connection_string",
-                format!("missing `=` after `{key}` in key=value connection string"),
+                format!(
+                    "key=value connection string: the word starting at character {} has no `=` \
+                     after it; write `key=value` pairs and quote values containing spaces \
+                     (`password='a b'`)",
+                    char_pos(s, start)
+                ),
             ));
         }
         while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let mut value = String::new();
-        if chars.next_if(|(_, c)| *c == '\'').is_some() {
+        if let Some((quote_at, _)) = chars.next_if(|(_, c)| *c == '\'') {
             let mut closed = false;
             while let Some((_, c)) = chars.next() {
                 match c {
@@ -776,8 +914,9 @@ fn parse_keyword_value(s: &str) -> Result<Config> {
                 return Err(Error::config(
                     param_field(key),
                     format!(
-                        "unterminated quoted value for `{key}`; close it with `'` and write a \
-                         literal quote as `\\'`"
+                        "key=value connection string: the quoted value starting at character {} \
+                         is not terminated; close it with `'` and write a literal quote as `\\'`",
+                        char_pos(s, quote_at)
                     ),
                 ));
             }
@@ -796,7 +935,13 @@ fn parse_keyword_value(s: &str) -> Result<Config> {
                 }
             }
         }
-        sink.set(key, &value)?;
+        sink.set(key, &value).map_err(|e| match e {
+            Error::Configuration { field, message } => Error::Configuration {
+                field,
+                message: format!("{message} (parameter at character {})", char_pos(s, start)),
+            },
+            other => other,
+        })?;
     }
     sink.finish()
 }
@@ -804,7 +949,13 @@ fn parse_keyword_value(s: &str) -> Result<Config> {
 /// Builds a config from environment lookups (see [`Config::from_env_with`]).
 pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
     if let Some(url) = env("DATABASE_URL").filter(|u| !u.trim().is_empty()) {
-        return parse(&url);
+        return parse(&url).map_err(|e| match e {
+            Error::Configuration { field, message } => Error::Configuration {
+                field,
+                message: format!("{message} (from environment variable DATABASE_URL)"),
+            },
+            other => other,
+        });
     }
     const VARS: &[(&str, &str)] = &[
         ("PGHOST", "host"),
@@ -820,7 +971,7 @@ pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         ("PGSSLKEY", "sslkey"),
         ("PGOPTIONS", "options"),
     ];
-    let mut sink = ParamSink::new("environment");
+    let mut sink = ParamSink::new("environment", Config::default());
     for (var, key) in VARS {
         if let Some(v) = env(var).filter(|v| !v.is_empty()) {
             sink.set(key, &v).map_err(|e| match e {
@@ -870,7 +1021,6 @@ mod tests {
             assert_eq!(c.host, "db.example.com");
             assert_eq!(c.port, 6432);
             assert_eq!(c.database, "shop");
-            assert_eq!(c.connection_string.as_deref(), Some(s.as_str()));
             assert!(c.fallback_hosts.is_empty());
         }
     }
@@ -1001,7 +1151,7 @@ mod tests {
             ("postgres://h:99999/db", "port"),
             ("postgres://h:abc/db", "port"),
             ("postgres://a,b,c/db?port=1,2", "port"),
-            ("postgres://h/db?frobnicate=1", "frobnicate"),
+            ("postgres://h/db?frobnicate=1", "connection_string"),
             ("postgres://h/db?options=-x", "server_settings"),
             ("postgres://h/db?options=-c", "server_settings"),
             ("postgres://h/db?options=-cfoo", "server_settings"),
@@ -1016,7 +1166,9 @@ mod tests {
         }
         let (_, msg) = cfg_err(Config::from_url("postgres://h/db?frobnicate=1"));
         assert!(
-            msg.contains("frobnicate") && msg.contains("sslmode"),
+            !msg.contains("frobnicate")
+                && msg.contains("sslmode")
+                && msg.contains("query parameter 1"),
             "{msg}"
         );
     }
@@ -1041,7 +1193,6 @@ mod tests {
         assert_eq!(c.password.as_deref(), Some(""));
         let c: Config = "dbname=x".parse().unwrap();
         assert_eq!(c.database, "x");
-        assert_eq!(c.connection_string.as_deref(), Some("dbname=x"));
     }
 
     #[test]
@@ -1049,8 +1200,9 @@ mod tests {
         let (f, m) = cfg_err(Config::from_url("host=h password='sekrit"));
         assert_eq!(f, "password");
         assert!(!m.contains("sekrit"), "{m}");
-        let (f, _) = cfg_err(Config::from_url("host=h bogus=1"));
-        assert_eq!(f, "bogus");
+        let (f, m) = cfg_err(Config::from_url("host=h bogus=1"));
+        assert_eq!(f, "connection_string");
+        assert!(!m.contains("bogus") && m.contains("character 8"), "{m}");
         let (f, _) = cfg_err(Config::from_url("host=h dbname"));
         assert_eq!(f, "connection_string");
         let (f, _) = cfg_err(Config::from_url("host=h sslmode=nope"));
@@ -1106,7 +1258,6 @@ mod tests {
         assert_eq!(c.ssl_cert, Some("/cert".into()));
         assert_eq!(c.ssl_key, Some("/key".into()));
         assert_eq!(c.server_settings["work_mem"], "64MB");
-        assert_eq!(c.connection_string, None);
 
         let c = Config::from_env_with(vars(&[("DB_PASSWORD", "fallback")])).unwrap();
         assert_eq!(c.password.as_deref(), Some("fallback"));
@@ -1121,7 +1272,6 @@ mod tests {
             (c.host.as_str(), c.port, c.password.as_deref()),
             ("h", 1, Some("x"))
         );
-        assert_eq!(c.connection_string.as_deref(), Some("postgres://u:x@h:1/d"));
 
         let c = Config::from_env_with(|_| None).unwrap();
         assert_eq!(c, Config::default());
@@ -1133,7 +1283,11 @@ mod tests {
             ("PGPORT", "nope", "port"),
             ("PGSSLMODE", "bogus", "ssl_mode"),
             ("PGCONNECT_TIMEOUT", "-1", "connect_timeout"),
-            ("DATABASE_URL", "postgres://h/db?x=1", "x"),
+            (
+                "DATABASE_URL",
+                "postgres://h/db?xyzzy=1",
+                "connection_string",
+            ),
         ];
         for (var, val, want) in cases {
             let (field, msg) = cfg_err(Config::from_env_with(|k| (k == var).then(|| val.into())));
@@ -1186,7 +1340,17 @@ mod tests {
                 "host=h password=*** user=u",
             ),
             ("password = 'x y'", "password = ***"),
-            (r"password=a\ b c=d", "password=*** c=d"),
+            (r"password=a\ b c=d", "password=***"),
+            (r"password=a\ b dbname=d", "password=*** dbname=d"),
+            // Malformed: an unquoted password with spaces is masked to the next parameter.
+            (
+                "host=h password=correct horse battery staple",
+                "host=h password=***",
+            ),
+            (
+                "password=correct horse battery staple user=u",
+                "password=*** user=u",
+            ),
             ("password='unterminated and more", "password=***"),
             ("user=password host=h", "user=password host=h"),
             ("PASSWORD=x", "PASSWORD=***"),
@@ -1201,7 +1365,7 @@ mod tests {
     #[test]
     fn percent_encode_roundtrip_examples() {
         for s in ["", "abc", "a b@c:d/e?f#g%h&i", "日本", "~-._"] {
-            assert_eq!(percent_decode("x", &percent_encode(s), true).unwrap(), s);
+            assert_eq!(percent_decode("x", &percent_encode(s)).unwrap(), s);
         }
         assert_eq!(percent_encode("a b"), "a%20b");
         assert_eq!(url_host("::1"), "[::1]");
@@ -1237,6 +1401,68 @@ mod tests {
 
     fn password() -> impl Strategy<Value = String> {
         text().prop_filter("at least 4 chars", |p| p.chars().count() >= 4)
+    }
+
+    /// Passwords for the fragment test: characters that error texts and masks do not use
+    /// themselves (upper case, non-ASCII, some punctuation, spaces; no `*`, the mask), so that any 4-byte window
+    /// found in an output really came from the input. No `=`, `'`, `\`, `@`, `/`, `?`, `&`, `#`, `,`:
+    /// with those a malformed string is a different well-formed one (`password=a host=b`).
+    fn fragment_password() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                6 => proptest::char::range('A', 'Z'),
+                2 => Just(' '),
+                1 => proptest::sample::select(vec!['!', '$', '(', ')', '~', '%', ':', '+']),
+                1 => proptest::sample::select(vec!['é', 'ü', 'ß', '🔑', 'Ж', '中']),
+            ],
+            4..24,
+        )
+        .prop_map(|v| v.into_iter().collect::<String>())
+        .prop_filter("a non-blank window", |p| p.trim().len() >= 4)
+    }
+
+    /// Every substring of `pw` of at least 4 bytes that starts and ends on a character boundary
+    /// and is as short as possible (4 bytes, or one longer character), skipping windows that are
+    /// only blanks.
+    fn fragments(pw: &str) -> Vec<&str> {
+        let bounds: Vec<usize> = pw
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain([pw.len()])
+            .collect();
+        let mut out = Vec::new();
+        for (n, &a) in bounds.iter().enumerate() {
+            if let Some(&b) = bounds[n..].iter().find(|&&b| b >= a + 4) {
+                let w = &pw[a..b];
+                if !w.trim().is_empty() {
+                    out.push(w);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn issue_10_leaking_inputs() {
+        let pw = "correct horse battery staple";
+        let input = format!("host=h password={pw}");
+        let (_, msg) = cfg_err(Config::from_url(&input));
+        assert!(msg.contains("character 25"), "{msg}");
+        for out in [msg, mask_dsn(&input)] {
+            for word in ["correct", "horse", "battery", "staple"] {
+                assert!(!out.contains(word), "{word} in {out}");
+            }
+        }
+        assert_eq!(mask_dsn(&input), "host=h password=***");
+        // `@host` missing: the port parser would have seen the password.
+        let (_, msg) = cfg_err(Config::from_url("postgresql://u:hunter2/db"));
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert_eq!(mask_dsn("postgresql://u:hunter2/db"), "postgresql://***");
+        // A raw `&` in a query password.
+        assert_eq!(
+            mask_dsn("postgresql://h/db?password=ab&cd&sslmode=require"),
+            "postgresql://h/db?password=***&sslmode=require"
+        );
     }
 
     /// Every way the password could show up in text.
@@ -1329,6 +1555,59 @@ mod tests {
             let masked = Config::from_url(&mask_dsn(&url)).unwrap();
             prop_assert_eq!(masked.host, host);
             prop_assert_eq!(masked.user, user);
+        }
+
+        /// Issue 10: no error and no masked string ever contains a 4-byte substring of the
+        /// password, for URL and key=value forms, well-formed and malformed.
+        #[test]
+        fn no_password_fragment_in_errors_or_masks(pw in fragment_password()) {
+            let enc = percent_encode(&pw);
+            let quoted = pw.replace('\\', "\\\\").replace('\'', "\\'");
+            let inputs = [
+                // Well-formed.
+                format!("postgresql://u:{enc}@h:5432/db"),
+                format!("postgresql://h/db?sslmode=prefer&password={enc}&application_name=x"),
+                format!("host=h password='{quoted}' dbname=d"),
+                // Malformed: raw text in the URL user info and query, the `@host` missing, an
+                // unquoted value with spaces, an unterminated quote, a bad port.
+                format!("postgresql://u:{pw}@h:5432/db"),
+                format!("postgresql://u:{pw}/db"),
+                format!("postgresql://u:{pw}"),
+                format!("postgresql://h/db?password={pw}&sslmode=prefer"),
+                format!("postgresql://h/db?password={pw}"),
+                format!("host=h password={pw} dbname=d"),
+                format!("host=h password={pw}"),
+                format!("password={pw} user=u"),
+                format!("host=h password='{pw}"),
+                format!("host=h password = '{quoted}"),
+            ];
+            for input in &inputs {
+                let mut outputs = vec![mask_dsn(input)];
+                match Config::from_url(input) {
+                    Ok(c) => {
+                        outputs.push(format!("{c:?}"));
+                        outputs.push(c.to_string());
+                        outputs.push(c.dsn_masked_with(|_| None));
+                    }
+                    Err(e) => {
+                        outputs.push(e.to_string());
+                        outputs.push(format!("{e:?}"));
+                    }
+                }
+                let env = |k: &str| (k == "DATABASE_URL").then(|| input.clone());
+                if let Err(e) = Config::from_env_with(env) {
+                    outputs.push(e.to_string());
+                }
+                for out in &outputs {
+                    // Upper-case words of pgdbm's own messages are not from the input.
+                    let out = ["DATABASE_URL", "URL", "UTF-8", "NUL"]
+                        .iter()
+                        .fold(out.clone(), |o, w| o.replace(w, "§"));
+                    for frag in fragments(&pw) {
+                        prop_assert!(!out.contains(frag), "{:?} of {:?} leaked in {:?} (input {:?})", frag, pw, out, input);
+                    }
+                }
+            }
         }
 
         #[test]

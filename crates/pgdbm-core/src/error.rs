@@ -307,7 +307,11 @@ impl fmt::Display for QueryParams {
 }
 
 /// A failed query, with the context Python pgdbm's `QueryError` has and the server's fields.
-#[derive(Debug)]
+///
+/// The server's DETAIL often quotes row values (`Key (email)=(alice@x) already exists`), so
+/// `Display` and `Debug` show it only when [`values_shown`](QueryError::values_shown) is set
+/// (the adapters set it from `Config::log_parameters`); the [`detail`](QueryError::detail) field
+/// itself always holds it.
 #[non_exhaustive]
 pub struct QueryError {
     /// What kind of failure this is.
@@ -328,7 +332,8 @@ pub struct QueryError {
     pub table: Option<String>,
     /// Column name, when the server gives one.
     pub column: Option<String>,
-    /// The server's DETAIL field.
+    /// The server's DETAIL field (always kept here; shown by `Display`/`Debug` only when
+    /// [`values_shown`](QueryError::values_shown)).
     pub detail: Option<String>,
     /// The server's HINT field.
     pub hint: Option<String>,
@@ -336,6 +341,10 @@ pub struct QueryError {
     pub row: Option<usize>,
     /// The underlying driver error.
     pub source: Option<BoxError>,
+    /// Values may appear in `Display`/`Debug` (the user opted in with `Config::log_parameters`):
+    /// then [`detail`](QueryError::detail) is shown; otherwise it is replaced by a note.
+    /// Default `false`.
+    pub values_shown: bool,
 }
 
 impl QueryError {
@@ -355,7 +364,21 @@ impl QueryError {
             hint: None,
             row: None,
             source: None,
+            values_shown: false,
         }
+    }
+
+    /// Sets [`values_shown`](QueryError::values_shown).
+    pub fn with_values_shown(mut self, shown: bool) -> Self {
+        self.values_shown = shown;
+        self
+    }
+
+    /// The DETAIL as `Display`/`Debug` show it: the text when values may be shown, else a note.
+    fn shown_detail(&self) -> Option<&str> {
+        self.detail
+            .as_deref()
+            .map(|d| if self.values_shown { d } else { HIDDEN_DETAIL })
     }
 
     /// Sets the parameters shown for this error.
@@ -379,6 +402,45 @@ pub fn truncate_sql(sql: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// What `Display`/`Debug` show in place of a DETAIL when values are not shown.
+const HIDDEN_DETAIL: &str =
+    "(hidden: may contain row values; set Config::log_parameters to show it)";
+
+/// `Debug` of [`QueryError::source`]: the driver's own `Debug` repeats the DETAIL, so it is
+/// only shown when values are.
+struct SourceDebug<'a>(&'a QueryError);
+
+impl fmt::Debug for SourceDebug<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.source {
+            None => f.write_str("None"),
+            Some(s) if self.0.values_shown => write!(f, "Some({s:?})"),
+            Some(_) => f.write_str("Some(<driver error; hidden: may contain row values>)"),
+        }
+    }
+}
+
+impl fmt::Debug for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("query", &self.query)
+            .field("params", &self.params)
+            .field("sqlstate", &self.sqlstate)
+            .field("constraint", &self.constraint)
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("column", &self.column)
+            .field("detail", &self.shown_detail())
+            .field("hint", &self.hint)
+            .field("row", &self.row)
+            .field("source", &SourceDebug(self))
+            .field("values_shown", &self.values_shown)
+            .finish()
+    }
+}
+
 impl fmt::Display for QueryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "query failed ({}", self.kind)?;
@@ -386,7 +448,7 @@ impl fmt::Display for QueryError {
             write!(f, ", SQLSTATE {code}")?;
         }
         write!(f, "): {}", self.message)?;
-        if let Some(d) = &self.detail {
+        if let Some(d) = self.shown_detail() {
             write!(f, "; detail: {d}")?;
         }
         if let Some(h) = &self.hint {
@@ -444,6 +506,23 @@ mod tests {
         assert!(s.contains('…'));
         assert!(s.len() < long.len());
         assert!(!s.contains("secret"));
+    }
+
+    #[test]
+    fn detail_only_shown_when_values_are() {
+        let mut q = QueryError::new(QueryErrorKind::Server, "duplicate key", "INSERT ...");
+        q.detail = Some("Key (email)=(alice@x) already exists.".into());
+        for out in [q.to_string(), format!("{q:?}"), format!("{q:#?}")] {
+            assert!(!out.contains("alice@x"), "{out}");
+            assert!(out.contains("log_parameters"), "{out}");
+        }
+        let q = q.with_values_shown(true);
+        assert!(q.to_string().contains("alice@x"));
+        assert!(format!("{q:?}").contains("alice@x"));
+        assert_eq!(
+            q.detail.as_deref(),
+            Some("Key (email)=(alice@x) already exists.")
+        );
     }
 
     #[test]

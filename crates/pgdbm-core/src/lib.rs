@@ -46,7 +46,7 @@ pub mod retry;
 pub mod sql;
 pub mod template;
 
-pub use config::{duration_from_secs, Config, DurationField, ResetPolicy, SslMode};
+pub use config::{duration_from_secs, Config, ConfigBuilder, DurationField, ResetPolicy, SslMode};
 pub use database::{
     AsQuery, Clock, Database, DbConnection, PreparedQuery, QueryEvent, QueryObserver, RenderedSql,
     RowOf, Savepoint, SystemClock, Transaction,
@@ -55,7 +55,7 @@ pub use debugger::{
     BlockingQuery, ConnectionInfo, DatabaseHealth, Debugger, IndexUsage, LongRunningQuery,
     TableSize,
 };
-pub use dsn::mask_dsn;
+pub use dsn::{mask_dsn, percent_encode};
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
 pub use ident::{
     parse_qualified_name, quote_catalog_name, quote_identifier, validate_identifier,

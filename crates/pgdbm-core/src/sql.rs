@@ -4,9 +4,10 @@
 //! The lexer recognises single-quoted strings (`''` escapes; `E'…'` strings also take backslash
 //! escapes), double-quoted identifiers, dollar quotes (`$$…$$`, `$tag$…$tag$`, not confused with
 //! `$1` parameters or `$` inside identifiers), `--` line comments, nested `/* /* */ */` block
-//! comments, and `BEGIN ATOMIC … END` bodies of SQL-standard functions (their `;`s do not end
-//! the statement; `CASE … END` inside them nests). Unterminated constructs run to the end of
-//! the input. It never panics and works on any UTF-8 text.
+//! comments, parentheses and `BEGIN … END` bodies of `CREATE FUNCTION`/`PROCEDURE` (their `;`s
+//! do not end the statement; `CASE … END` inside them nests), splitting exactly where psql does.
+//! Unterminated constructs run to the end of the input. It never panics and works on any UTF-8
+//! text.
 //!
 //! Plain `'…'` strings follow `standard_conforming_strings = on` (the default since PostgreSQL
 //! 9.1): a backslash in them is an ordinary character.
@@ -176,9 +177,12 @@ impl Iterator for Lexer<'_> {
                 (Kind::Space, start + n)
             }
             b if is_word_byte(b) => {
+                // As psql: a number does not continue with `$` (`1$a$` is 1 then a dollar
+                // quote), an identifier does (`a$b`).
+                let number = b.is_ascii_digit();
                 let n = self.bytes[start..]
                     .iter()
-                    .take_while(|&&c| is_word_byte(c))
+                    .take_while(|&&c| is_word_byte(c) && !(number && c == b'$'))
                     .count();
                 let end = start + n;
                 if matches!(&self.bytes[start..end], b"E" | b"e") && self.at(end) == Some(b'\'') {
@@ -197,7 +201,14 @@ impl Iterator for Lexer<'_> {
     }
 }
 
-/// Byte ranges of the statements of `sql`, split at top-level `;`.
+/// Byte ranges of the statements of `sql`, split exactly where psql (15) ends a statement.
+///
+/// psql's rule (`psqlscan.l`): a `;` outside quotes, dollar quotes and comments ends the
+/// statement when the parenthesis depth is 0 and, in a statement that starts with
+/// `CREATE [OR REPLACE] FUNCTION|PROCEDURE`, no `BEGIN … END` block is open (`BEGIN` opens one,
+/// `CASE` nests inside one, `END` closes one; only at parenthesis depth 0). So a multi-action
+/// `CREATE RULE … DO ALSO (INSERT …; INSERT …)` and a `BEGIN ATOMIC … END` function body stay
+/// whole. tests/tests/splitter_psql.rs checks this against psql itself.
 ///
 /// The ranges are untrimmed and exclude the `;` separators: joining the pieces with `";"` gives
 /// back `sql` exactly. There is always at least one range (the text after the last `;`,
@@ -212,36 +223,73 @@ impl Iterator for Lexer<'_> {
 pub fn split_statements_spans(sql: &str) -> Vec<Range<usize>> {
     let mut spans = Vec::new();
     let mut piece_start = 0;
-    // BEGIN ATOMIC tracking.
-    let mut prev_word_begin = false;
-    let mut atomic_depth = 0usize;
+    let mut state = PsqlState::default();
     for (kind, range) in Lexer::new(sql) {
         match kind {
-            Kind::Space | Kind::Comment => continue,
-            Kind::Semicolon if atomic_depth == 0 => {
+            Kind::Semicolon if state.paren_depth == 0 && state.begin_depth == 0 => {
                 spans.push(piece_start..range.start);
                 piece_start = range.end;
+                state = PsqlState::default();
             }
-            Kind::Word => {
-                let word = &sql[range];
-                if atomic_depth > 0 {
-                    if word.eq_ignore_ascii_case("case") {
-                        atomic_depth += 1;
-                    } else if word.eq_ignore_ascii_case("end") {
-                        atomic_depth -= 1;
-                    }
-                } else if prev_word_begin && word.eq_ignore_ascii_case("atomic") {
-                    atomic_depth = 1;
-                }
-                prev_word_begin = word.eq_ignore_ascii_case("begin");
-                continue;
+            Kind::Other => match &sql[range] {
+                "(" => state.paren_depth += 1,
+                ")" => state.paren_depth = state.paren_depth.saturating_sub(1),
+                _ => {}
+            },
+            Kind::Word
+                if sql
+                    .as_bytes()
+                    .get(range.start)
+                    .is_some_and(|&b| is_tag_start(b)) =>
+            {
+                state.identifier(&sql[range]);
             }
             _ => {}
         }
-        prev_word_begin = false;
     }
     spans.push(piece_start..sql.len());
     spans
+}
+
+/// psql's per-statement lexer state for deciding whether a `;` ends the statement.
+#[derive(Default)]
+struct PsqlState {
+    paren_depth: usize,
+    begin_depth: usize,
+    /// First letters of the first four identifiers, when they are `create`, `or`, `replace`,
+    /// `function` or `procedure` (0 otherwise), as psql keeps them.
+    identifiers: [u8; 4],
+    identifier_count: usize,
+}
+
+impl PsqlState {
+    /// An identifier (psql: `{ident_start}{ident_cont}*`, keywords included).
+    fn identifier(&mut self, word: &str) {
+        let lower = word.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "create" | "function" | "procedure" | "or" | "replace"
+        ) {
+            if let Some(slot) = self.identifiers.get_mut(self.identifier_count) {
+                *slot = lower.as_bytes()[0];
+            }
+        }
+        self.identifier_count += 1;
+        let ids = self.identifiers;
+        let creates_routine = ids[0] == b'c'
+            && (ids[1] == b'f'
+                || ids[1] == b'p'
+                || (ids[1] == b'o' && ids[2] == b'r' && (ids[3] == b'f' || ids[3] == b'p')));
+        if creates_routine && self.paren_depth == 0 {
+            match lower.as_str() {
+                "begin" => self.begin_depth += 1,
+                // CASE also ends with END; only tracked inside a BEGIN.
+                "case" if self.begin_depth >= 1 => self.begin_depth += 1,
+                "end" => self.begin_depth = self.begin_depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// True when `piece` has something besides whitespace and comments.
@@ -407,6 +455,44 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn parentheses_and_psql_heuristics() {
+        // Issue 10: a multi-action rule keeps its `;`s inside the parentheses.
+        let rule = "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (NEW.id); INSERT INTO b VALUES (NEW.id))";
+        assert_eq!(
+            split_statements(&format!(
+                "{rule};
+SELECT 1;"
+            )),
+            [rule, "SELECT 1"]
+        );
+        // An unbalanced `)` does not go negative; an unclosed `(` swallows the rest, as in psql.
+        assert_eq!(split_statements("SELECT 1); SELECT 2").len(), 2);
+        assert_eq!(split_statements("SELECT (1; SELECT 2").len(), 1);
+        // OR REPLACE; BEGIN without ATOMIC also opens a block in a CREATE FUNCTION (psql does not
+        // look for ATOMIC); BEGIN in other statements never does.
+        let f = "CREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC SELECT 1; END";
+        assert_eq!(split_statements(&format!("{f}; SELECT 2")), [f, "SELECT 2"]);
+        assert_eq!(
+            split_statements("SELECT 1 AS begin; SELECT 2 AS atomic; SELECT 3").len(),
+            3
+        );
+        // Inside parentheses BEGIN is not tracked (a parameter named `begin`).
+        let g = "CREATE FUNCTION g(begin int) RETURNS int LANGUAGE sql RETURN 1";
+        assert_eq!(split_statements(&format!("{g}; SELECT 1")), [g, "SELECT 1"]);
+        // ... but at depth 0 it is, even where it is a name: psql sends this as one statement.
+        assert_eq!(
+            split_statements(
+                "CREATE FUNCTION g(begin int) RETURNS int LANGUAGE sql RETURN begin; SELECT 1"
+            )
+            .len(),
+            1
+        );
+        // A number ends before `$`: `1$a$` is 1 followed by a dollar quote.
+        assert_eq!(split_statements("SELECT 1$a$;$a$; SELECT 2").len(), 2);
+        assert_eq!(split_statements("SELECT a$b; SELECT 2").len(), 2);
     }
 
     #[test]

@@ -1,45 +1,23 @@
-//! Small time helpers: UTC timestamps for file names and jitter, without extra dependencies.
+//! Small time helpers: local-time timestamps for new migration file names (as Python pgdbm) and
+//! jitter.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Civil date (year, month, day) of `days` since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let y = if m <= 2 { y + 1 } else { y };
-    // Both values are in small ranges (see the comments above), so the casts are lossless.
-    (y, m as u32, d as u32)
+/// `YYYYMMDD_HHMMSS` of `t`: the prefix Python pgdbm 0.5's `create_migration` gives new files
+/// (`datetime.now().strftime("%Y%m%d_%H%M%S")`).
+pub(crate) fn file_timestamp<Tz: chrono::TimeZone>(t: &chrono::DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    t.format("%Y%m%d_%H%M%S").to_string()
 }
 
-/// `YYYYMMDDHHMMSS` (UTC) of `secs` seconds since the Unix epoch.
-pub(crate) fn timestamp_from_unix(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// `YYYYMMDDHHMMSS` (UTC) of now.
-pub(crate) fn timestamp_now() -> String {
-    let secs = match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    };
-    timestamp_from_unix(secs)
+/// [`file_timestamp`] of now in the local time zone (`TZ`, else `/etc/localtime`), as Python's
+/// naive `datetime.now()`.
+pub(crate) fn local_file_timestamp_now() -> String {
+    file_timestamp(&chrono::Local::now())
 }
 
 /// A random number in `[0, 1)` from the standard library's randomly seeded hasher (every
@@ -62,12 +40,17 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn known_timestamps() {
-        assert_eq!(timestamp_from_unix(0), "19700101000000");
-        assert_eq!(timestamp_from_unix(1_706_270_400), "20240126120000");
-        assert_eq!(timestamp_from_unix(951_825_600), "20000229120000");
-        assert_eq!(timestamp_from_unix(-1), "19691231235959");
-        assert_eq!(timestamp_now().len(), 14);
+    fn file_timestamps_are_pythons_format() {
+        use chrono::TimeZone;
+        let t = chrono::FixedOffset::east_opt(2 * 3600)
+            .unwrap()
+            .with_ymd_and_hms(2024, 1, 26, 12, 0, 5)
+            .unwrap();
+        // The wall-clock time of the zone, not UTC (Python's naive `datetime.now()`).
+        assert_eq!(file_timestamp(&t), "20240126_120005");
+        let now = local_file_timestamp_now();
+        assert_eq!(now.len(), 15);
+        assert_eq!(now.as_bytes()[8], b'_');
     }
 
     #[test]
@@ -79,10 +62,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn timestamps_are_14_digits_and_ordered(a in 0i64..8_000_000_000, b in 0i64..8_000_000_000) {
-            let (ta, tb) = (timestamp_from_unix(a), timestamp_from_unix(b));
-            prop_assert_eq!(ta.len(), 14);
-            prop_assert!(ta.bytes().all(|c| c.is_ascii_digit()));
+        fn file_timestamps_sort_in_time_order(a in 0i64..8_000_000_000, b in 0i64..8_000_000_000) {
+            let at = |s| chrono::DateTime::from_timestamp(s, 0).unwrap();
+            let (ta, tb) = (file_timestamp(&at(a)), file_timestamp(&at(b)));
+            prop_assert_eq!(ta.len(), 15);
             // Code-point order of the names follows time order.
             prop_assert_eq!(a.cmp(&b), ta.cmp(&tb));
         }

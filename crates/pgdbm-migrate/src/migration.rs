@@ -83,7 +83,8 @@ impl MigrationSource {
     ///
     /// # Errors
     ///
-    /// [`Error::Migration`] naming the directory or file that cannot be read (or is not UTF-8).
+    /// [`Error::Migration`] naming the directory or file that cannot be read (or is not UTF-8),
+    /// or a file (symlink) that resolves outside the directory, as Python pgdbm refuses it.
     pub fn load(&self) -> Result<Vec<Migration>> {
         match self {
             MigrationSource::Directory(dir) => load_dir(dir),
@@ -136,9 +137,37 @@ fn load_dir(dir: &Path) -> Result<Vec<Migration>> {
         }
     }
     rules::sort_migration_names(&mut names);
+    // As Python pgdbm: a file (typically a symlink) that resolves outside the directory is
+    // refused, so a link cannot smuggle another project's SQL into this history.
+    let real_dir = std::fs::canonicalize(dir).map_err(|e| {
+        Error::migration(
+            None,
+            format!(
+                "cannot resolve migrations directory `{}`: {e}",
+                dir.display()
+            ),
+        )
+    })?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let path = dir.join(&name);
+        let real = std::fs::canonicalize(&path).map_err(|e| {
+            Error::migration(
+                Some(name.clone()),
+                format!("cannot resolve migration file `{}`: {e}", path.display()),
+            )
+        })?;
+        if !real.starts_with(&real_dir) {
+            return Err(Error::migration(
+                Some(name.clone()),
+                format!(
+                    "migration file `{name}` resolves to `{}`, which is outside the migrations \
+                     directory `{}`; copy the file into the directory instead of linking to it",
+                    real.display(),
+                    real_dir.display()
+                ),
+            ));
+        }
         let content = std::fs::read_to_string(&path).map_err(|e| {
             Error::migration(
                 Some(name.clone()),
@@ -238,6 +267,45 @@ mod tests {
         let ok = MigrationSource::Directory(base.clone()).load().unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].filename, "001_ok.sql");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn symlinks_resolving_outside_the_directory_are_refused() {
+        let base = std::env::temp_dir().join(format!("pgdbm-symlink-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("migrations");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(base.join("outside.sql"), "DROP TABLE users;").unwrap();
+        std::fs::write(dir.join("001_ok.sql"), "SELECT 1;").unwrap();
+        // A link to a file inside the directory is fine.
+        std::os::unix::fs::symlink(dir.join("001_ok.sql"), dir.join("002_inside.sql")).unwrap();
+        assert_eq!(
+            MigrationSource::Directory(dir.clone())
+                .load()
+                .unwrap()
+                .len(),
+            2
+        );
+        std::os::unix::fs::symlink(base.join("outside.sql"), dir.join("003_evil.sql")).unwrap();
+        match MigrationSource::Directory(dir.clone()).load().unwrap_err() {
+            Error::Migration { file, message, .. } => {
+                assert_eq!(file.as_deref(), Some("003_evil.sql"));
+                assert!(
+                    message.contains("003_evil.sql") && message.contains("outside"),
+                    "{message}"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Also when the directory itself is reached through a symlink.
+        let linked_dir = base.join("linked");
+        std::os::unix::fs::symlink(&dir, &linked_dir).unwrap();
+        std::fs::remove_file(dir.join("003_evil.sql")).unwrap();
+        assert_eq!(
+            MigrationSource::Directory(linked_dir).load().unwrap().len(),
+            2
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -728,14 +728,17 @@ impl<P: Pool> Migrator<P> {
         }
     }
 
-    /// Writes a new migration file `YYYYMMDDHHMMSS_<name>.sql` (UTC timestamp) into the
-    /// migrations directory (created if missing) and returns its path.
+    /// Writes a new migration file `YYYYMMDD_HHMMSS_<name>.sql` (local time, as Python pgdbm 0.5's
+    /// `create_migration`) into the migrations directory (created if missing) and returns its
+    /// path. The file holds `content` byte for byte, as Python writes it.
     ///
-    /// Each migration already runs in its own transaction, so unlike Python pgdbm this does not
-    /// wrap the content in `BEGIN;`/`COMMIT;` (that would commit the migrator's transaction
-    /// early and record the history row outside it). `auto_transaction = false` instead writes
-    /// the `-- pgdbm:no-transaction` marker as the first line, so the file runs statement by
-    /// statement outside a transaction.
+    /// `auto_transaction` is kept for compatibility and, as in Python 0.5, changes nothing: every
+    /// migration runs in a transaction unless its content carries the `-- pgdbm:no-transaction`
+    /// marker. With `auto_transaction = true` and a `BEGIN` in the content a warning is logged,
+    /// like Python's.
+    ///
+    /// Differences from Python, for safety: the name must be ASCII letters, digits, `_` and `-`
+    /// (Python accepts anything, including `../`), and an existing file is not overwritten.
     ///
     /// # Errors
     ///
@@ -754,7 +757,7 @@ impl<P: Pool> Migrator<P> {
             ));
         };
         validate_migration_name(name)?;
-        let filename = format!("{}_{name}.sql", crate::clock::timestamp_now());
+        let filename = format!("{}_{name}.sql", crate::clock::local_file_timestamp_now());
         let path = dir.join(&filename);
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::migration(
@@ -765,15 +768,15 @@ impl<P: Pool> Migrator<P> {
                 ),
             )
         })?;
-        let mut text = String::new();
-        if !auto_transaction && !rules::has_no_transaction_marker(content) {
-            text.push_str(rules::NO_TRANSACTION_MARKER);
-            text.push('\n');
+        if auto_transaction && content.to_uppercase().contains("BEGIN") {
+            tracing::warn!(
+                target: TRACING_TARGET,
+                file = %filename,
+                "migration content already contains explicit transaction statements; pgdbm \
+                 applies migrations transactionally by default"
+            );
         }
-        text.push_str(content);
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
+        let text = content;
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .write(true)

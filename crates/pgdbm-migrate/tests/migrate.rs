@@ -741,25 +741,37 @@ async fn case_baseline_history_rollback_create<P: Pool>() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].version(), "003");
 
-    // create_migration: timestamped name, no-transaction marker when asked.
+    // create_migration: Python 0.5's `YYYYMMDD_HHMMSS_` name, content as given; the
+    // no-transaction marker only when the content has it (auto_transaction changes nothing).
     let path = env
         .migrator()
         .create_migration("add_d", "CREATE TABLE d (id INT);", true)
         .expect("create");
     let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-    assert_eq!(name.len(), "YYYYMMDDHHMMSS_add_d.sql".len(), "{name}");
-    assert!(name[..14].bytes().all(|b| b.is_ascii_digit()) && name.ends_with("_add_d.sql"));
+    assert_eq!(name.len(), "YYYYMMDD_HHMMSS_add_d.sql".len(), "{name}");
+    assert!(
+        name[..8].bytes().all(|b| b.is_ascii_digit())
+            && &name[8..9] == "_"
+            && name[9..15].bytes().all(|b| b.is_ascii_digit())
+            && name.ends_with("_add_d.sql"),
+        "{name}"
+    );
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
-        "CREATE TABLE d (id INT);\n"
+        "CREATE TABLE d (id INT);"
     );
     let nt = env
         .migrator()
-        .create_migration("idx_d", "CREATE INDEX CONCURRENTLY d_id ON d (id);", false)
+        .create_migration(
+            "idx_d",
+            "-- pgdbm:no-transaction\nCREATE INDEX CONCURRENTLY d_id ON d (id);",
+            false,
+        )
         .expect("create no-tx");
-    assert!(std::fs::read_to_string(&nt)
-        .unwrap()
-        .starts_with("-- pgdbm:no-transaction\n"));
+    assert_eq!(
+        std::fs::read_to_string(&nt).unwrap(),
+        "-- pgdbm:no-transaction\nCREATE INDEX CONCURRENTLY d_id ON d (id);"
+    );
     assert!(env
         .migrator()
         .create_migration("../evil", "x", true)

@@ -1,5 +1,6 @@
 //! [`TestServer`]: a throwaway PostgreSQL server for tests.
 
+use pgdbm_core::percent_encode;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs;
@@ -1113,18 +1114,6 @@ fn tail(text: &str, n: usize) -> String {
     let mut out = lines[start..].join("\n");
     if !out.is_empty() {
         out.push('\n');
-    }
-    out
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
     }
     out
 }

@@ -64,48 +64,6 @@ pub(crate) fn startup_options<'a>(
         .join(" ")
 }
 
-/// `config` with the connection fields of `connection_string` applied when it is set (it
-/// overrides the individual fields): hosts, database and user always, password when the string
-/// has one, and TLS / timeout / application settings when the string sets them.
-fn effective_config(config: &Config) -> Result<Config> {
-    let Some(dsn) = &config.connection_string else {
-        return Ok(config.clone());
-    };
-    let parsed = Config::from_url(dsn)?;
-    let defaults = Config::default();
-    let mut c = config.clone();
-    c.host = parsed.host;
-    c.port = parsed.port;
-    c.fallback_hosts = parsed.fallback_hosts;
-    c.database = parsed.database;
-    c.user = parsed.user;
-    if parsed.password.is_some() {
-        c.password = parsed.password;
-    }
-    if parsed.ssl_mode != defaults.ssl_mode {
-        c.ssl_mode = parsed.ssl_mode;
-    }
-    for (field, value) in [
-        (&mut c.ssl_root_cert, parsed.ssl_root_cert),
-        (&mut c.ssl_cert, parsed.ssl_cert),
-        (&mut c.ssl_key, parsed.ssl_key),
-    ] {
-        if value.is_some() {
-            *field = value;
-        }
-    }
-    if parsed.connect_timeout != defaults.connect_timeout {
-        c.connect_timeout = parsed.connect_timeout;
-    }
-    if parsed.application_name != defaults.application_name {
-        c.application_name = parsed.application_name;
-    }
-    for (k, v) in parsed.server_settings {
-        c.server_settings.entry(k).or_insert(v);
-    }
-    Ok(c)
-}
-
 /// The tokio-postgres config (without host and port) for `config`: user, password
 /// (`Config::password`, else `DB_PASSWORD`), database, `application_name`, and every other
 /// [`Config::server_settings`] entry as `-c key=value` in the startup `options`.
@@ -415,8 +373,8 @@ where
     .abort_handle()
 }
 
-/// What one config needs to open connections: the config ([`effective_config`]d and
-/// validated), its TLS connector and the settings its connections share.
+/// What one config needs to open connections: the config (validated; its fields are the only
+/// source of connection parameters), its TLS connector and the settings its connections share.
 struct Prepared {
     config: Config,
     tls: Option<MakeRustlsConnect>,
@@ -424,7 +382,7 @@ struct Prepared {
 }
 
 fn prepare(config: &Config) -> Result<Prepared> {
-    let config = effective_config(config)?;
+    let config = config.clone();
     config.validate()?;
     let tls = tls::connector(&config)?;
     let settings = Arc::new(ConnSettings::from_config(&config));
@@ -463,7 +421,7 @@ async fn attempt(p: &Prepared) -> std::result::Result<PgConnection, AttemptError
 
 impl PgConnection {
     /// One connection attempt: tries the configured hosts in order (`host` then
-    /// `fallback_hosts`, or the hosts of `connection_string`), each bounded as a whole (TCP,
+    /// `fallback_hosts`), each bounded as a whole (TCP,
     /// TLS and authentication) by `config.connect_timeout`; passes the server settings in the
     /// startup packet (no extra round trip) and then runs `config.init_commands`. The
     /// connection task runs on the current tokio runtime.
@@ -525,27 +483,18 @@ mod tests {
     }
 
     #[test]
-    fn connection_string_hosts_are_tried_in_order() {
-        let mut c = Config::default();
-        c.connection_string = Some("postgresql://u:secret@h1:5433,h2:5434/db".to_string());
+    fn fields_changed_after_parsing_a_url_win() {
+        let mut c = Config::from_url("postgresql://u:secret@h1:5433,h2:5434/db").unwrap();
         c.database = "other".to_string();
-        let e = effective_config(&c).unwrap();
+        c.user = "v".to_string();
         assert_eq!(
-            e.hosts(),
+            c.hosts(),
             vec![("h1".to_string(), 5433), ("h2".to_string(), 5434)]
         );
-        let pg = base_config(&e);
-        assert_eq!(pg.get_dbname(), Some("db"));
-        assert_eq!(pg.get_user(), Some("u"));
+        let pg = base_config(&c);
+        assert_eq!(pg.get_dbname(), Some("other"));
+        assert_eq!(pg.get_user(), Some("v"));
         assert_eq!(pg.get_password(), Some(&b"secret"[..]));
-    }
-
-    #[test]
-    fn bad_connection_string_error_hides_password() {
-        let mut c = Config::default();
-        c.connection_string = Some("postgresql://u:hunter2@h1:notaport/db".to_string());
-        let e = effective_config(&c).unwrap_err().to_string();
-        assert!(!e.contains("hunter2"), "{e}");
     }
 }
 

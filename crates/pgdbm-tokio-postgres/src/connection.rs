@@ -513,12 +513,13 @@ impl PgConnection {
     }
 
     /// With `Config::log_parameters`, puts the parameters' `Debug` text into a query error
-    /// (they are masked otherwise).
+    /// (they are masked otherwise) and lets it show the server's DETAIL.
     pub(crate) fn show_params(&self, mut err: Error, params: &[Param<'_>]) -> Error {
         if let Error::Query(q) = &mut err {
             if !params.is_empty() {
                 q.params = params_shown(params, self.settings.log_parameters);
             }
+            q.values_shown = self.settings.log_parameters;
         }
         err
     }

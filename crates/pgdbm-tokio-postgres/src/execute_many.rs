@@ -117,7 +117,8 @@ impl PgConnection {
                     format!("row {row} of {}: {message}; nothing was sent", rows.len()),
                     sql,
                 )
-                .with_params(params_shown(bad, self.settings().log_parameters));
+                .with_params(params_shown(bad, self.settings().log_parameters))
+                .with_values_shown(self.settings().log_parameters);
                 q.row = Some(row);
                 q.source = source;
                 self.record(&span, started, None, false);
@@ -203,6 +204,7 @@ impl PgConnection {
         };
         if let Error::Query(q) = &mut err {
             q.row = many.row;
+            q.values_shown = self.settings().log_parameters;
             if let Some(params) = many.row.and_then(|r| rows.get(r)) {
                 q.params = params_shown(params, self.settings().log_parameters);
             }

@@ -70,7 +70,6 @@ fn target(ctx: &Ctx) -> CliResult<(String, pgdbm::Config)> {
         )));
     }
     let mut admin = config;
-    admin.connection_string = None;
     admin.database = MAINTENANCE_DB.to_owned();
     admin.schema = None;
     Ok((name, admin))

@@ -6,8 +6,15 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::dsn::{self, mask_dsn, percent_encode, url_host, MASK};
+use crate::dsn::{self, percent_encode, url_host, MASK};
 use crate::error::{Error, Result};
+
+mod builder;
+mod rules;
+#[cfg(feature = "serde")]
+mod serde_impl;
+
+pub use builder::ConfigBuilder;
 
 /// TLS mode, with libpq's names and meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -29,12 +36,21 @@ pub enum SslMode {
 ///
 /// Field names and defaults follow the reference; durations are [`Duration`]s.
 /// `Debug` and `Display` never show the password.
+///
+/// **The fields are the one source of truth.** A connection URL ([`Config::from_url`],
+/// `DATABASE_URL` in [`Config::from_env`], [`ConfigBuilder::url`]) is parsed into the fields and
+/// not kept, so the last write to a field wins: after
+/// `let mut c = Config::from_env()?; c.database = "other".into();` pools connect to `other`.
+/// (Python's `connection_string` argument maps to [`Config::from_url`].)
+///
+/// The struct is `#[non_exhaustive]` (new settings are not breaking changes), so code outside
+/// pgdbm cannot write a struct literal `Config { .., ..Default::default() }`; start from
+/// [`Config::default()`], [`Config::from_url`] or [`Config::builder`] and assign fields.
 #[derive(Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct Config {
-    /// Full connection URL or libpq key=value string; when set, it overrides the individual
-    /// connection fields (Python: `connection_string`).
-    pub connection_string: Option<String>,
     /// Database host (default `localhost`).
     pub host: String,
     /// Database port (default 5432).
@@ -56,8 +72,10 @@ pub struct Config {
     /// Queries per connection before it is recycled (default 50 000).
     pub max_queries: u64,
     /// Idle time after which a pooled connection is closed (default 300 s).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::secs"))]
     pub max_inactive_connection_lifetime: Duration,
     /// Default timeout of each query (default 60 s; `None` = no client-side timeout).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub command_timeout: Option<Duration>,
     /// Extra PostgreSQL run-time settings for every connection.
     pub server_settings: BTreeMap<String, String>,
@@ -66,10 +84,12 @@ pub struct Config {
     /// Connection attempts before giving up (default 3).
     pub retry_attempts: u32,
     /// Delay before the first retry (default 1 s).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::secs"))]
     pub retry_delay: Duration,
     /// Multiplier of the delay after each retry (default 2.0, at least 1).
     pub retry_backoff: f64,
     /// Longest delay between retries (default 30 s).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::secs"))]
     pub retry_max_delay: Duration,
     /// Add random jitter to retry delays (default true).
     pub retry_jitter: bool,
@@ -82,18 +102,24 @@ pub struct Config {
     /// Client private key file (PEM).
     pub ssl_key: Option<PathBuf>,
     /// Server-side `statement_timeout` (default 60 s; `None` leaves the server's).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub statement_timeout: Option<Duration>,
     /// Server-side `lock_timeout` (default 5 s; `None` leaves the server's).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub lock_timeout: Option<Duration>,
     /// Server-side `idle_in_transaction_session_timeout` (default 60 s; `None` leaves the server's).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub idle_in_transaction_session_timeout: Option<Duration>,
     /// Bound on establishing one connection: TCP, TLS and authentication (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::secs"))]
     pub connect_timeout: Duration,
     /// How long `acquire` waits for a pooled connection (default 30 s).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::secs"))]
     pub acquire_timeout: Duration,
     /// `application_name` reported to the server (default `pgdbm`).
     pub application_name: Option<String>,
     /// Longest life of a physical connection before it is replaced (default 1 h; `None` = no limit).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub max_lifetime: Option<Duration>,
     /// Prepared statements cached per connection (default 100; 0 = unnamed statements only, for
     /// PgBouncer in transaction mode).
@@ -107,13 +133,16 @@ pub struct Config {
     /// that vanished is detected on an idle connection.
     pub keepalives: bool,
     /// Idle time before the first keepalive probe (libpq `keepalives_idle`, default 30 s).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::secs"))]
     pub keepalives_idle: Duration,
     /// Time between unanswered keepalive probes (libpq `keepalives_interval`, default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::secs"))]
     pub keepalives_interval: Duration,
     /// Unanswered probes before the connection is dropped (libpq `keepalives_count`, default 3).
     pub keepalives_count: u32,
     /// How long sent data may stay unacknowledged before the kernel drops the connection
     /// (libpq `tcp_user_timeout`, Linux `TCP_USER_TIMEOUT`; default `None`, the OS default).
+    #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub tcp_user_timeout: Option<Duration>,
 }
 
@@ -171,7 +200,6 @@ impl FromStr for ResetPolicy {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            connection_string: None,
             host: "localhost".to_string(),
             port: 5432,
             fallback_hosts: Vec::new(),
@@ -325,24 +353,15 @@ pub fn duration_from_secs(field: &str, secs: f64) -> Result<Duration> {
     })
 }
 
-/// Longest server-side timeout PostgreSQL accepts (an `int` of milliseconds).
-const MAX_SERVER_TIMEOUT_MS: u128 = i32::MAX as u128;
-
-/// Largest `keepalives_idle` / `keepalives_interval` Linux accepts (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`).
-const MAX_KEEPALIVE_SECS: u64 = 32767;
-
-/// Largest `keepalives_count` Linux accepts (`TCP_KEEPCNT`).
-const MAX_KEEPALIVE_COUNT: u32 = 127;
-
 /// True for `^[A-Za-z_][A-Za-z0-9_]*$` of at most 63 bytes.
 // The same rule as templates and identifiers everywhere: `ident::validate_identifier`.
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     crate::ident::validate_identifier(s).is_ok()
 }
 
 /// True for a PostgreSQL setting name: identifiers separated by dots (custom settings such as
 /// `myapp.tenant_id`).
-fn is_setting_name(s: &str) -> bool {
+pub(crate) fn is_setting_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 127 && s.split('.').all(is_identifier)
 }
 
@@ -353,7 +372,7 @@ fn quote_ident(s: &str) -> String {
 
 /// Milliseconds of `d`, rounded up so that a non-zero duration never becomes `0` (which would
 /// disable a server-side timeout).
-fn millis_ceil(d: Duration) -> u128 {
+pub(crate) fn millis_ceil(d: Duration) -> u128 {
     let ms = d.as_millis();
     if Duration::from_millis(ms as u64) < d {
         ms + 1
@@ -377,7 +396,8 @@ impl Config {
     /// the same parameters, with libpq's quoting (`password='a b\'c'`).
     ///
     /// The first host becomes `host`/`port`, the others `fallback_hosts`. Fields not given keep
-    /// their [`Default`]. `connection_string` is set to `s`. Unknown parameters, bad ports, an
+    /// their [`Default`]. The string itself is not kept (see [`Config`]). Errors name the part
+    /// and position of the problem, never any text of `s`. Unknown parameters, bad ports, an
     /// unknown `sslmode` or a negative `connect_timeout` are an [`Error::Configuration`] naming
     /// the field or parameter. The result is not [`validate`](Config::validate)d.
     ///
@@ -389,6 +409,26 @@ impl Config {
     /// ```
     pub fn from_url(s: &str) -> Result<Config> {
         dsn::parse(s)
+    }
+
+    /// Applies a URL or `key=value` string on top of `self`: each parameter `s` gives (user,
+    /// password, hosts, database, `sslmode`, `options`, ...) overwrites the field it sets, even
+    /// when its value equals the default (an explicit `sslmode=prefer` wins over an earlier
+    /// `ssl_mode = Require`); fields `s` does not mention keep their values. The string is not
+    /// kept. On error `self` is unchanged.
+    ///
+    /// ```
+    /// use pgdbm_core::{Config, SslMode};
+    /// let mut c = Config::default();
+    /// c.ssl_mode = SslMode::Require;
+    /// c.schema = Some("app".into());
+    /// c.apply_url("postgresql://u@db/shop?sslmode=prefer")?;
+    /// assert_eq!((c.ssl_mode, c.schema.as_deref()), (SslMode::Prefer, Some("app")));
+    /// # Ok::<(), pgdbm_core::Error>(())
+    /// ```
+    pub fn apply_url(&mut self, s: &str) -> Result<()> {
+        *self = dsn::parse_onto(self.clone(), s)?;
+        Ok(())
     }
 
     /// Reads the configuration from the process environment; see [`Config::from_env_with`].
@@ -429,202 +469,7 @@ impl Config {
     /// and so are zero retry delays and a zero `max_inactive_connection_lifetime` ("never close
     /// idle connections", as in asyncpg).
     pub fn validate(&self) -> Result<()> {
-        let text_field = |name: &str, v: &str| -> Result<()> {
-            if v.is_empty() {
-                return Err(Error::config(
-                    name,
-                    format!("`{name}` is empty; set it (default: see Config::default())"),
-                ));
-            }
-            if v.contains('\0') {
-                return Err(Error::config(
-                    name,
-                    format!("`{name}` contains a NUL character; remove it"),
-                ));
-            }
-            Ok(())
-        };
-        text_field("host", &self.host)?;
-        text_field("database", &self.database)?;
-        text_field("user", &self.user)?;
-        if self.port == 0 {
-            return Err(Error::config(
-                "port",
-                "port 0 is not a valid port; use 1-65535 (PostgreSQL's default is 5432)",
-            ));
-        }
-        for (h, p) in &self.fallback_hosts {
-            if h.is_empty() || h.contains('\0') || *p == 0 {
-                return Err(Error::config(
-                    "fallback_hosts",
-                    format!(
-                        "`{h}:{p}` is not a valid host and port; hosts must be non-empty and \
-                         ports 1-65535"
-                    ),
-                ));
-            }
-        }
-        if self.max_connections == 0 {
-            return Err(Error::config(
-                "max_connections",
-                "max_connections is 0; a pool needs at least 1 connection",
-            ));
-        }
-        if self.min_connections > self.max_connections {
-            return Err(Error::config(
-                "min_connections",
-                format!(
-                    "min_connections ({}) is greater than max_connections ({}); lower \
-                     min_connections or raise max_connections",
-                    self.min_connections, self.max_connections
-                ),
-            ));
-        }
-        if self.max_queries == 0 {
-            return Err(Error::config(
-                "max_queries",
-                "max_queries is 0; use a positive number of queries per connection",
-            ));
-        }
-        if self.retry_attempts == 0 {
-            return Err(Error::config(
-                "retry_attempts",
-                "retry_attempts is 0; use at least 1 (1 = a single attempt, no retry)",
-            ));
-        }
-        if !self.retry_backoff.is_finite() || self.retry_backoff < 1.0 {
-            return Err(Error::config(
-                "retry_backoff",
-                format!(
-                    "retry_backoff is {}; use a finite multiplier of at least 1.0 (default 2.0)",
-                    self.retry_backoff
-                ),
-            ));
-        }
-        let nonzero = [
-            ("connect_timeout", Some(self.connect_timeout)),
-            ("acquire_timeout", Some(self.acquire_timeout)),
-            ("command_timeout", self.command_timeout),
-            ("max_lifetime", self.max_lifetime),
-        ];
-        for (name, d) in nonzero {
-            if d == Some(Duration::ZERO) {
-                let hint = if matches!(name, "command_timeout" | "max_lifetime") {
-                    " (or None for no limit)"
-                } else {
-                    ""
-                };
-                return Err(Error::config(
-                    name,
-                    format!("{name} is zero; use a positive duration{hint}"),
-                ));
-            }
-        }
-        let server = [
-            ("statement_timeout", self.statement_timeout),
-            ("lock_timeout", self.lock_timeout),
-            (
-                "idle_in_transaction_session_timeout",
-                self.idle_in_transaction_session_timeout,
-            ),
-        ];
-        for (name, d) in server {
-            if let Some(d) = d {
-                if millis_ceil(d) > MAX_SERVER_TIMEOUT_MS {
-                    return Err(Error::config(
-                        name,
-                        format!(
-                            "{name} of {} s exceeds PostgreSQL's maximum of {MAX_SERVER_TIMEOUT_MS} \
-                             ms; use a smaller value, Some(0) to disable it or None to keep the \
-                             server's setting",
-                            d.as_secs_f64()
-                        ),
-                    ));
-                }
-            }
-        }
-        if self.keepalives {
-            // The kernel takes whole seconds in an int for these (Linux caps them at 32767 s).
-            for (name, d) in [
-                ("keepalives_idle", self.keepalives_idle),
-                ("keepalives_interval", self.keepalives_interval),
-            ] {
-                if d < Duration::from_secs(1) || d > Duration::from_secs(MAX_KEEPALIVE_SECS) {
-                    return Err(Error::config(
-                        name,
-                        format!(
-                            "{name} of {} s is out of range; use 1 to {MAX_KEEPALIVE_SECS} s, \
-                             or keepalives = false to turn keepalives off",
-                            d.as_secs_f64()
-                        ),
-                    ));
-                }
-            }
-            if self.keepalives_count == 0 || self.keepalives_count > MAX_KEEPALIVE_COUNT {
-                return Err(Error::config(
-                    "keepalives_count",
-                    format!(
-                        "keepalives_count of {} is out of range; use 1 to {MAX_KEEPALIVE_COUNT}",
-                        self.keepalives_count
-                    ),
-                ));
-            }
-        }
-        if let Some(d) = self.tcp_user_timeout {
-            if millis_ceil(d) > MAX_SERVER_TIMEOUT_MS {
-                return Err(Error::config(
-                    "tcp_user_timeout",
-                    format!(
-                        "tcp_user_timeout of {} s exceeds the kernel's maximum of \
-                         {MAX_SERVER_TIMEOUT_MS} ms; use a smaller value or None for the OS default",
-                        d.as_secs_f64()
-                    ),
-                ));
-            }
-        }
-        if let Some(schema) = &self.schema {
-            if !is_identifier(schema) {
-                return Err(Error::config(
-                    "schema",
-                    format!(
-                        "schema `{}` is not a valid identifier: use letters, digits and `_`, \
-                         starting with a letter or `_`, at most 63 bytes",
-                        schema.escape_debug()
-                    ),
-                ));
-            }
-        }
-        if let Some(app) = &self.application_name {
-            if app.len() > 63 || !app.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-                return Err(Error::config(
-                    "application_name",
-                    format!(
-                        "application_name `{}` must be at most 63 bytes of printable ASCII \
-                         (no control or non-ASCII characters)",
-                        app.escape_debug()
-                    ),
-                ));
-            }
-        }
-        for (k, v) in &self.server_settings {
-            if !is_setting_name(k) {
-                return Err(Error::config(
-                    "server_settings",
-                    format!(
-                        "`{}` is not a valid setting name; use letters, digits and `_` (and `.` \
-                         for custom settings such as `myapp.tenant`)",
-                        k.escape_debug()
-                    ),
-                ));
-            }
-            if v.contains('\0') {
-                return Err(Error::config(
-                    "server_settings",
-                    format!("the value of `{k}` contains a NUL character; remove it"),
-                ));
-            }
-        }
-        Ok(())
+        rules::validate(self)
     }
 
     /// Sets a duration field from float seconds (Python pgdbm's unit), rejecting negative, NaN
@@ -676,10 +521,8 @@ impl Config {
             .or_else(|| env("DB_PASSWORD").filter(|p| !p.is_empty()))
     }
 
-    /// The connection string (Python: `get_dsn()`).
-    ///
-    /// When [`connection_string`](Config::connection_string) is set it is returned as given.
-    /// Otherwise `postgresql://user:password@host:port[,fallback:port...]/database` is built, with
+    /// The connection string (Python: `get_dsn()`), built from the fields:
+    /// `postgresql://user:password@host:port[,fallback:port...]/database`, with
     /// user, password, database and host percent-encoded (IPv6 hosts in brackets); the password
     /// is [`password`](Config::password), else `DB_PASSWORD`. Neither is an
     /// [`Error::Configuration`] for `password`.
@@ -694,9 +537,6 @@ impl Config {
     where
         F: Fn(&str) -> Option<String>,
     {
-        if let Some(cs) = &self.connection_string {
-            return Ok(cs.clone());
-        }
         let password = self.resolved_password_with(env).ok_or_else(|| {
             Error::config(
                 "password",
@@ -709,7 +549,7 @@ impl Config {
 
     /// The connection string with the password replaced by `***` (Python: `get_dsn_masked()`);
     /// safe to log. Never fails: without any password (none set, no `DB_PASSWORD`) the URL has
-    /// no password part. A set `connection_string` is masked with [`mask_dsn`].
+    /// no password part.
     pub fn dsn_masked(&self) -> String {
         self.dsn_masked_with(process_env)
     }
@@ -719,13 +559,8 @@ impl Config {
     where
         F: Fn(&str) -> Option<String>,
     {
-        match &self.connection_string {
-            Some(cs) => mask_dsn(cs),
-            None => {
-                let has_password = self.resolved_password_with(env).is_some();
-                self.build_url(has_password.then_some(MASK))
-            }
-        }
+        let has_password = self.resolved_password_with(env).is_some();
+        self.build_url(has_password.then_some(MASK))
     }
 
     /// `postgresql://user[:password]@hosts/database` from the fields; `password` already encoded.
@@ -830,15 +665,11 @@ impl fmt::Debug for InitCommands<'_> {
     }
 }
 
-/// Shows every field; the password as `Some("***")` / `None`, `connection_string` masked with
-/// [`mask_dsn`], and `init_commands` that mention a password hidden.
+/// Shows every field; the password as `Some("***")` / `None`, and `init_commands` that mention
+/// a password hidden.
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field(
-                "connection_string",
-                &self.connection_string.as_deref().map(mask_dsn),
-            )
             .field("host", &self.host)
             .field("port", &self.port)
             .field("fallback_hosts", &self.fallback_hosts)
@@ -887,8 +718,7 @@ impl fmt::Debug for Config {
     }
 }
 
-/// The masked DSN (without reading `DB_PASSWORD`: `***` appears when a password is set or the
-/// connection string has one), plus the schema when set, e.g.
+/// The masked DSN (without reading `DB_PASSWORD`: `***` appears when a password is set), plus the schema when set, e.g.
 /// `postgresql://app:***@db:5432/shop (schema "tenant1")`.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -943,7 +773,10 @@ mod tests {
                 pw.replace('\\', "\\\\").replace('\'', "\\'")
             );
             for cs in [None, Some(url), Some(kv)] {
-                c.connection_string = cs;
+                if let Some(cs) = cs {
+                    c = Config::from_url(&cs).unwrap();
+                    c.schema = Some("tenant".into());
+                }
                 for out in [format!("{c:?}"), format!("{c:#?}"), c.to_string()] {
                     assert!(!out.contains(pw), "{pw} leaked in {out}");
                     assert!(!out.contains(&percent_encode(pw)), "{pw} leaked in {out}");
@@ -1030,8 +863,12 @@ mod tests {
             .dsn_with(|k| (k == "DB_PASSWORD").then(String::new))
             .is_err());
         // A connection string is returned as given.
-        let c = Config::from_url("host=h user=u").unwrap();
-        assert_eq!(c.dsn_with(|_| None).unwrap(), "host=h user=u");
+        // A parsed string is not kept: the DSN is built from the fields.
+        let c = Config::from_url("host=h user=u password=p").unwrap();
+        assert_eq!(
+            c.dsn_with(|_| None).unwrap(),
+            "postgresql://u:p@h:5432/postgres"
+        );
     }
 
     #[test]
@@ -1050,7 +887,7 @@ mod tests {
             "postgresql://postgres:***@localhost:5432/postgres"
         );
         let c = Config::from_url("postgres://u:secret@h/db?password=again").unwrap();
-        assert_eq!(c.dsn_masked(), "postgres://u:***@h/db?password=***");
+        assert_eq!(c.dsn_masked(), "postgresql://u:***@h:5432/db");
     }
 
     #[test]

@@ -1,0 +1,331 @@
+//! [`Config::validate`](super::Config::validate) as a table of per-field checks: one [`Rule`] per
+//! field, each returning the message of the first problem with that field.
+
+use std::time::Duration;
+
+use super::{is_identifier, is_setting_name, millis_ceil, Config};
+use crate::error::{Error, Result};
+
+/// Longest server-side timeout PostgreSQL accepts (an `int` of milliseconds).
+const MAX_SERVER_TIMEOUT_MS: u128 = i32::MAX as u128;
+
+/// Largest `keepalives_idle` / `keepalives_interval` Linux accepts (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`).
+const MAX_KEEPALIVE_SECS: u64 = 32767;
+
+/// Largest `keepalives_count` Linux accepts (`TCP_KEEPCNT`).
+const MAX_KEEPALIVE_COUNT: u32 = 127;
+
+/// What a check returns: `Err(message)` names the problem and the fix.
+type Check = std::result::Result<(), String>;
+
+/// One per-field check of [`Config::validate`](super::Config::validate).
+pub(crate) struct Rule {
+    /// The field an error names.
+    pub(crate) field: &'static str,
+    /// The check.
+    pub(crate) check: fn(&Config) -> Check,
+}
+
+/// Every check, in the order they run; the first failure is the error.
+pub(crate) const RULES: &[Rule] = &[
+    Rule {
+        field: "host",
+        check: |c| text("host", &c.host),
+    },
+    Rule {
+        field: "database",
+        check: |c| text("database", &c.database),
+    },
+    Rule {
+        field: "user",
+        check: |c| text("user", &c.user),
+    },
+    Rule {
+        field: "port",
+        check: port,
+    },
+    Rule {
+        field: "fallback_hosts",
+        check: fallback_hosts,
+    },
+    Rule {
+        field: "max_connections",
+        check: max_connections,
+    },
+    Rule {
+        field: "min_connections",
+        check: min_connections,
+    },
+    Rule {
+        field: "max_queries",
+        check: max_queries,
+    },
+    Rule {
+        field: "retry_attempts",
+        check: retry_attempts,
+    },
+    Rule {
+        field: "retry_backoff",
+        check: retry_backoff,
+    },
+    Rule {
+        field: "connect_timeout",
+        check: |c| nonzero("connect_timeout", Some(c.connect_timeout), ""),
+    },
+    Rule {
+        field: "acquire_timeout",
+        check: |c| nonzero("acquire_timeout", Some(c.acquire_timeout), ""),
+    },
+    Rule {
+        field: "command_timeout",
+        check: |c| nonzero("command_timeout", c.command_timeout, NONE_HINT),
+    },
+    Rule {
+        field: "max_lifetime",
+        check: |c| nonzero("max_lifetime", c.max_lifetime, NONE_HINT),
+    },
+    Rule {
+        field: "statement_timeout",
+        check: |c| server_timeout("statement_timeout", c.statement_timeout),
+    },
+    Rule {
+        field: "lock_timeout",
+        check: |c| server_timeout("lock_timeout", c.lock_timeout),
+    },
+    Rule {
+        field: "idle_in_transaction_session_timeout",
+        check: |c| {
+            server_timeout(
+                "idle_in_transaction_session_timeout",
+                c.idle_in_transaction_session_timeout,
+            )
+        },
+    },
+    Rule {
+        field: "keepalives_idle",
+        check: |c| keepalive_secs(c, "keepalives_idle", c.keepalives_idle),
+    },
+    Rule {
+        field: "keepalives_interval",
+        check: |c| keepalive_secs(c, "keepalives_interval", c.keepalives_interval),
+    },
+    Rule {
+        field: "keepalives_count",
+        check: keepalives_count,
+    },
+    Rule {
+        field: "tcp_user_timeout",
+        check: tcp_user_timeout,
+    },
+    Rule {
+        field: "schema",
+        check: schema,
+    },
+    Rule {
+        field: "application_name",
+        check: application_name,
+    },
+    Rule {
+        field: "server_settings",
+        check: server_settings,
+    },
+];
+
+/// Runs [`RULES`] in order; the first failure is an [`Error::Configuration`] for its field.
+pub(crate) fn validate(config: &Config) -> Result<()> {
+    for rule in RULES {
+        (rule.check)(config).map_err(|message| Error::config(rule.field, message))?;
+    }
+    Ok(())
+}
+
+const NONE_HINT: &str = " (or None for no limit)";
+
+fn text(name: &str, v: &str) -> Check {
+    if v.is_empty() {
+        return Err(format!(
+            "`{name}` is empty; set it (default: see Config::default())"
+        ));
+    }
+    if v.contains('\0') {
+        return Err(format!("`{name}` contains a NUL character; remove it"));
+    }
+    Ok(())
+}
+
+fn port(c: &Config) -> Check {
+    if c.port == 0 {
+        return Err(
+            "port 0 is not a valid port; use 1-65535 (PostgreSQL's default is 5432)".into(),
+        );
+    }
+    Ok(())
+}
+
+fn fallback_hosts(c: &Config) -> Check {
+    for (h, p) in &c.fallback_hosts {
+        if h.is_empty() || h.contains('\0') || *p == 0 {
+            return Err(format!(
+                "`{}:{p}` is not a valid host and port; hosts must be non-empty and ports 1-65535",
+                h.escape_debug()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn max_connections(c: &Config) -> Check {
+    if c.max_connections == 0 {
+        return Err("max_connections is 0; a pool needs at least 1 connection".into());
+    }
+    Ok(())
+}
+
+fn min_connections(c: &Config) -> Check {
+    if c.min_connections > c.max_connections {
+        return Err(format!(
+            "min_connections ({}) is greater than max_connections ({}); lower min_connections or \
+             raise max_connections",
+            c.min_connections, c.max_connections
+        ));
+    }
+    Ok(())
+}
+
+fn max_queries(c: &Config) -> Check {
+    if c.max_queries == 0 {
+        return Err("max_queries is 0; use a positive number of queries per connection".into());
+    }
+    Ok(())
+}
+
+fn retry_attempts(c: &Config) -> Check {
+    if c.retry_attempts == 0 {
+        return Err("retry_attempts is 0; use at least 1 (1 = a single attempt, no retry)".into());
+    }
+    Ok(())
+}
+
+fn retry_backoff(c: &Config) -> Check {
+    if !c.retry_backoff.is_finite() || c.retry_backoff < 1.0 {
+        return Err(format!(
+            "retry_backoff is {}; use a finite multiplier of at least 1.0 (default 2.0)",
+            c.retry_backoff
+        ));
+    }
+    Ok(())
+}
+
+fn nonzero(name: &str, d: Option<Duration>, hint: &str) -> Check {
+    if d == Some(Duration::ZERO) {
+        return Err(format!("{name} is zero; use a positive duration{hint}"));
+    }
+    Ok(())
+}
+
+fn server_timeout(name: &str, d: Option<Duration>) -> Check {
+    match d {
+        Some(d) if millis_ceil(d) > MAX_SERVER_TIMEOUT_MS => Err(format!(
+            "{name} of {} s exceeds PostgreSQL's maximum of {MAX_SERVER_TIMEOUT_MS} ms; use a \
+             smaller value, Some(0) to disable it or None to keep the server's setting",
+            d.as_secs_f64()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The kernel takes whole seconds in an int for these (Linux caps them at 32767 s); only checked
+/// when keepalives are on.
+fn keepalive_secs(c: &Config, name: &str, d: Duration) -> Check {
+    if c.keepalives && (d < Duration::from_secs(1) || d > Duration::from_secs(MAX_KEEPALIVE_SECS)) {
+        return Err(format!(
+            "{name} of {} s is out of range; use 1 to {MAX_KEEPALIVE_SECS} s, or keepalives = \
+             false to turn keepalives off",
+            d.as_secs_f64()
+        ));
+    }
+    Ok(())
+}
+
+fn keepalives_count(c: &Config) -> Check {
+    if c.keepalives && (c.keepalives_count == 0 || c.keepalives_count > MAX_KEEPALIVE_COUNT) {
+        return Err(format!(
+            "keepalives_count of {} is out of range; use 1 to {MAX_KEEPALIVE_COUNT}",
+            c.keepalives_count
+        ));
+    }
+    Ok(())
+}
+
+fn tcp_user_timeout(c: &Config) -> Check {
+    match c.tcp_user_timeout {
+        Some(d) if millis_ceil(d) > MAX_SERVER_TIMEOUT_MS => Err(format!(
+            "tcp_user_timeout of {} s exceeds the kernel's maximum of {MAX_SERVER_TIMEOUT_MS} ms; \
+             use a smaller value or None for the OS default",
+            d.as_secs_f64()
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn schema(c: &Config) -> Check {
+    match &c.schema {
+        Some(schema) if !is_identifier(schema) => Err(format!(
+            "schema `{}` is not a valid identifier: use letters, digits and `_`, starting with a \
+             letter or `_`, at most 63 bytes",
+            schema.escape_debug()
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn application_name(c: &Config) -> Check {
+    match &c.application_name {
+        Some(app) if app.len() > 63 || !app.bytes().all(|b| (0x20..=0x7e).contains(&b)) => {
+            Err(format!(
+                "application_name `{}` must be at most 63 bytes of printable ASCII (no control or \
+                 non-ASCII characters)",
+                app.escape_debug()
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn server_settings(c: &Config) -> Check {
+    for (k, v) in &c.server_settings {
+        if !is_setting_name(k) {
+            return Err(format!(
+                "`{}` is not a valid setting name; use letters, digits and `_` (and `.` for custom \
+                 settings such as `myapp.tenant`)",
+                k.escape_debug()
+            ));
+        }
+        if v.contains('\0') {
+            return Err(format!(
+                "the value of `{k}` contains a NUL character; remove it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_names_a_distinct_field_of_config() {
+        let dbg = format!("{:?}", Config::default());
+        let mut seen = std::collections::BTreeSet::new();
+        for r in RULES {
+            assert!(seen.insert(r.field), "{} twice", r.field);
+            assert!(
+                dbg.contains(&format!("{}:", r.field)),
+                "{} is not a field",
+                r.field
+            );
+            assert_eq!((r.check)(&Config::default()), Ok(()), "{}", r.field);
+        }
+    }
+}
