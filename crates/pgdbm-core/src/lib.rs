@@ -38,12 +38,14 @@ pub mod database;
 pub mod debugger;
 pub mod dsn;
 pub mod error;
+pub mod executor;
 pub mod ident;
 pub mod migration;
 pub mod monitor;
 pub mod pool;
 pub mod retry;
 pub mod sql;
+pub mod sqlstate;
 pub mod template;
 
 pub use config::{duration_from_secs, Config, DurationField, ResetPolicy, SslMode};
@@ -56,6 +58,7 @@ pub use debugger::{
     TableSize,
 };
 pub use dsn::mask_dsn;
+pub use executor::Executor;
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
 pub use ident::{
     parse_qualified_name, quote_catalog_name, quote_identifier, validate_identifier,
@@ -73,4 +76,5 @@ pub use monitor::{
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
 pub use retry::RetrySchedule;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};
+pub use sqlstate::SqlState;
 pub use template::{has_placeholders, render, TemplateCache};
