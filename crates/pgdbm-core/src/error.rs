@@ -588,7 +588,9 @@ mod tests {
         unknown.sqlstate = Some("40001".into());
         assert!(!Error::from(unknown).is_retryable());
         let mut lost = QueryError::new(QueryErrorKind::Connection, "broke", "BEGIN");
-        assert!(!Error::from(QueryError::new(QueryErrorKind::Connection, "broke", "x")).is_retryable());
+        assert!(
+            !Error::from(QueryError::new(QueryErrorKind::Connection, "broke", "x")).is_retryable()
+        );
         lost.nothing_ran = true;
         assert!(Error::from(lost).is_retryable());
         assert!(!Error::pool("x").is_retryable());

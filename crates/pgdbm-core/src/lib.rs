@@ -44,9 +44,11 @@ pub mod migration;
 pub mod monitor;
 pub mod pool;
 pub mod retry;
+pub mod run_transaction;
 pub mod sql;
 pub mod sqlstate;
 pub mod template;
+pub mod transaction_options;
 
 pub use config::{duration_from_secs, Config, DurationField, ResetPolicy, SslMode};
 pub use database::{
@@ -58,8 +60,8 @@ pub use debugger::{
     TableSize,
 };
 pub use dsn::mask_dsn;
-pub use executor::Executor;
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
+pub use executor::Executor;
 pub use ident::{
     parse_qualified_name, quote_catalog_name, quote_identifier, validate_identifier,
     MAX_IDENTIFIER_BYTES,
@@ -75,6 +77,8 @@ pub use monitor::{
 };
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
 pub use retry::RetrySchedule;
+pub use run_transaction::Retried;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};
 pub use sqlstate::SqlState;
 pub use template::{has_placeholders, render, TemplateCache};
+pub use transaction_options::{IsolationLevel, TransactionOptions};

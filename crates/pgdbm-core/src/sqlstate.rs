@@ -226,7 +226,10 @@ mod tests {
         assert!(SqlState::new("2350é").is_none());
         assert!(SqlState::new("235055").is_none());
         assert!("x".parse::<SqlState>().is_err());
-        assert_eq!(SqlState::new("XX000").map(|s| s.condition_name()), Some(None));
+        assert_eq!(
+            SqlState::new("XX000").map(|s| s.condition_name()),
+            Some(None)
+        );
         assert!(SqlState::SERIALIZATION_FAILURE.is_transaction_rollback());
         assert!(!SqlState::TRANSACTION_ROLLBACK.is_transaction_rollback());
     }

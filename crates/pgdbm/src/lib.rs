@@ -25,6 +25,7 @@ pub use pgdbm_core::{
     QueryEvent, QueryMetrics, QueryObserver, QueryParams, QueryPatterns, QueryRecord, ResetPolicy,
     Result, Row, RowOf, Savepoint, SslMode, SystemClock, TableSize, Transaction,
 };
+pub use pgdbm_core::{Executor, IsolationLevel, Retried, SqlState, TransactionOptions};
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgRow};
 /// PostgreSQL type conversions (`ToSql`, `FromSql`, `Type`, `Json`...), from `postgres-types`.
