@@ -26,7 +26,7 @@ use crate::ident::{parse_qualified_name, quote_identifier, validate_identifier};
 use crate::template::{has_placeholders, TemplateCache};
 use crate::{
     Config, Connection, Error, FromRow, Param, Pool, PoolStats, QueryError, QueryParams, Result,
-    Row,
+    Row, TransactionOptions,
 };
 
 /// A source of monotonic time. The core reads no clock of its own: [`Database`] takes one
@@ -471,6 +471,16 @@ impl<P: Pool> Database<P> {
     /// [`DbConnection::savepoint`].
     pub async fn transaction(&self) -> Result<Transaction<P::Connection>> {
         self.acquire().await?.begin().await
+    }
+
+    /// Starts a transaction with `options` (isolation level, read-only, deferrable) on a fresh
+    /// connection. For the closure forms see
+    /// [`transaction_with`](Database::transaction_with).
+    pub async fn begin_with(
+        &self,
+        options: &TransactionOptions,
+    ) -> Result<Transaction<P::Connection>> {
+        self.acquire().await?.begin_with(options).await
     }
 
     /// Registers a named statement (Python: `add_prepared_statement`). Run it by passing
@@ -932,17 +942,30 @@ impl<C: Connection> DbConnection<C> {
     }
 
     /// Starts a transaction on this connection, consuming it.
-    pub async fn begin(mut self) -> Result<Transaction<C>> {
+    pub async fn begin(self) -> Result<Transaction<C>> {
+        self.begin_with(&TransactionOptions::default()).await
+    }
+
+    /// Starts a transaction with `options` (isolation level, read-only, deferrable: a
+    /// `SET TRANSACTION` right after `BEGIN` when any is set), consuming the connection.
+    pub async fn begin_with(mut self, options: &TransactionOptions) -> Result<Transaction<C>> {
         self.flush_pending().await?;
         if self.conn.in_transaction() {
             return Err(Error::transaction(
                 "this connection is already inside a transaction; use savepoint() to nest",
             ));
         }
-        self.conn.begin().await.map_err(|e| Error::Transaction {
-            message: "could not start a transaction".to_string(),
-            source: Some(Box::new(e)),
-        })?;
+        self.conn.begin().await.map_err(begin_error)?;
+        if let Some(sql) = options.set_transaction_sql() {
+            // On failure the dropped transaction is rolled back by the pool's release path.
+            self.conn
+                .batch_execute(&sql, self.ctx.timeout)
+                .await
+                .map_err(|e| Error::Transaction {
+                    message: format!("could not set the transaction options ({sql})"),
+                    source: Some(Box::new(e)),
+                })?;
+        }
         Ok(Transaction { conn: self })
     }
 
@@ -962,10 +985,7 @@ impl<C: Connection> DbConnection<C> {
                 })?;
             Some(name)
         } else {
-            self.conn.begin().await.map_err(|e| Error::Transaction {
-                message: "could not start a transaction".to_string(),
-                source: Some(Box::new(e)),
-            })?;
+            self.conn.begin().await.map_err(begin_error)?;
             None
         };
         self.depth += 1;
@@ -974,6 +994,21 @@ impl<C: Connection> DbConnection<C> {
             name,
             finished: false,
         })
+    }
+}
+
+/// The error of a failed `BEGIN`. A connection failure there happened before any statement of
+/// the transaction ran, so the query error is marked [`nothing_ran`](QueryError::nothing_ran)
+/// (retrying the transaction cannot do anything twice).
+fn begin_error(mut e: Error) -> Error {
+    if let Error::Query(q) = &mut e {
+        if q.kind == QueryErrorKind::Connection {
+            q.nothing_ran = true;
+        }
+    }
+    Error::Transaction {
+        message: "could not start a transaction".to_string(),
+        source: Some(Box::new(e)),
     }
 }
 

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use crate::SqlState;
+
 /// A boxed error from a driver or the operating system, kept as the `source` of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -190,6 +192,109 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self.as_query(), Some(q) if q.kind == QueryErrorKind::Timeout)
     }
+
+    /// The query error this error is or wraps: itself for [`Error::Query`], else the source of
+    /// an [`Error::Transaction`] or [`Error::Migration`] (a failed `COMMIT` is a transaction
+    /// error whose source is the server's error), followed to the innermost query error.
+    pub fn query_error(&self) -> Option<&QueryError> {
+        let mut e = self;
+        loop {
+            match e {
+                Error::Query(q) => return Some(q),
+                Error::Transaction {
+                    source: Some(inner),
+                    ..
+                }
+                | Error::Migration {
+                    source: Some(inner),
+                    ..
+                } => e = inner,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The typed SQLSTATE of the server error this error is or wraps (see
+    /// [`query_error`](Error::query_error)).
+    pub fn sql_state(&self) -> Option<SqlState> {
+        self.query_error()
+            .and_then(|q| q.sqlstate.as_deref())
+            .and_then(SqlState::new)
+    }
+
+    fn has_state(&self, state: SqlState) -> bool {
+        self.sql_state() == Some(state)
+    }
+
+    /// `23505`: a unique constraint or index rejected the row. See
+    /// [`constraint`](Error::constraint) for which one.
+    pub fn is_unique_violation(&self) -> bool {
+        self.has_state(SqlState::UNIQUE_VIOLATION)
+    }
+
+    /// `23503`: a foreign key rejected the row (or the delete of a referenced row).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        self.has_state(SqlState::FOREIGN_KEY_VIOLATION)
+    }
+
+    /// `23514`: a CHECK constraint rejected the row.
+    pub fn is_check_violation(&self) -> bool {
+        self.has_state(SqlState::CHECK_VIOLATION)
+    }
+
+    /// `23502`: NULL in a NOT NULL column. See [`column`](Error::column).
+    pub fn is_not_null_violation(&self) -> bool {
+        self.has_state(SqlState::NOT_NULL_VIOLATION)
+    }
+
+    /// `40001`: the transaction could not be serialized with concurrent ones; run it again.
+    pub fn is_serialization_failure(&self) -> bool {
+        self.has_state(SqlState::SERIALIZATION_FAILURE)
+    }
+
+    /// `40P01`: the server broke a deadlock by aborting this transaction; run it again.
+    pub fn is_deadlock(&self) -> bool {
+        self.has_state(SqlState::DEADLOCK_DETECTED)
+    }
+
+    /// True when running the whole transaction again may succeed and cannot do anything twice:
+    /// a serialization failure, a deadlock, or a connection that failed before any statement of
+    /// the transaction ran (connecting, or at `BEGIN`). False for everything else, in particular
+    /// for constraint violations and for [`QueryErrorKind::CommitOutcomeUnknown`] (the
+    /// transaction may have committed).
+    pub fn is_retryable(&self) -> bool {
+        if matches!(self, Error::Connection { .. }) {
+            return true;
+        }
+        match self.query_error() {
+            Some(q) if q.kind == QueryErrorKind::CommitOutcomeUnknown => false,
+            Some(q) if q.nothing_ran && q.kind == QueryErrorKind::Connection => true,
+            Some(_) => self
+                .sql_state()
+                .is_some_and(|s| s.is_transaction_rollback()),
+            None => false,
+        }
+    }
+
+    /// The constraint the server named (unique, foreign key, check, exclusion violations).
+    pub fn constraint(&self) -> Option<&str> {
+        self.query_error().and_then(|q| q.constraint.as_deref())
+    }
+
+    /// The table the server named.
+    pub fn table(&self) -> Option<&str> {
+        self.query_error().and_then(|q| q.table.as_deref())
+    }
+
+    /// The column the server named (e.g. of a not-null violation).
+    pub fn column(&self) -> Option<&str> {
+        self.query_error().and_then(|q| q.column.as_deref())
+    }
+
+    /// The schema of the table or constraint the server named.
+    pub fn table_schema(&self) -> Option<&str> {
+        self.query_error().and_then(|q| q.schema.as_deref())
+    }
 }
 
 impl From<QueryError> for Error {
@@ -345,6 +450,10 @@ pub struct QueryError {
     /// then [`detail`](QueryError::detail) is shown; otherwise it is replaced by a note.
     /// Default `false`.
     pub values_shown: bool,
+    /// True when the connection failed before any statement of the transaction ran (at
+    /// `BEGIN`): running the transaction again cannot do anything twice (see
+    /// [`Error::is_retryable`]). Set by the manager.
+    pub nothing_ran: bool,
 }
 
 impl QueryError {
@@ -365,6 +474,7 @@ impl QueryError {
             row: None,
             source: None,
             values_shown: false,
+            nothing_ran: false,
         }
     }
 
@@ -530,6 +640,39 @@ mod tests {
         let s = "é".repeat(10);
         assert_eq!(truncate_sql(&s, 3), "ééé…");
         assert_eq!(truncate_sql(&s, 10), s.as_str());
+    }
+
+    fn server(code: &str) -> Error {
+        let mut q = QueryError::new(QueryErrorKind::Server, "x", "SELECT 1");
+        q.sqlstate = Some(code.into());
+        q.constraint = Some("t_pkey".into());
+        q.into()
+    }
+
+    #[test]
+    fn typed_helpers_look_through_transaction_errors() {
+        let e = server("23505");
+        assert!(e.is_unique_violation() && !e.is_retryable());
+        assert_eq!(e.constraint(), Some("t_pkey"));
+        let commit = Error::Transaction {
+            message: "commit failed".into(),
+            source: Some(Box::new(server("40001"))),
+        };
+        assert!(commit.is_serialization_failure() && commit.is_retryable());
+        assert!(server("40P01").is_deadlock() && server("40P01").is_retryable());
+        assert!(server("23503").is_foreign_key_violation());
+        assert!(server("23514").is_check_violation());
+        assert!(server("23502").is_not_null_violation());
+        let mut unknown = QueryError::new(QueryErrorKind::CommitOutcomeUnknown, "x", "COMMIT");
+        unknown.sqlstate = Some("40001".into());
+        assert!(!Error::from(unknown).is_retryable());
+        let mut lost = QueryError::new(QueryErrorKind::Connection, "broke", "BEGIN");
+        assert!(
+            !Error::from(QueryError::new(QueryErrorKind::Connection, "broke", "x")).is_retryable()
+        );
+        lost.nothing_ran = true;
+        assert!(Error::from(lost).is_retryable());
+        assert!(!Error::pool("x").is_retryable());
     }
 
     #[test]

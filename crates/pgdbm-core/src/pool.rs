@@ -44,10 +44,29 @@ pub trait Row: Send + Sync + 'static {
     /// column and both types.
     fn get_at<'a, T: FromSql<'a>>(&'a self, idx: usize) -> Result<T>;
 
-    /// Decodes the column at `idx` (a `usize` position or a `&str` name) as `T`.
-    fn try_get<'a, I: ColumnIndex + ?Sized, T: FromSql<'a>>(&'a self, idx: &I) -> Result<T> {
+    /// Decodes the column at `idx` (a `usize` position or a `&str` name, by value as in
+    /// tokio-postgres: `row.try_get::<_, String>("email")`, `row.try_get::<_, i64>(0)`) as `T`.
+    /// A missing column or a type mismatch is an [`Error::Query`] naming the column.
+    fn try_get<'a, I: ColumnIndex, T: FromSql<'a>>(&'a self, idx: I) -> Result<T> {
         let pos = idx.position(self)?;
         self.get_at(pos)
+    }
+
+    /// Like [`try_get`](Row::try_get), for code that knows the column is there and has the
+    /// type (tokio-postgres's `Row::get`).
+    ///
+    /// # Panics
+    ///
+    /// When [`try_get`](Row::try_get) would return an error: a missing column, a type mismatch,
+    /// or NULL read into a non-`Option` type. The panic message is that error's text. Use
+    /// `try_get` wherever that can happen.
+    #[track_caller]
+    fn get<'a, I: ColumnIndex, T: FromSql<'a>>(&'a self, idx: I) -> T {
+        match self.try_get(idx) {
+            Ok(v) => v,
+            // Documented above: `get` is the panicking twin of `try_get`, like tokio-postgres's.
+            Err(e) => panic!("Row::get: {e}"),
+        }
     }
 
     /// All column names, in order.

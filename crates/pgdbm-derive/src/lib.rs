@@ -58,6 +58,7 @@
 //! |---|---|
 //! | `#[pgdbm(crate = "path")]` | path to the `pgdbm_core` crate (default `::pgdbm::__private::core`) |
 //! | `#[pgdbm(bound = "T: Trait, U: Other")]` | extra `where` predicates for the generated impl |
+//! | `#[pgdbm(rename_all = "camelCase")]` | column names from field names by sqlx's (serde's) case conventions: `"lowercase"`, `"UPPERCASE"`, `"snake_case"`, `"kebab-case"`, `"camelCase"`, `"PascalCase"`, `"SCREAMING_SNAKE_CASE"`; a field's `rename` wins |
 //!
 //! On a field:
 //!
@@ -68,6 +69,8 @@
 //! | `#[pgdbm(default)]` | `Default::default()` when the column is **absent** from the row (a NULL still goes through `FromSql`: use `Option<T>` for NULLs); for tuple structs, when the row has fewer columns |
 //! | `#[pgdbm(flatten)]` | the field's type implements `FromRow` and is read from the same row (named fields only) |
 //! | `#[pgdbm(skip)]` | never read: `Default::default()`. In a tuple struct a skipped field consumes no column |
+//! | `#[pgdbm(try_from = "T")]` | read the column as `T`, then convert with `TryFrom<T>` (its error must convert into a boxed error; a failure is a `Conversion` error naming the field) |
+//! | `#[pgdbm(json)]` | a JSON/JSONB column deserialized with serde into the field type (`Option<T>` for NULL); needs the `json` feature (pgdbm facade: `json`) |
 //!
 //! `Option<T>` fields accept NULL (that is `FromSql`'s own behaviour). Columns the struct does
 //! not mention are ignored.
@@ -100,8 +103,10 @@
 //! - `rename` / `crate` / `bound` without a string value (`#[pgdbm(rename = "col")]`), an empty
 //!   `rename`, a `crate` string that is not a path, a `bound` string that is not `where`
 //!   predicates;
-//! - incompatible field attributes: `skip` with anything else, `flatten` with `rename` or
-//!   `default`, `rename` or `flatten` on a tuple-struct field.
+//! - incompatible field attributes: `skip` with anything else, `flatten` with `rename`,
+//!   `default`, `try_from` or `json`, `json` with `try_from`, `rename` or `flatten` on a
+//!   tuple-struct field; an unknown `rename_all` rule (the message lists them); `json`
+//!   without the `json` feature.
 //!
 //! A field type that does not implement `FromSql` (or `FromRow` for `flatten`, `Default` for
 //! `default` / `skip`) is a type error pointing at that field.
@@ -119,7 +124,8 @@ use syn::{
 };
 
 /// Derives `pgdbm_core::FromRow` for a struct: see the [crate documentation](crate) for the
-/// attributes (`crate`, `bound`, `rename`, `default`, `flatten`, `skip`) and the errors.
+/// attributes (`crate`, `bound`, `rename_all`, `rename`, `default`, `flatten`, `skip`,
+/// `try_from`, `json`) and the errors.
 #[proc_macro_derive(FromRow, attributes(pgdbm))]
 pub fn derive_from_row(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as DeriveInput);
@@ -129,8 +135,53 @@ pub fn derive_from_row(input: TokenStream) -> TokenStream {
     }
 }
 
-const STRUCT_KEYS: &str = "`crate`, `bound`";
-const FIELD_KEYS: &str = "`rename`, `default`, `flatten`, `skip`";
+const STRUCT_KEYS: &str = "`crate`, `bound`, `rename_all`";
+const FIELD_KEYS: &str = "`rename`, `default`, `flatten`, `skip`, `try_from`, `json`";
+
+/// The case conventions of `rename_all`, spelled as sqlx (and serde) spell them.
+const RENAME_ALL_RULES: &str = "\"lowercase\", \"UPPERCASE\", \"snake_case\", \"kebab-case\", \"camelCase\", \"PascalCase\", \"SCREAMING_SNAKE_CASE\"";
+
+/// A `rename_all` case convention.
+#[derive(Clone, Copy)]
+enum RenameAll {
+    Lower,
+    Upper,
+    Snake,
+    Kebab,
+    Camel,
+    Pascal,
+    ScreamingSnake,
+}
+
+impl RenameAll {
+    fn parse(rule: &str) -> Option<Self> {
+        Some(match rule {
+            "lowercase" => RenameAll::Lower,
+            "UPPERCASE" => RenameAll::Upper,
+            "snake_case" => RenameAll::Snake,
+            "kebab-case" => RenameAll::Kebab,
+            "camelCase" => RenameAll::Camel,
+            "PascalCase" => RenameAll::Pascal,
+            "SCREAMING_SNAKE_CASE" => RenameAll::ScreamingSnake,
+            _ => return None,
+        })
+    }
+
+    fn apply(self, field: &str) -> String {
+        use heck::{
+            ToKebabCase, ToLowerCamelCase, ToShoutySnakeCase, ToSnakeCase, ToUpperCamelCase,
+        };
+        match self {
+            RenameAll::Lower => field.to_lowercase(),
+            RenameAll::Upper => field.to_uppercase(),
+            RenameAll::Snake => field.to_snake_case(),
+            RenameAll::Kebab => field.to_kebab_case(),
+            RenameAll::Camel => field.to_lower_camel_case(),
+            RenameAll::Pascal => field.to_upper_camel_case(),
+            RenameAll::ScreamingSnake => field.to_shouty_snake_case(),
+        }
+    }
+}
 
 /// Accumulates several errors so one build reports all of them.
 #[derive(Default)]
@@ -156,6 +207,7 @@ impl Errors {
 struct StructAttrs {
     krate: Option<Path>,
     bounds: Vec<WherePredicate>,
+    rename_all: Option<RenameAll>,
 }
 
 /// Field-level options; each flag keeps the span of its key for error messages.
@@ -165,6 +217,10 @@ struct FieldAttrs {
     default: Option<Span>,
     flatten: Option<Span>,
     skip: Option<Span>,
+    /// `try_from = "T"`: read the column as `T`, then `TryFrom<T>` into the field type.
+    try_from: Option<Type>,
+    /// `json`: read the column as `Json<FieldType>` (serde), then unwrap it.
+    json: Option<Span>,
 }
 
 /// Parses `key = "string"`, with an error that shows the expected form.
@@ -198,6 +254,7 @@ fn parse_struct_attrs(attrs: &[syn::Attribute], errors: &mut Errors) -> StructAt
     let mut out = StructAttrs {
         krate: None,
         bounds: Vec::new(),
+        rename_all: None,
     };
     let mut bound_seen = false;
     for attr in attrs.iter().filter(|a| is_pgdbm(a)) {
@@ -242,10 +299,28 @@ fn parse_struct_attrs(attrs: &[syn::Attribute], errors: &mut Errors) -> StructAt
                     out.bounds.extend(predicates);
                     Ok(())
                 }
-                "rename" | "default" | "flatten" | "skip" => Err(meta.error(format!(
-                    "`{key}` is a field attribute: put it on a field, not on the struct \
+                "rename_all" => {
+                    let lit = string_value(&meta, "rename_all", "snake_case")?;
+                    if out.rename_all.is_some() {
+                        return Err(meta.error("duplicate `rename_all` attribute"));
+                    }
+                    out.rename_all = Some(RenameAll::parse(&lit.value()).ok_or_else(|| {
+                        syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "unknown `rename_all` rule {:?}; the rules are {RENAME_ALL_RULES}",
+                                lit.value()
+                            ),
+                        )
+                    })?);
+                    Ok(())
+                }
+                "rename" | "default" | "flatten" | "skip" | "try_from" | "json" => {
+                    Err(meta.error(format!(
+                        "`{key}` is a field attribute: put it on a field, not on the struct \
                      (struct attributes: {STRUCT_KEYS})"
-                ))),
+                    )))
+                }
                 _ => Err(meta.error(format!(
                     "unknown pgdbm attribute `{key}`; struct attributes are {STRUCT_KEYS}, \
                      field attributes are {FIELD_KEYS}"
@@ -294,7 +369,34 @@ fn parse_field_attrs(field: &Field, errors: &mut Errors) -> FieldAttrs {
                 "default" => flag(&mut out.default),
                 "flatten" => flag(&mut out.flatten),
                 "skip" => flag(&mut out.skip),
-                "crate" | "bound" => Err(meta.error(format!(
+                "json" => {
+                    if cfg!(feature = "json") {
+                        flag(&mut out.json)
+                    } else {
+                        Err(meta.error(
+                            "`json` needs the `json` feature of pgdbm-derive (through the pgdbm \
+                             facade: its `json` feature), which also enables postgres-types' \
+                             serde_json support",
+                        ))
+                    }
+                }
+                "try_from" => {
+                    let lit = string_value(&meta, "try_from", "i64")?;
+                    if out.try_from.is_some() {
+                        return Err(meta.error("duplicate `try_from` attribute"));
+                    }
+                    out.try_from = Some(lit.parse().map_err(|_| {
+                        syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "`try_from` must name a type read from the column, such as \"i64\"; got {:?}",
+                                lit.value()
+                            ),
+                        )
+                    })?);
+                    Ok(())
+                }
+                "crate" | "bound" | "rename_all" => Err(meta.error(format!(
                     "`{key}` is a struct attribute: put it on the struct, not on a field \
                      (field attributes: {FIELD_KEYS})"
                 ))),
@@ -313,7 +415,11 @@ fn parse_field_attrs(field: &Field, errors: &mut Errors) -> FieldAttrs {
 /// How one field gets its value.
 enum Source {
     /// A column, by name or position; `default` when the column may be absent.
-    Column { column: ColumnRef, default: bool },
+    Column {
+        column: ColumnRef,
+        default: bool,
+        decode: Decode,
+    },
     /// `FromRow` of the field type, on the same row.
     Flatten,
     /// `Default::default()`.
@@ -325,22 +431,41 @@ enum ColumnRef {
     Position(usize),
 }
 
+/// How a column's value becomes the field's.
+enum Decode {
+    /// `FromSql` of the field type.
+    Plain,
+    /// `FromSql` of this type, then `TryFrom` into the field type.
+    TryFrom(Type),
+    /// `FromSql` of `Json<FieldType>` (serde), unwrapped.
+    Json,
+}
+
 fn field_source(
     field: &Field,
     attrs: &FieldAttrs,
+    rename_all: Option<RenameAll>,
     position: &mut usize,
     errors: &mut Errors,
 ) -> Source {
     let named = field.ident.is_some();
+    let converts = attrs.try_from.is_some() || attrs.json.is_some();
     if let Some(span) = attrs.skip {
-        if attrs.rename.is_some() || attrs.default.is_some() || attrs.flatten.is_some() {
+        if attrs.rename.is_some() || attrs.default.is_some() || attrs.flatten.is_some() || converts
+        {
             errors.push(syn::Error::new(
                 span,
-                "`skip` cannot be combined with `rename`, `default` or `flatten`: a skipped \
-                 field is never read (it is always Default::default())",
+                "`skip` cannot be combined with `rename`, `default`, `flatten`, `try_from` or \
+                 `json`: a skipped field is never read (it is always Default::default())",
             ));
         }
         return Source::Skip;
+    }
+    if let (Some(_), Some(span)) = (&attrs.try_from, attrs.json) {
+        errors.push(syn::Error::new(
+            span,
+            "`json` cannot be combined with `try_from`: pick one way to decode the column",
+        ));
     }
     if let Some(span) = attrs.flatten {
         if !named {
@@ -350,19 +475,20 @@ fn field_source(
                  by position",
             ));
         }
-        if attrs.rename.is_some() || attrs.default.is_some() {
+        if attrs.rename.is_some() || attrs.default.is_some() || converts {
             errors.push(syn::Error::new(
                 span,
-                "`flatten` cannot be combined with `rename` or `default`: the flattened \
-                 struct chooses its own columns",
+                "`flatten` cannot be combined with `rename`, `default`, `try_from` or `json`: \
+                 the flattened struct chooses its own columns",
             ));
         }
         return Source::Flatten;
     }
     let column = match &field.ident {
-        Some(ident) => ColumnRef::Name(match &attrs.rename {
-            Some(lit) => lit.value(),
-            None => ident.unraw().to_string(),
+        Some(ident) => ColumnRef::Name(match (&attrs.rename, rename_all) {
+            (Some(lit), _) => lit.value(),
+            (None, Some(rule)) => rule.apply(&ident.unraw().to_string()),
+            (None, None) => ident.unraw().to_string(),
         }),
         None => {
             if let Some(lit) = &attrs.rename {
@@ -377,9 +503,15 @@ fn field_source(
             ColumnRef::Position(here)
         }
     };
+    let decode = match (&attrs.try_from, attrs.json) {
+        (Some(ty), _) => Decode::TryFrom(ty.clone()),
+        (None, Some(_)) => Decode::Json,
+        (None, None) => Decode::Plain,
+    };
     Source::Column {
         column,
         default: attrs.default.is_some(),
+        decode,
     }
 }
 
@@ -429,7 +561,13 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let mut members = Vec::new();
     for (index, field) in fields.iter().enumerate() {
         let attrs = parse_field_attrs(field, &mut errors);
-        let source = field_source(field, &attrs, &mut position, &mut errors);
+        let source = field_source(
+            field,
+            &attrs,
+            struct_attrs.rename_all,
+            &mut position,
+            &mut errors,
+        );
         needs_helper |= matches!(source, Source::Column { .. });
         let binding = format_ident!("__pgdbm_field_{}", index);
         let field_label = match &field.ident {
@@ -518,7 +656,11 @@ fn read_field(
         Source::Flatten => quote_spanned! {span=>
             <#ty as #krate::FromRow>::from_row(#row)?
         },
-        Source::Column { column, default } => {
+        Source::Column {
+            column,
+            default,
+            decode,
+        } => {
             let context = match column {
                 ColumnRef::Name(name) => format!("{label}: column `{name}`"),
                 ColumnRef::Position(pos) => format!("{label}: column {pos}"),
@@ -528,13 +670,42 @@ fn read_field(
                     return ::core::result::Result::Err(__pgdbm_field_error(error, #context));
                 }
             };
+            // The type read from the column, and how it becomes the field's value.
+            let read_ty = match decode {
+                Decode::Plain => quote!(#ty),
+                Decode::TryFrom(from) => quote!(#from),
+                Decode::Json => quote!(#krate::__postgres_types::Json<#ty>),
+            };
+            let convert = |value: TokenStream2| match decode {
+                Decode::Plain => value,
+                Decode::Json => quote!((#value).0),
+                Decode::TryFrom(from) => quote_spanned! {span=>
+                    match <#ty as ::core::convert::TryFrom<#from>>::try_from(#value) {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(error) => {
+                            let error: #krate::BoxError = ::core::convert::Into::into(error);
+                            let message = ::std::format!(
+                                "{} could not be converted with TryFrom<{}>: {}",
+                                #context,
+                                ::core::stringify!(#from),
+                                error
+                            );
+                            return ::core::result::Result::Err(#krate::Error::from(
+                                #krate::QueryError::new(#krate::QueryErrorKind::Conversion, message, "")
+                                    .with_source(error),
+                            ));
+                        }
+                    }
+                },
+            };
             let get_at = |index: TokenStream2| {
-                quote_spanned! {span=>
-                    match <#row_ty as #krate::Row>::get_at::<#ty>(#row, #index) {
+                let read = quote_spanned! {span=>
+                    match <#row_ty as #krate::Row>::get_at::<#read_ty>(#row, #index) {
                         ::core::result::Result::Ok(value) => value,
                         #on_error
                     }
-                }
+                };
+                convert(read)
             };
             let find_index = match column {
                 ColumnRef::Name(name) => quote! {
@@ -562,18 +733,18 @@ fn read_field(
             } else {
                 let index = match column {
                     ColumnRef::Name(name) => quote!(#name),
-                    ColumnRef::Position(pos) => quote!(&#pos),
+                    ColumnRef::Position(pos) => quote!(#pos),
                 };
                 let index_ty = match column {
-                    ColumnRef::Name(_) => quote!(str),
+                    ColumnRef::Name(_) => quote!(&'static str),
                     ColumnRef::Position(_) => quote!(usize),
                 };
-                quote_spanned! {span=>
-                    match <#row_ty as #krate::Row>::try_get::<#index_ty, #ty>(#row, #index) {
+                convert(quote_spanned! {span=>
+                    match <#row_ty as #krate::Row>::try_get::<#index_ty, #read_ty>(#row, #index) {
                         ::core::result::Result::Ok(value) => value,
                         #on_error
                     }
-                }
+                })
             }
         }
     }

@@ -604,3 +604,162 @@ proptest! {
         prop_assert!(message.starts_with(&expected), "{}", message);
     }
 }
+
+#[derive(Debug, PartialEq, FromRow)]
+#[pgdbm(crate = "pgdbm_core", rename_all = "camelCase")]
+struct Camel {
+    user_id: i32,
+    #[pgdbm(rename = "exact_name")]
+    display_name: String,
+}
+
+#[derive(Debug, PartialEq, FromRow)]
+#[pgdbm(crate = "pgdbm_core", rename_all = "SCREAMING_SNAKE_CASE")]
+struct Screaming {
+    user_id: i32,
+}
+
+#[derive(Debug, PartialEq, FromRow)]
+#[pgdbm(crate = "pgdbm_core", rename_all = "PascalCase")]
+struct Pascal {
+    user_id: i32,
+}
+
+#[derive(Debug, PartialEq, FromRow)]
+#[pgdbm(crate = "pgdbm_core", rename_all = "kebab-case")]
+struct Kebab {
+    user_id: i32,
+}
+
+#[derive(Debug, PartialEq, FromRow)]
+#[pgdbm(crate = "pgdbm_core", rename_all = "UPPERCASE")]
+struct Upper {
+    user_id: i32,
+}
+
+#[test]
+fn rename_all_follows_sqlx_case_conventions() {
+    let row = TestRow::new()
+        .col("userId", Type::INT4, 1i32)
+        .col("exact_name", Type::TEXT, "a");
+    assert_eq!(
+        Camel::from_row(&row).unwrap(),
+        Camel {
+            user_id: 1,
+            display_name: "a".into()
+        }
+    );
+    let one = |name: &str| TestRow::new().col(name, Type::INT4, 2i32);
+    assert_eq!(
+        Screaming::from_row(&one("USER_ID")).unwrap(),
+        Screaming { user_id: 2 }
+    );
+    assert_eq!(
+        Pascal::from_row(&one("UserId")).unwrap(),
+        Pascal { user_id: 2 }
+    );
+    assert_eq!(
+        Kebab::from_row(&one("user-id")).unwrap(),
+        Kebab { user_id: 2 }
+    );
+    assert_eq!(
+        Upper::from_row(&one("USER_ID")).unwrap(),
+        Upper { user_id: 2 }
+    );
+    // The renamed column is the one named in errors.
+    let e = Pascal::from_row(&one("user_id")).unwrap_err();
+    assert!(e.to_string().contains("column `UserId`"), "{e}");
+}
+
+#[derive(Debug, PartialEq)]
+struct Cents(u32);
+
+impl TryFrom<i64> for Cents {
+    type Error = std::num::TryFromIntError;
+    fn try_from(v: i64) -> std::result::Result<Self, Self::Error> {
+        u32::try_from(v).map(Cents)
+    }
+}
+
+#[derive(Debug, PartialEq, FromRow)]
+#[pgdbm(crate = "pgdbm_core")]
+struct Priced {
+    #[pgdbm(try_from = "i64")]
+    price: Cents,
+    #[pgdbm(try_from = "i32", default)]
+    stock: u16,
+}
+
+#[test]
+fn try_from_converts_after_decoding() {
+    let row = TestRow::new()
+        .col("price", Type::INT8, 250i64)
+        .col("stock", Type::INT4, 3i32);
+    assert_eq!(
+        Priced::from_row(&row).unwrap(),
+        Priced {
+            price: Cents(250),
+            stock: 3
+        }
+    );
+    let row = TestRow::new().col("price", Type::INT8, 9i64);
+    assert_eq!(Priced::from_row(&row).unwrap().stock, 0);
+    // An out-of-range value is a conversion error naming the field, column and source type.
+    let row = TestRow::new().col("price", Type::INT8, -1i64);
+    let e = Priced::from_row(&row).unwrap_err();
+    let (message, source) = conversion_parts(&e);
+    assert!(
+        message.contains("Priced.price: column `price`") && message.contains("TryFrom<i64>"),
+        "{message}"
+    );
+    assert!(source.contains("out of range"), "{source}");
+    // The column must still decode as the `try_from` type.
+    let row = TestRow::new().col("price", Type::TEXT, "x");
+    assert!(Priced::from_row(&row).is_err());
+}
+
+#[cfg(feature = "json")]
+mod json {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Settings {
+        theme: String,
+        size: u8,
+    }
+
+    #[derive(Debug, PartialEq, FromRow)]
+    #[pgdbm(crate = "pgdbm_core")]
+    struct Profile {
+        #[pgdbm(json)]
+        settings: Settings,
+        #[pgdbm(json)]
+        tags: Option<Vec<String>>,
+    }
+
+    #[test]
+    fn json_columns_deserialize_with_serde() {
+        let settings = postgres_types::Json(serde_json::json!({"theme": "dark", "size": 3}));
+        let row = TestRow::new().col("settings", Type::JSONB, settings).col(
+            "tags",
+            Type::JSON,
+            postgres_types::Json(vec!["a", "b"]),
+        );
+        assert_eq!(
+            Profile::from_row(&row).unwrap(),
+            Profile {
+                settings: Settings {
+                    theme: "dark".into(),
+                    size: 3
+                },
+                tags: Some(vec!["a".into(), "b".into()])
+            }
+        );
+        let bad = postgres_types::Json(serde_json::json!({"theme": 1}));
+        let row = TestRow::new()
+            .col("settings", Type::JSONB, bad)
+            .null("tags", Type::JSON);
+        let e = Profile::from_row(&row).unwrap_err();
+        assert!(e.to_string().contains("Profile.settings"), "{e}");
+    }
+}

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use pgdbm::{Bb8Db, Config, DeadpoolDb};
+use pgdbm::{Bb8Db, Config, DeadpoolDb, Executor};
 use pgdbm_testkit::{unique_database_name, TestServer};
 
 const SQL: &str = "SELECT id, name FROM bench_users WHERE id = $1";
@@ -17,6 +17,12 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The same point select written once against the `Executor` trait (static dispatch).
+async fn generic_point_select(q: &mut impl Executor, id: i32) -> pgdbm::Result<Option<String>> {
+    let row = q.fetch_one(SQL, &[&id]).await?;
+    row.map(|r| pgdbm::Row::try_get(&r, 1usize)).transpose()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -58,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut raw_unprepared_t = Vec::new();
     let mut dp_t = Vec::new();
     let mut bb_t = Vec::new();
+    let mut trait_t = Vec::new();
     for round in 0..=rounds {
         let t = Instant::now();
         for i in 0..per_round {
@@ -75,13 +82,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let raw_unprepared = t.elapsed();
 
-        let t = Instant::now();
-        for i in 0..per_round {
-            let id = (i % 1000) as i32 + 1;
-            let row = deadpool.fetch_one(SQL, &[&id]).await?;
-            std::hint::black_box(row.map(|r| pgdbm::Row::try_get::<_, String>(&r, &1usize)));
-        }
-        let dp = t.elapsed();
+        // The direct call and the same call through the trait run back to back, in alternating
+        // order, so their ratio is not an artefact of position in the round.
+        let direct = async {
+            let t = Instant::now();
+            for i in 0..per_round {
+                let id = (i % 1000) as i32 + 1;
+                let row = deadpool.fetch_one(SQL, &[&id]).await?;
+                std::hint::black_box(row.map(|r| pgdbm::Row::try_get::<_, String>(&r, 1usize)));
+            }
+            Ok::<_, pgdbm::Error>(t.elapsed())
+        };
+        let via_trait = async {
+            let t = Instant::now();
+            for i in 0..per_round {
+                let id = (i % 1000) as i32 + 1;
+                std::hint::black_box(generic_point_select(&mut &deadpool, id).await?);
+            }
+            Ok::<_, pgdbm::Error>(t.elapsed())
+        };
+        let (dp, through_trait) = if round % 2 == 0 {
+            let dp = direct.await?;
+            (dp, via_trait.await?)
+        } else {
+            let tr = via_trait.await?;
+            (direct.await?, tr)
+        };
 
         let t = Instant::now();
         for i in 0..per_round {
@@ -97,9 +123,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             raw_unprepared_t.push(raw_unprepared);
             dp_t.push(dp);
             bb_t.push(bb);
+            trait_t.push(through_trait);
         }
     }
     let raw = median(raw_t);
+    let (dp_median, trait_median) = (median(dp_t.clone()), median(trait_t.clone()));
     let per = |d: Duration| d.as_secs_f64() * 1e6 / per_round as f64;
     println!("point select, {rounds} rounds x {per_round} queries, median per query:");
     println!(
@@ -113,6 +141,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
         ("pgdbm deadpool (fetch_one)         ", median(dp_t)),
         ("pgdbm bb8 (fetch_one)              ", median(bb_t)),
+        ("pgdbm deadpool via Executor trait  ", trait_median),
     ] {
         println!(
             "  {label}{:8.1} us  ratio {:.2} (time / raw prepared)",
@@ -120,6 +149,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             d.as_secs_f64() / raw.as_secs_f64()
         );
     }
+    println!(
+        "  Executor trait / direct call (deadpool): {:.3}",
+        trait_median.as_secs_f64() / dp_median.as_secs_f64()
+    );
     deadpool.close().await;
     bb8.close().await;
     Ok(())

@@ -26,6 +26,7 @@ pub use pgdbm_core::{
     Result, Row, RowOf, Savepoint, SslMode, SystemClock, TableSize, Transaction,
 };
 pub use pgdbm_core::{percent_encode, ConfigBuilder};
+pub use pgdbm_core::{Executor, IsolationLevel, Retried, SqlState, TransactionOptions};
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgRow};
 /// PostgreSQL type conversions (`ToSql`, `FromSql`, `Type`, `Json`...), from `postgres-types`.
