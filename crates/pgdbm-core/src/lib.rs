@@ -43,6 +43,8 @@ pub mod migration;
 pub mod monitor;
 pub mod pool;
 pub mod retry;
+#[cfg(feature = "serde_json")]
+pub mod row_json;
 pub mod sql;
 pub mod template;
 
