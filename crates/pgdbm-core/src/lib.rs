@@ -38,6 +38,7 @@ pub mod database;
 pub mod debugger;
 pub mod dsn;
 pub mod error;
+pub mod explain;
 pub mod ident;
 pub mod migration;
 pub mod monitor;
@@ -58,6 +59,7 @@ pub use debugger::{
     TableSize,
 };
 pub use dsn::mask_dsn;
+pub use explain::QueryPlan;
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
 pub use ident::{
     parse_qualified_name, quote_catalog_name, quote_identifier, validate_identifier,
