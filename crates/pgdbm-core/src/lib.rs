@@ -42,6 +42,7 @@ pub mod explain;
 pub mod ident;
 pub mod migration;
 pub mod monitor;
+pub mod perf;
 pub mod pool;
 pub mod retry;
 #[cfg(feature = "serde_json")]
@@ -59,8 +60,8 @@ pub use debugger::{
     TableSize,
 };
 pub use dsn::mask_dsn;
-pub use explain::QueryPlan;
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
+pub use explain::QueryPlan;
 pub use ident::{
     parse_qualified_name, quote_catalog_name, quote_identifier, validate_identifier,
     MAX_IDENTIFIER_BYTES,
@@ -74,6 +75,7 @@ pub use monitor::{
     normalize_query, ConnectionMetrics, Monitor, MonitorConfig, PatternStats, QueryMetrics,
     QueryPatterns, QueryRecord,
 };
+pub use perf::log_query_performance;
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
 pub use retry::RetrySchedule;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};

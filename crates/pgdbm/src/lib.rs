@@ -45,12 +45,13 @@
 compile_error!("pgdbm needs a pool backend: enable the `deadpool` (default) or `bb8` feature");
 
 pub use pgdbm_core::{
-    checksum, mask_dsn, quote_identifier, render, validate_identifier, AsQuery, BlockingQuery,
-    Clock, ColumnIndex, Config, Connection, ConnectionInfo, ConnectionMetrics, Database,
-    DatabaseHealth, DbConnection, Debugger, Error, FromRow, IndexUsage, LongRunningQuery, Monitor,
-    MonitorConfig, Param, PatternStats, Pool, PoolStats, PreparedQuery, QueryError, QueryErrorKind,
-    QueryEvent, QueryMetrics, QueryObserver, QueryParams, QueryPatterns, QueryRecord, ResetPolicy,
-    Result, Row, RowOf, Savepoint, SslMode, SystemClock, TableSize, Transaction,
+    checksum, log_query_performance, mask_dsn, quote_identifier, render, validate_identifier,
+    AsQuery, BlockingQuery, Clock, ColumnIndex, Config, Connection, ConnectionInfo,
+    ConnectionMetrics, Database, DatabaseHealth, DbConnection, Debugger, Error, FromRow,
+    IndexUsage, LongRunningQuery, Monitor, MonitorConfig, Param, PatternStats, Pool, PoolStats,
+    PreparedQuery, QueryError, QueryErrorKind, QueryEvent, QueryMetrics, QueryObserver,
+    QueryParams, QueryPatterns, QueryPlan, QueryRecord, ResetPolicy, Result, Row, RowOf, Savepoint,
+    SslMode, SystemClock, TableSize, Transaction,
 };
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgRow};
@@ -81,8 +82,8 @@ pub use postgres_types as types;
 /// files, the SQL splitter.
 pub mod core {
     pub use pgdbm_core::{
-        config, database, debugger, dsn, error, ident, migration, monitor, pool, retry, sql,
-        template,
+        config, database, debugger, dsn, error, explain, ident, migration, monitor, perf, pool,
+        retry, sql, template,
     };
 }
 
