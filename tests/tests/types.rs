@@ -174,10 +174,7 @@ async fn typed_round_trip<B: Pool>() {
     let tts = time::PrimitiveDateTime::new(td, tt);
     let ttz = tts.assume_utc();
     let rows: Vec<Vec<P<'_>>> = vec![vec![&2i32, &td, &tt, &tts, &ttz, &u, &n]];
-    assert_eq!(
-        db.copy_records_to_table("v", &[], &rows).await.unwrap(),
-        1
-    );
+    assert_eq!(db.copy_records_to_table("v", &[], &rows).await.unwrap(), 1);
     let row = db
         .fetch_one("SELECT d, t, ts, tstz FROM v WHERE id = 2", &[])
         .await
@@ -185,7 +182,10 @@ async fn typed_round_trip<B: Pool>() {
         .unwrap();
     assert_eq!(row.try_get::<_, time::Date>("d").unwrap(), td);
     assert_eq!(row.try_get::<_, time::Time>("t").unwrap(), tt);
-    assert_eq!(row.try_get::<_, time::PrimitiveDateTime>("ts").unwrap(), tts);
+    assert_eq!(
+        row.try_get::<_, time::PrimitiveDateTime>("ts").unwrap(),
+        tts
+    );
     assert_eq!(row.try_get::<_, time::OffsetDateTime>("tstz").unwrap(), ttz);
     assert_eq!(row.try_get::<_, DateTime<Utc>>("tstz").unwrap(), tstz);
     let equal: Option<bool> = db
@@ -253,7 +253,9 @@ async fn to_json_fixture<B: Pool>() {
         vec![json!({"id": 1, "x": "1.5"}), json!({"id": 2, "x": "3.0"})]
     );
     assert_eq!(
-        db.fetch_one_json("SELECT 1 WHERE false", &[]).await.unwrap(),
+        db.fetch_one_json("SELECT 1 WHERE false", &[])
+            .await
+            .unwrap(),
         None
     );
 
@@ -266,7 +268,10 @@ async fn to_json_fixture<B: Pool>() {
         .to_json()
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`p`") && e.contains("point") && e.contains("::text"), "{e}");
+    assert!(
+        e.contains("`p`") && e.contains("point") && e.contains("::text"),
+        "{e}"
+    );
     db.close().await;
 }
 both_backends!(row_to_json_matches_the_fixture, to_json_fixture);

@@ -163,7 +163,10 @@ mod tests {
             "EXPLAIN (FORMAT JSON, ANALYZE) SELECT ';' -- x;"
         );
         let e = explain_sql("SELECT 1; DROP TABLE t", false).unwrap_err();
-        assert!(e.to_string().contains("exactly one statement, got 2"), "{e}");
+        assert!(
+            e.to_string().contains("exactly one statement, got 2"),
+            "{e}"
+        );
         assert!(explain_sql("  ; ", false).is_err());
     }
 

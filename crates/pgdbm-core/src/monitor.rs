@@ -951,11 +951,23 @@ mod tests {
         m.on_query(&event("SELECT 3", 200, None)); // 4
         let at = |v: Vec<QueryRecord>| v.iter().map(|r| r.at).collect::<Vec<_>>();
         // Lower than the configured threshold: found in the history.
-        assert_eq!(at(m.slow_queries_over(Duration::from_millis(40), 10)), [4, 3, 2, 0]);
-        assert_eq!(at(m.slow_queries_over(Duration::from_millis(40), 2)), [4, 3]);
+        assert_eq!(
+            at(m.slow_queries_over(Duration::from_millis(40), 10)),
+            [4, 3, 2, 0]
+        );
+        assert_eq!(
+            at(m.slow_queries_over(Duration::from_millis(40), 2)),
+            [4, 3]
+        );
         // Higher: only the slowest, from both lists, each once.
-        assert_eq!(at(m.slow_queries_over(Duration::from_millis(150), 10)), [4, 0]);
-        assert_eq!(at(m.slow_queries_over(Duration::from_secs(1), 10)), Vec::<u64>::new());
+        assert_eq!(
+            at(m.slow_queries_over(Duration::from_millis(150), 10)),
+            [4, 0]
+        );
+        assert_eq!(
+            at(m.slow_queries_over(Duration::from_secs(1), 10)),
+            Vec::<u64>::new()
+        );
         // The configured-threshold list is unchanged.
         assert_eq!(at(m.slow_queries(10)), [4, 0]);
 

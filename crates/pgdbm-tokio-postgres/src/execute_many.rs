@@ -10,10 +10,10 @@ use tracing::Instrument;
 
 use crate::connection::{commit_outcome, PgConnection, Stmt};
 use crate::deadline::{deadline_of, Bounded};
-use crate::json;
 use crate::errors::{
     classify, client_error, is_connection_error, params_shown, query_error, server_error,
 };
+use crate::json;
 use crate::wire::{encode_bind, ArmGuard, Batch, Outcome, Rows, ServerError, TxStatus};
 
 /// Rows sent per pipelined chunk (one Sync, see [`crate::wire`]) by `execute_many`; bounds the
@@ -114,7 +114,10 @@ impl PgConnection {
         let wrapped: Vec<&[Param<'_>]>;
         let rows = if json::has_json(stmt.params()) {
             cells = json::wrap_rows(rows);
-            refs = cells.iter().map(|r| r.iter().map(|c| c as Param<'_>).collect()).collect();
+            refs = cells
+                .iter()
+                .map(|r| r.iter().map(|c| c as Param<'_>).collect())
+                .collect();
             wrapped = refs.iter().map(Vec::as_slice).collect();
             &wrapped[..]
         } else {
