@@ -306,7 +306,7 @@ impl Monitor {
                 .into_iter()
                 .filter(|r| r.duration >= threshold && r.at < oldest_in_history),
         );
-        found.sort_by(|a, b| b.at.cmp(&a.at));
+        found.sort_by_key(|r| std::cmp::Reverse(r.at));
         found.dedup_by_key(|r| r.at);
         found.truncate(limit);
         found

@@ -9,7 +9,7 @@
 //!   duration and the threshold;
 //! - any other success as `debug!` (`"call finished"`).
 //!
-//! The result is returned unchanged. The clock is [`SystemClock`](crate::SystemClock) unless
+//! The result is returned unchanged. The clock is [`SystemClock`] unless
 //! given ([`log_query_performance_with_clock`]).
 
 use std::fmt::Display;

@@ -82,10 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let analyzed = db
         .explain_query("SELECT count(*) FROM items", &[], true)
         .await?;
-    println!(
-        "analyzed: {} ms",
-        analyzed.to_value()?[0]["Execution Time"]
-    );
+    println!("analyzed: {} ms", analyzed.to_value()?[0]["Execution Time"]);
 
     // 3. Time a function: slow or failed calls are logged under `pgdbm::perf`.
     let names = log_query_performance("load_names", Duration::from_millis(100), async {

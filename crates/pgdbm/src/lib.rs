@@ -22,8 +22,8 @@
 //!
 //! | Feature | Enables | Rust types | PostgreSQL types |
 //! | --- | --- | --- | --- |
-//! | `serde_json` | postgres-types `with-serde_json-1` | `serde_json::Value`, [`types::Json<T>`](postgres_types::Json) | `json`, `jsonb` |
-//! | `serde_json` | pgdbm-core `serde_json` | [`Row::to_json`], `fetch_one_json`, `fetch_all_json` | every common type |
+//! | `serde_json` | postgres-types `with-serde_json-1` | `serde_json::Value`, `types::Json<T>` | `json`, `jsonb` |
+//! | `serde_json` | pgdbm-core `serde_json` | `Row::to_json`, `fetch_one_json`, `fetch_all_json` | every common type |
 //! | `chrono` | postgres-types `with-chrono-0_4` | `NaiveDate`, `NaiveTime`, `NaiveDateTime`, `DateTime<Utc>`, `DateTime<FixedOffset>`, `DateTime<Local>` | `date`, `time`, `timestamp`, `timestamptz` |
 //! | `time` | postgres-types `with-time-0_3` | `Date`, `Time`, `PrimitiveDateTime`, `OffsetDateTime` | `date`, `time`, `timestamp`, `timestamptz` |
 //! | `uuid` | postgres-types `with-uuid-1` | `uuid::Uuid` | `uuid` |
