@@ -500,3 +500,216 @@ async fn debugger_health_is_sane<P: Pool>() {
     assert!(err.to_string().contains("connection info"), "{err}");
 }
 both_backends!(debugger_health, debugger_health_is_sane);
+
+async fn explain_query_shows_the_index<P: Pool>() {
+    let db = db::<P>("mon_explain").await;
+    db.execute("CREATE SCHEMA shop", &[]).await.unwrap();
+    let shop = db.with_schema("shop").unwrap();
+    shop.execute(
+        "CREATE TABLE {{tables.items}} (id int PRIMARY KEY, name text NOT NULL)",
+        &[],
+    )
+    .await
+    .unwrap();
+    shop.execute(
+        "INSERT INTO {{tables.items}} SELECT g, 'item ' || g FROM generate_series(1, 5000) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    shop.execute("ANALYZE {{tables.items}}", &[]).await.unwrap();
+
+    // Session settings of the connection apply to its explain.
+    let mut conn = shop.acquire().await.unwrap();
+    conn.execute("SET enable_seqscan = off", &[]).await.unwrap();
+    let lookup = "SELECT name FROM {{tables.items}} WHERE id = $1";
+    let plan = conn.explain_query(lookup, &[&42i32], false).await.unwrap();
+    let nodes = plan.node_types();
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n == "Index Scan" || n == "Index Only Scan"),
+        "{nodes:?} in {}",
+        plan.as_json_text()
+    );
+    let value = plan.to_value().unwrap();
+    let top = &value[0]["Plan"];
+    assert_eq!(top["Relation Name"], "items", "{value}");
+    assert_eq!(
+        top["Schema"],
+        serde_json::Value::Null,
+        "no VERBOSE: {value}"
+    );
+    assert_eq!(top["Index Name"], "items_pkey", "{value}");
+    assert!(top.get("Actual Rows").is_none(), "not analyzed: {value}");
+
+    // ANALYZE runs it: actual row counts appear.
+    let analyzed = conn.explain_query(lookup, &[&42i32], true).await.unwrap();
+    let v = analyzed.to_value().unwrap();
+    assert_eq!(v[0]["Plan"]["Actual Rows"], 1, "{v}");
+
+    // Without the setting, a scan of every row is a Seq Scan (the test can tell them apart).
+    let full = shop
+        .explain_query("SELECT count(*) FROM {{tables.items}}", &[], false)
+        .await
+        .unwrap();
+    assert!(!full.has_node("Index Scan"), "{:?}", full.node_types());
+
+    // One statement only; identifiers in templates validated.
+    let e = shop
+        .explain_query("SELECT 1; DROP TABLE {{tables.items}}", &[], false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("exactly one statement"), "{e}");
+    let e = shop
+        .explain_query("SELECT * FROM {{tables.x;drop}}", &[], false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Schema { .. }), "{e:?}");
+    let n: Option<i64> = shop
+        .fetch_value("SELECT count(*) FROM {{tables.items}}", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, Some(5000), "nothing was dropped");
+    drop(conn);
+    db.close().await;
+}
+both_backends!(monitor_explain, explain_query_shows_the_index);
+
+async fn slow_threshold_per_call_and_error_filter<P: Pool>() {
+    let db = db::<P>("mon_threshold").await;
+    // A configured threshold no query reaches.
+    let monitor = Monitor::attach(
+        &db,
+        MonitorConfig {
+            slow_query_threshold: Duration::from_secs(3600),
+            ..MonitorConfig::default()
+        },
+    );
+    db.execute("SELECT 1", &[]).await.unwrap();
+    db.execute("SELECT pg_sleep(0.05)", &[]).await.unwrap();
+    db.execute("SELECT * FROM missing_table", &[])
+        .await
+        .unwrap_err();
+    assert!(monitor.slow_queries(10).is_empty());
+
+    // pg_sleep(0.05) takes at least 50 ms however loaded the machine is.
+    let over = monitor.slow_queries_over(Duration::from_millis(50), 10);
+    assert!(over.iter().any(|r| r.sql.contains("pg_sleep")), "{over:?}");
+    assert!(over.iter().all(|r| r.duration >= Duration::from_millis(50)));
+    assert_eq!(monitor.slow_queries_over(Duration::ZERO, 10).len(), 3);
+    assert_eq!(monitor.slow_queries_over(Duration::ZERO, 2).len(), 2);
+
+    let all = monitor.query_history_filtered(10, true);
+    assert_eq!(all.len(), 3);
+    assert!(
+        all[0].failed() && all[0].sql.contains("missing_table"),
+        "{all:?}"
+    );
+    let ok_only = monitor.query_history_filtered(10, false);
+    assert_eq!(
+        ok_only.iter().map(|r| r.sql.as_str()).collect::<Vec<_>>(),
+        ["SELECT pg_sleep(0.05)", "SELECT 1"]
+    );
+    db.close().await;
+}
+both_backends!(
+    monitor_threshold_filter,
+    slow_threshold_per_call_and_error_filter
+);
+
+/// Log lines written by a tracing subscriber, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+async fn timing_helper_logs_slow_and_failed_calls<P: Pool>() {
+    use pgdbm::log_query_performance;
+
+    let db = db::<P>("mon_timing").await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    // The body runs on this thread (the test's top-level future), so a thread default catches it.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Under the threshold: a debug line, the value returned unchanged.
+    let v = log_query_performance(
+        "count_fast",
+        Duration::from_secs(3600),
+        db.fetch_value::<i32, _>("SELECT 7", &[]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, Some(7));
+    let out = captured.take();
+    let line = out
+        .lines()
+        .find(|l| l.contains("pgdbm::perf") && l.contains("count_fast"))
+        .unwrap_or_else(|| panic!("no perf line in {out}"));
+    assert!(
+        line.contains("DEBUG") && line.contains("call finished") && line.contains("duration_ms"),
+        "{line}"
+    );
+
+    // At or over the threshold: a warning with the threshold.
+    log_query_performance(
+        "count_slow",
+        Duration::ZERO,
+        db.execute("SELECT pg_sleep(0.01)", &[]),
+    )
+    .await
+    .unwrap();
+    let out = captured.take();
+    let line = out
+        .lines()
+        .find(|l| l.contains("pgdbm::perf") && l.contains("count_slow"))
+        .unwrap_or_else(|| panic!("no perf line in {out}"));
+    assert!(
+        line.contains("WARN") && line.contains("slow call") && line.contains("threshold_ms=0"),
+        "{line}"
+    );
+
+    // A failure: an error line with the error, and the error returned.
+    let e = log_query_performance(
+        "read_missing",
+        Duration::from_secs(3600),
+        db.fetch_value::<i32, _>("SELECT 1 FROM no_such_table", &[]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.sqlstate(), Some("42P01"));
+    let out = captured.take();
+    let line = out
+        .lines()
+        .find(|l| l.contains("pgdbm::perf") && l.contains("read_missing"))
+        .unwrap_or_else(|| panic!("no perf line in {out}"));
+    assert!(
+        line.contains("ERROR") && line.contains("call failed") && line.contains("no_such_table"),
+        "{line}"
+    );
+    db.close().await;
+}
+both_backends!(
+    monitor_timing_helper,
+    timing_helper_logs_slow_and_failed_calls
+);

@@ -576,6 +576,18 @@ impl<P: Pool> Database<P> {
         fetch_all_as(sql: &Q, params: &[Param<'_>]) -> Vec<T>,
         generics: [T: FromRow, Q: AsQuery + ?Sized]);
     via_connection!(
+        /// The first row as a JSON object (Python: `dict(await fetch_one(..))`; feature
+        /// `serde_json`).
+        #[cfg(feature = "serde_json")]
+        fetch_one_json(sql: &Q, params: &[Param<'_>]) -> Option<serde_json::Value>,
+        generics: [Q: AsQuery + ?Sized]);
+    via_connection!(
+        /// All rows as JSON objects (Python: `[dict(r) for r in await fetch_all(..)]`;
+        /// feature `serde_json`).
+        #[cfg(feature = "serde_json")]
+        fetch_all_json(sql: &Q, params: &[Param<'_>]) -> Vec<serde_json::Value>,
+        generics: [Q: AsQuery + ?Sized]);
+    via_connection!(
         /// Whether a table (or view) exists: `"users"` in this view's schema (or the
         /// `search_path` without one), or `"schema.users"` (Python: `table_exists`).
         table_exists(table: &str) -> bool);
@@ -863,6 +875,33 @@ impl<C: Connection> DbConnection<C> {
             .await?
             .iter()
             .map(T::from_row)
+            .collect()
+    }
+
+    /// The first row as a JSON object ([`Row::to_json`]; feature `serde_json`).
+    #[cfg(feature = "serde_json")]
+    pub async fn fetch_one_json<Q: AsQuery + ?Sized>(
+        &mut self,
+        sql: &Q,
+        params: &[Param<'_>],
+    ) -> Result<Option<serde_json::Value>> {
+        self.fetch_one(sql, params)
+            .await?
+            .map(|row| row.to_json())
+            .transpose()
+    }
+
+    /// All rows as JSON objects ([`Row::to_json`]; feature `serde_json`).
+    #[cfg(feature = "serde_json")]
+    pub async fn fetch_all_json<Q: AsQuery + ?Sized>(
+        &mut self,
+        sql: &Q,
+        params: &[Param<'_>],
+    ) -> Result<Vec<serde_json::Value>> {
+        self.fetch_all(sql, params)
+            .await?
+            .iter()
+            .map(Row::to_json)
             .collect()
     }
 

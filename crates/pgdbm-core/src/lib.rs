@@ -43,12 +43,16 @@ pub mod debugger;
 pub mod dsn;
 pub mod error;
 pub mod executor;
+pub mod explain;
 pub mod ident;
 pub mod migration;
 pub mod monitor;
+pub mod perf;
 pub mod pool;
 pub mod retry;
 pub mod run_transaction;
+#[cfg(feature = "serde_json")]
+pub mod row_json;
 pub mod sql;
 pub mod sqlstate;
 pub mod template;
@@ -66,6 +70,7 @@ pub use debugger::{
 pub use dsn::{mask_dsn, percent_encode};
 pub use error::{BoxError, Error, QueryError, QueryErrorKind, QueryParams, Result};
 pub use executor::Executor;
+pub use explain::QueryPlan;
 pub use ident::{
     parse_qualified_name, quote_catalog_name, quote_identifier, validate_identifier,
     MAX_IDENTIFIER_BYTES,
@@ -79,6 +84,7 @@ pub use monitor::{
     normalize_query, ConnectionMetrics, Monitor, MonitorConfig, PatternStats, QueryMetrics,
     QueryPatterns, QueryRecord,
 };
+pub use perf::log_query_performance;
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
 pub use retry::RetrySchedule;
 pub use run_transaction::Retried;

@@ -289,6 +289,44 @@ impl Monitor {
         lock(&self.history).newest(limit)
     }
 
+    /// The `limit` most recent queries that took at least `threshold`, most recent first
+    /// (Python: `get_slow_queries(threshold_ms=...)`): a per-call threshold instead of the
+    /// configured one. Looks at the history and the slow list (which may reach further back),
+    /// each query once. Empty when `track_query_metrics` is off.
+    pub fn slow_queries_over(&self, threshold: Duration, limit: usize) -> Vec<QueryRecord> {
+        let mut found: Vec<QueryRecord> = lock(&self.history)
+            .newest(usize::MAX)
+            .into_iter()
+            .filter(|r| r.duration >= threshold)
+            .collect();
+        let oldest_in_history = found.last().map_or(u64::MAX, |r| r.at);
+        found.extend(
+            lock(&self.slow_list)
+                .newest(usize::MAX)
+                .into_iter()
+                .filter(|r| r.duration >= threshold && r.at < oldest_in_history),
+        );
+        found.sort_by_key(|r| std::cmp::Reverse(r.at));
+        found.dedup_by_key(|r| r.at);
+        found.truncate(limit);
+        found
+    }
+
+    /// The `limit` most recent queries, most recent first, with failed ones left out unless
+    /// `include_errors` (Python: `get_query_history(limit, include_errors)`).
+    pub fn query_history_filtered(&self, limit: usize, include_errors: bool) -> Vec<QueryRecord> {
+        let history = lock(&self.history);
+        if include_errors {
+            return history.newest(limit);
+        }
+        history
+            .newest(usize::MAX)
+            .into_iter()
+            .filter(|r| !r.failed())
+            .take(limit)
+            .collect()
+    }
+
     /// Groups the queries in the history by normalized shape ([`normalize_query`]) and suggests
     /// optimisations (Python: `analyze_query_patterns`).
     pub fn analyze_query_patterns(&self) -> QueryPatterns {
@@ -895,5 +933,46 @@ mod tests {
                 "SELECT * FROM t WHERE x = ? LIMIT ?"
             );
         }
+    }
+
+    #[test]
+    fn per_call_threshold_and_error_filter() {
+        let m = Monitor::new(MonitorConfig {
+            slow_query_threshold: Duration::from_millis(100),
+            track_query_metrics: true,
+            query_history_size: 3,
+        });
+        let err: Error =
+            crate::QueryError::new(crate::QueryErrorKind::Server, "boom", "SELECT x").into();
+        m.on_query(&event("SELECT old_slow", 500, None)); // 0: only in the slow list at the end
+        m.on_query(&event("SELECT 1", 10, None)); // 1: dropped from the history
+        m.on_query(&event("SELECT 2", 50, None)); // 2
+        m.on_query(&event("SELECT x", 60, Some(&err))); // 3
+        m.on_query(&event("SELECT 3", 200, None)); // 4
+        let at = |v: Vec<QueryRecord>| v.iter().map(|r| r.at).collect::<Vec<_>>();
+        // Lower than the configured threshold: found in the history.
+        assert_eq!(
+            at(m.slow_queries_over(Duration::from_millis(40), 10)),
+            [4, 3, 2, 0]
+        );
+        assert_eq!(
+            at(m.slow_queries_over(Duration::from_millis(40), 2)),
+            [4, 3]
+        );
+        // Higher: only the slowest, from both lists, each once.
+        assert_eq!(
+            at(m.slow_queries_over(Duration::from_millis(150), 10)),
+            [4, 0]
+        );
+        assert_eq!(
+            at(m.slow_queries_over(Duration::from_secs(1), 10)),
+            Vec::<u64>::new()
+        );
+        // The configured-threshold list is unchanged.
+        assert_eq!(at(m.slow_queries(10)), [4, 0]);
+
+        assert_eq!(at(m.query_history_filtered(10, true)), [4, 3, 2]);
+        assert_eq!(at(m.query_history_filtered(10, false)), [4, 2]);
+        assert_eq!(at(m.query_history_filtered(1, false)), [4]);
     }
 }

@@ -75,6 +75,15 @@ pub trait Row: Send + Sync + 'static {
             .filter_map(|i| self.column_name(i))
             .collect()
     }
+
+    /// The row as a JSON object, column name to value, with types mapped as Python pgdbm's
+    /// rows turn into JSON (feature `serde_json`; the mapping is in
+    /// [`row_json`](crate::row_json)). A column of a type without a mapping is an error naming
+    /// it: cast it in SQL.
+    #[cfg(feature = "serde_json")]
+    fn to_json(&self) -> Result<serde_json::Value> {
+        crate::row_json::row_to_json(self)
+    }
 }
 
 /// Something that selects a column of a [`Row`]: a position or a name.

@@ -21,6 +21,7 @@ use crate::cancel::{cancel, CancelOutcome};
 use crate::connect::Target;
 use crate::deadline::{deadline_of, Bounded, CANCEL_GRACE};
 use crate::errors::{client_error, params_shown, query_error};
+use crate::json;
 use crate::row::PgRow;
 use crate::wire::{Batch, Session, TxStatus};
 
@@ -561,14 +562,20 @@ impl PgConnection {
     ) -> BoxFuture<'a, std::result::Result<Output, tokio_postgres::Error>> {
         let client = &self.client;
         match (stmt, op) {
-            (Stmt::Prepared(s), Op::Execute) => {
-                Box::pin(async move { client.execute(s, params).await.map(Output::Count) })
-            }
-            (Stmt::Prepared(s), Op::Query) => {
-                Box::pin(async move { client.query(s, params).await.map(Output::Rows) })
-            }
+            // Parameters go through `json::wrap` so JSON text binds to json/jsonb.
+            (Stmt::Prepared(s), Op::Execute) => Box::pin(async move {
+                client
+                    .execute_raw(s, json::wrap(params))
+                    .await
+                    .map(Output::Count)
+            }),
+            (Stmt::Prepared(s), Op::Query) => Box::pin(async move {
+                use futures_util::TryStreamExt;
+                let stream = client.query_raw(s, json::wrap(params)).await?;
+                stream.try_collect().await.map(Output::Rows)
+            }),
             (Stmt::Prepared(s), Op::QueryOpt) => Box::pin(async move {
-                let stream = client.query_raw(s, params.iter().copied()).await?;
+                let stream = client.query_raw(s, json::wrap(params)).await?;
                 first_row(stream).await
             }),
             (Stmt::Unnamed, Op::Execute) => {

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use crate::connection::{PgConnection, Stmt};
 use crate::deadline::deadline_of;
 use crate::errors::query_error;
+use crate::json;
 
 /// The table's columns that `COPY` can write, in order: not dropped, not generated.
 const COPYABLE_COLUMNS: &str = "SELECT attname::text FROM pg_catalog.pg_attribute \
@@ -81,7 +82,7 @@ impl PgConnection {
             let writer = BinaryCopyInWriter::new(sink, &types);
             let mut writer = std::pin::pin!(writer);
             for (i, row) in rows.iter().enumerate() {
-                if let Err(e) = writer.as_mut().write(row).await {
+                if let Err(e) = writer.as_mut().write_raw(json::wrap(row)).await {
                     return Ok(Err((i, e)));
                 }
             }

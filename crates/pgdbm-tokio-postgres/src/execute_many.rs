@@ -13,6 +13,7 @@ use crate::deadline::{deadline_of, Bounded};
 use crate::errors::{
     classify, client_error, is_connection_error, params_shown, query_error, server_error,
 };
+use crate::json;
 use crate::wire::{encode_bind, ArmGuard, Batch, Outcome, Rows, ServerError, TxStatus};
 
 /// Rows sent per pipelined chunk (one Sync, see [`crate::wire`]) by `execute_many`; bounds the
@@ -107,6 +108,20 @@ impl PgConnection {
                     sql,
                 ))
             }
+        };
+        // JSON text for json/jsonb parameters (see `json`): rows re-borrowed through wrappers.
+        let (cells, refs): (Vec<Vec<json::JsonText<'_>>>, Vec<Vec<Param<'_>>>);
+        let wrapped: Vec<&[Param<'_>]>;
+        let rows = if json::has_json(stmt.params()) {
+            cells = json::wrap_rows(rows);
+            refs = cells
+                .iter()
+                .map(|r| r.iter().map(|c| c as Param<'_>).collect())
+                .collect();
+            wrapped = refs.iter().map(Vec::as_slice).collect();
+            &wrapped[..]
+        } else {
+            rows
         };
         let encoded = match encode_rows(&stmt, rows) {
             Ok(encoded) => encoded,

@@ -65,6 +65,7 @@ mod copy;
 mod deadline;
 mod errors;
 mod execute_many;
+mod json;
 mod pooled;
 mod recycle;
 mod row;

@@ -13,22 +13,70 @@
 //! behaviour: first-come-first-served waiters, acquire timeouts that say how many connections are
 //! in use, recycling by query count, lifetime and idle time, and reset of connections returned
 //! inside a transaction.
+//!
+//! # Type features
+//!
+//! Column and parameter types beyond the built-in ones (integers, floats, `bool`, strings,
+//! `Vec<u8>`, `SystemTime`, `IpAddr`, arrays of them) come with Cargo features, which forward
+//! `postgres-types`' own (the crates are re-exported under the same names):
+//!
+//! | Feature | Enables | Rust types | PostgreSQL types |
+//! | --- | --- | --- | --- |
+//! | `serde_json` | postgres-types `with-serde_json-1` | `serde_json::Value`, `types::Json<T>` | `json`, `jsonb` |
+//! | `serde_json` | pgdbm-core `serde_json` | `Row::to_json`, `fetch_one_json`, `fetch_all_json` | every common type |
+//! | `chrono` | postgres-types `with-chrono-0_4` | `NaiveDate`, `NaiveTime`, `NaiveDateTime`, `DateTime<Utc>`, `DateTime<FixedOffset>`, `DateTime<Local>` | `date`, `time`, `timestamp`, `timestamptz` |
+//! | `time` | postgres-types `with-time-0_3` | `Date`, `Time`, `PrimitiveDateTime`, `OffsetDateTime` | `date`, `time`, `timestamp`, `timestamptz` |
+//! | `uuid` | postgres-types `with-uuid-1` | `uuid::Uuid` | `uuid` |
+//! | `decimal` | rust_decimal `db-tokio-postgres` | `rust_decimal::Decimal` | `numeric` |
+//!
+//! JSON text needs no feature: a `&str`/`String` bound to a `json`/`jsonb` parameter or COPY
+//! column is sent as JSON text (the server parses it), as Python pgdbm accepts it.
+//!
+//! ```
+//! # #[cfg(feature = "serde_json")]
+//! # fn demo() {
+//! use pgdbm::types::Json;
+//! let doc = serde_json::json!({"tags": ["a", "b"]});
+//! let _as_param = Json(&doc); // binds to json and jsonb; so does doc.to_string()
+//! # }
+//! ```
 
 #[cfg(not(any(feature = "deadpool", feature = "bb8")))]
 compile_error!("pgdbm needs a pool backend: enable the `deadpool` (default) or `bb8` feature");
 
 pub use pgdbm_core::{
-    checksum, mask_dsn, quote_identifier, render, validate_identifier, AsQuery, BlockingQuery,
-    Clock, ColumnIndex, Config, Connection, ConnectionInfo, ConnectionMetrics, Database,
-    DatabaseHealth, DbConnection, Debugger, Error, FromRow, IndexUsage, LongRunningQuery, Monitor,
-    MonitorConfig, Param, PatternStats, Pool, PoolStats, PreparedQuery, QueryError, QueryErrorKind,
-    QueryEvent, QueryMetrics, QueryObserver, QueryParams, QueryPatterns, QueryRecord, ResetPolicy,
-    Result, Row, RowOf, Savepoint, SslMode, SystemClock, TableSize, Transaction,
+    checksum, log_query_performance, mask_dsn, quote_identifier, render, validate_identifier,
+    AsQuery, BlockingQuery, Clock, ColumnIndex, Config, Connection, ConnectionInfo,
+    ConnectionMetrics, Database, DatabaseHealth, DbConnection, Debugger, Error, FromRow,
+    IndexUsage, LongRunningQuery, Monitor, MonitorConfig, Param, PatternStats, Pool, PoolStats,
+    PreparedQuery, QueryError, QueryErrorKind, QueryEvent, QueryMetrics, QueryObserver,
+    QueryParams, QueryPatterns, QueryPlan, QueryRecord, ResetPolicy, Result, Row, RowOf, Savepoint,
+    SslMode, SystemClock, TableSize, Transaction,
 };
 pub use pgdbm_core::{percent_encode, ConfigBuilder};
 pub use pgdbm_core::{Executor, IsolationLevel, Retried, SqlState, TransactionOptions};
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgRow};
+/// `serde_json` (feature `serde_json`), for `Value`s and [`Row::to_json`] results.
+#[cfg(feature = "serde_json")]
+pub use serde_json;
+
+/// `chrono` (feature `chrono`): its date/time types are parameters and columns.
+#[cfg(feature = "chrono")]
+pub use chrono;
+
+/// `time` (feature `time`): its date/time types are parameters and columns.
+#[cfg(feature = "time")]
+pub use time;
+
+/// `uuid` (feature `uuid`): `Uuid` is a parameter and column type.
+#[cfg(feature = "uuid")]
+pub use uuid;
+
+/// `rust_decimal` (feature `decimal`): `Decimal` is a `numeric` parameter and column type.
+#[cfg(feature = "decimal")]
+pub use rust_decimal;
+
 /// PostgreSQL type conversions (`ToSql`, `FromSql`, `Type`, `Json`...), from `postgres-types`.
 pub use postgres_types as types;
 
@@ -36,8 +84,8 @@ pub use postgres_types as types;
 /// files, the SQL splitter.
 pub mod core {
     pub use pgdbm_core::{
-        config, database, debugger, dsn, error, ident, migration, monitor, pool, retry, sql,
-        template,
+        config, database, debugger, dsn, error, explain, ident, migration, monitor, perf, pool,
+        retry, sql, template,
     };
 }
 
