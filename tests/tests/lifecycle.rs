@@ -240,7 +240,7 @@ both_backends!(
 /// Session state one borrower leaves: what the next borrower of the same session sees.
 async fn session_state_after_release<P: Pool>(
     policy: ResetPolicy,
-) -> (i32, i32, bool, bool, bool, bool) {
+) -> (i32, i32, bool, bool, bool, bool, bool) {
     let app = app_name::<P>(&format!("reset_{}", policy.as_str()));
     // One connection, so the second borrower gets the first one's session (checked by pid).
     let (db, obs) = pools::<P>(&app, |c| {
@@ -263,7 +263,7 @@ async fn session_state_after_release<P: Pool>(
         .unwrap();
     c.batch_execute(&format!(
         "SET ROLE {role}; SET search_path = pg_catalog; CREATE TEMP TABLE leftover (x int); \
-         SELECT pg_advisory_lock(4242)"
+         SELECT pg_advisory_lock(4242); PREPARE leftover_stmt AS SELECT 1"
     ))
     .await
     .unwrap();
@@ -278,14 +278,15 @@ async fn session_state_after_release<P: Pool>(
         .fetch_one(
             "SELECT current_user = session_user, current_setting('search_path') = 'pg_catalog', \
              to_regclass('pg_temp.leftover') IS NOT NULL, \
-             EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')",
+             EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'), \
+             EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE name = 'leftover_stmt')",
             &[],
         )
         .await
         .unwrap()
         .unwrap();
     let get = |i| pgdbm::Row::get_at::<bool>(&row, i).unwrap();
-    let state = (pid1, pid2, !get(0), get(1), get(2), get(3));
+    let state = (pid1, pid2, !get(0), get(1), get(2), get(3), get(4));
     drop(c);
     db.close().await;
     // The temp table (owned by the role) goes with the session: wait for it to end.
@@ -303,26 +304,27 @@ async fn session_state_after_release<P: Pool>(
 }
 
 async fn full_reset_clears_session_state<P: Pool>() {
-    let (pid1, pid2, role, path, temp, lock) =
+    let (pid1, pid2, role, path, temp, lock, prepared) =
         session_state_after_release::<P>(ResetPolicy::Full).await;
     assert_eq!(pid1, pid2, "the second borrower must get the same session");
     assert!(!role, "SET ROLE leaked to the next borrower");
     assert!(!path, "SET search_path leaked to the next borrower");
     assert!(!temp, "a temp table leaked to the next borrower");
     assert!(!lock, "a session advisory lock leaked to the next borrower");
+    assert!(!prepared, "a SQL-level PREPARE leaked to the next borrower");
 }
 
 both_backends!(full_reset, full_reset_clears_session_state);
 
 /// With `Rollback` (the default) session state stays on the connection, as documented.
 async fn rollback_reset_keeps_session_state<P: Pool>() {
-    let (pid1, pid2, role, path, temp, lock) =
+    let (pid1, pid2, role, path, temp, lock, prepared) =
         session_state_after_release::<P>(ResetPolicy::Rollback).await;
     assert_eq!(pid1, pid2, "the second borrower must get the same session");
     assert!(
-        role && path && temp && lock,
+        role && path && temp && lock && prepared,
         "Rollback keeps session state: {:?}",
-        (role, path, temp, lock)
+        (role, path, temp, lock, prepared)
     );
 }
 

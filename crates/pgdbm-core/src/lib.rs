@@ -50,9 +50,9 @@ pub mod monitor;
 pub mod perf;
 pub mod pool;
 pub mod retry;
-pub mod run_transaction;
 #[cfg(feature = "serde_json")]
 pub mod row_json;
+pub mod run_transaction;
 pub mod sql;
 pub mod sqlstate;
 pub mod template;

@@ -28,13 +28,16 @@ use crate::wire::{Batch, Session, TxStatus};
 /// Longest SQL text (in characters) recorded in tracing spans.
 const TRACED_SQL: usize = 200;
 
-/// What a full session reset runs (asyncpg's reset plus temp objects, sequences and SQL-level
-/// prepared statements, in one round trip); then `init_commands` are applied again.
-/// Protocol-level statements (pgdbm's cache) are kept: only `PREPARE`d ones are deallocated.
+/// What a full session reset runs (asyncpg's reset plus temp objects and sequences); then
+/// `init_commands` again, in the same round trip.
 const FULL_RESET: &str = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; \
-    SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES; \
-    DO $pgdbm_reset$ DECLARE r record; BEGIN FOR r IN SELECT name FROM pg_prepared_statements \
-    WHERE from_sql LOOP EXECUTE format('DEALLOCATE %I', r.name); END LOOP; END $pgdbm_reset$";
+    SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; DISCARD SEQUENCES";
+
+/// Added to [`FULL_RESET`] when the server reported a SQL-level `PREPARE` since the last reset:
+/// deallocates those statements only (pgdbm's protocol-level cache is kept).
+const DEALLOCATE_SQL_PREPARED: &str = "DO $pgdbm_reset$ DECLARE r record; BEGIN FOR r IN \
+    SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
+    EXECUTE format('DEALLOCATE %I', r.name); END LOOP; END $pgdbm_reset$";
 
 /// Settings every connection of one config shares.
 #[derive(Debug)]
@@ -285,11 +288,18 @@ impl PgConnection {
             }
         }
         if self.full_reset_due() {
-            self.simple_bounded(FULL_RESET, timeout).await?;
-            let settings = self.settings.clone();
-            for cmd in &settings.init_commands {
-                self.simple_bounded(cmd, timeout).await?;
+            // One simple-protocol round trip; statements are separated by a newline first, so
+            // an init command ending in a `--` comment cannot swallow the next one.
+            let mut sql = String::from(FULL_RESET);
+            if self.session.take_sql_prepared() {
+                sql.push_str(";\n");
+                sql.push_str(DEALLOCATE_SQL_PREPARED);
             }
+            for cmd in &self.settings.init_commands {
+                sql.push_str(";\n");
+                sql.push_str(cmd);
+            }
+            self.simple_bounded(&sql, timeout).await?;
             self.checkout_queries = self.query_count;
         }
         self.forget_dropped_statements();

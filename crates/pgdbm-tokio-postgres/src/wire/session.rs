@@ -29,6 +29,8 @@ pub(crate) struct Session {
     backend_key: AtomicU64,
     /// A `DEALLOCATE` or `DISCARD ALL` completed: protocol-level prepared statements may be gone.
     statements_dropped: AtomicBool,
+    /// A SQL-level `PREPARE` completed since the last full reset.
+    sql_prepared: AtomicBool,
 }
 
 /// How many body bytes of a message [`Session::on_message`] needs to see.
@@ -61,6 +63,9 @@ impl Session {
             b'C' if body.starts_with(b"DEALLOCATE") || body.starts_with(b"DISCARD ALL") => {
                 self.statements_dropped.store(true, Ordering::Release);
             }
+            b'C' if body.starts_with(b"PREPARE") => {
+                self.sql_prepared.store(true, Ordering::Release);
+            }
             _ => {}
         }
     }
@@ -92,6 +97,11 @@ impl Session {
         // A plain load first: this runs before every statement and is almost always false.
         self.statements_dropped.load(Ordering::Acquire)
             && self.statements_dropped.swap(false, Ordering::AcqRel)
+    }
+
+    /// True (once) when a SQL-level `PREPARE` ran since the last call.
+    pub(crate) fn take_sql_prepared(&self) -> bool {
+        self.sql_prepared.load(Ordering::Acquire) && self.sql_prepared.swap(false, Ordering::AcqRel)
     }
 }
 
