@@ -75,10 +75,12 @@ pub use ident::{
     parse_qualified_name, quote_catalog_name, quote_identifier, validate_identifier,
     MAX_IDENTIFIER_BYTES,
 };
+pub use migration::{checksum, is_migration_file_name};
+// Migration-file internals used by pgdbm-migrate and the CLI; documented in `migration`.
+#[doc(hidden)]
 pub use migration::{
-    checksum, explain_checksum_mismatch, has_no_transaction_marker, is_migration_file_name,
-    migration_version, normalize_content, python_strip, sort_migration_names,
-    NO_TRANSACTION_MARKER,
+    explain_checksum_mismatch, has_no_transaction_marker, migration_version, normalize_content,
+    python_strip, sort_migration_names, NO_TRANSACTION_MARKER,
 };
 pub use monitor::{
     normalize_query, ConnectionMetrics, Monitor, MonitorConfig, PatternStats, QueryMetrics,

@@ -27,8 +27,9 @@
 //!   pgdbm negotiates TLS itself below the shim (same rustls setup, same `ssl_mode` rules;
 //!   Unix-socket hosts, those starting with `/`, never use TLS, like libpq), SCRAM channel
 //!   binding (`SCRAM-SHA-256-PLUS`) is not used; certificate verification is unchanged.
-//! - [`Pooled`] wraps a pool guard, and [`recycle`] with a [`RecyclePolicy`] is the reuse check
-//!   both pool adapters apply.
+//! - [`backend::Pooled`] wraps a pool guard, and [`backend::recycle`] with a
+//!   [`backend::RecyclePolicy`] is the reuse check both pool adapters apply (the [`backend`]
+//!   module holds this plumbing for pool crates).
 //!
 //! Tracing: the manager (`pgdbm_core::Database`) owns the `debug` span of each query (target
 //! `pgdbm`); this crate adds wire-level detail at `trace` level under the target `pgdbm::wire`
@@ -72,12 +73,27 @@ mod row;
 pub mod tls;
 mod wire;
 
-pub use connection::{PgConnection, ReleaseAction};
-pub use connector::{saturate, Connector, MAX_POOL_TIMEOUT};
-pub use execute_many::batch_path_available;
-pub use pooled::{PoolGuard, Pooled};
-pub use recycle::{recycle, RecyclePolicy};
+pub use connection::PgConnection;
 pub use row::PgRow;
+
+/// Plumbing for pool backend crates (`pgdbm-deadpool`, `pgdbm-bb8`, or a backend of your
+/// own): opening connections for a pool, the guard a pool hands out, the reuse check and the
+/// release path. Applications do not need any of it: they use `pgdbm::Database`.
+pub mod backend {
+    pub use crate::connection::ReleaseAction;
+    pub use crate::connector::{saturate, Connector, MAX_POOL_TIMEOUT};
+    pub use crate::execute_many::batch_path_available;
+    pub use crate::pooled::{PoolGuard, Pooled};
+    pub use crate::recycle::{recycle, RecyclePolicy};
+}
+
+// The crate-root paths of the backend plumbing, kept for the pool crates and existing code;
+// documented under `backend`.
+#[doc(hidden)]
+pub use backend::{
+    batch_path_available, recycle, saturate, Connector, PoolGuard, Pooled, RecyclePolicy,
+    ReleaseAction, MAX_POOL_TIMEOUT,
+};
 
 /// Re-export of the driver, for users of [`PgConnection::client`] and [`PgRow::into_inner`].
 pub use tokio_postgres;

@@ -41,6 +41,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(not(any(feature = "deadpool", feature = "bb8")))]
 compile_error!("pgdbm needs a pool backend: enable the `deadpool` (default) or `bb8` feature");
 
@@ -95,28 +97,36 @@ pub mod __private {
 }
 
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub use pgdbm_deadpool::DeadpoolPool;
 /// The manager on the deadpool backend.
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub type DeadpoolDb = Database<DeadpoolPool>;
 
 #[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub use pgdbm_bb8::Bb8Pool;
 /// The manager on the bb8 backend.
 #[cfg(feature = "bb8")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub type Bb8Db = Database<Bb8Pool>;
 
 /// The manager on the default backend: deadpool, or bb8 when only the `bb8` feature is on.
 #[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
 pub type Db = DeadpoolDb;
 /// The manager on the default backend: deadpool, or bb8 when only the `bb8` feature is on.
 #[cfg(all(feature = "bb8", not(feature = "deadpool")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub type Db = Bb8Db;
 
 /// SQL-file migrations (feature `migrate`).
 #[cfg(feature = "migrate")]
+#[cfg_attr(docsrs, doc(cfg(feature = "migrate")))]
 pub use pgdbm_migrate as migrate;
 
 /// Throwaway PostgreSQL servers and test databases (feature `testkit`).
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub use pgdbm_testkit as testkit;
