@@ -44,6 +44,7 @@ pub mod monitor;
 pub mod pool;
 pub mod retry;
 pub mod sql;
+pub mod table_name;
 pub mod template;
 
 pub use config::{duration_from_secs, Config, ConfigBuilder, DurationField, ResetPolicy, SslMode};
@@ -73,4 +74,5 @@ pub use monitor::{
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
 pub use retry::RetrySchedule;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};
+pub use table_name::TableName;
 pub use template::{has_placeholders, render, TemplateCache};
