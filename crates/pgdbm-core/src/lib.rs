@@ -47,7 +47,10 @@ pub mod sql;
 pub mod table_name;
 pub mod template;
 
-pub use config::{duration_from_secs, Config, ConfigBuilder, DurationField, ResetPolicy, SslMode};
+pub use config::{
+    duration_from_secs, split_search_path, Config, ConfigBuilder, DurationField, ResetPolicy,
+    SslMode, NEUTRAL_SEARCH_PATH,
+};
 pub use database::{
     AsQuery, Clock, Database, DbConnection, PreparedQuery, QueryEvent, QueryObserver, RenderedSql,
     RowOf, Savepoint, SystemClock, Transaction,

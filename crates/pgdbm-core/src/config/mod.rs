@@ -81,6 +81,13 @@ pub struct Config {
     pub server_settings: BTreeMap<String, String>,
     /// SQL run on every new physical connection.
     pub init_commands: Vec<String>,
+    /// `search_path` pinned on every connection of a pool made by
+    /// [`Database::create_shared_pool`](crate::Database::create_shared_pool) (Python 0.5:
+    /// `shared_pool_search_path`, default `pg_catalog`, which resolves no user schema), so an
+    /// unqualified table name through a schema view fails instead of reading `public`. A
+    /// comma-separated list of plain identifiers; `None` leaves shared pools unpinned. Pools
+    /// made by [`Database::connect`](crate::Database::connect) are unaffected.
+    pub shared_pool_search_path: Option<String>,
     /// Connection attempts before giving up (default 3).
     pub retry_attempts: u32,
     /// Delay before the first retry (default 1 s).
@@ -197,6 +204,17 @@ impl FromStr for ResetPolicy {
     }
 }
 
+/// A `search_path` that resolves no user schema (Python 0.5's `NEUTRAL_SEARCH_PATH`):
+/// `pg_catalog` is always searched, so built-in functions and types stay reachable while every
+/// unqualified table reference fails.
+pub const NEUTRAL_SEARCH_PATH: &str = "pg_catalog";
+
+/// The entries of a `search_path` value, trimmed (the server's formatting ignored), as Python
+/// 0.5 compares them.
+pub fn split_search_path(search_path: &str) -> Vec<&str> {
+    search_path.split(',').map(str::trim).collect()
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -214,6 +232,7 @@ impl Default for Config {
             command_timeout: Some(Duration::from_secs(60)),
             server_settings: BTreeMap::new(),
             init_commands: Vec::new(),
+            shared_pool_search_path: Some(NEUTRAL_SEARCH_PATH.to_string()),
             retry_attempts: 3,
             retry_delay: Duration::from_secs(1),
             retry_backoff: 2.0,
@@ -687,6 +706,7 @@ impl fmt::Debug for Config {
             .field("command_timeout", &self.command_timeout)
             .field("server_settings", &self.server_settings)
             .field("init_commands", &InitCommands(&self.init_commands))
+            .field("shared_pool_search_path", &self.shared_pool_search_path)
             .field("retry_attempts", &self.retry_attempts)
             .field("retry_delay", &self.retry_delay)
             .field("retry_backoff", &self.retry_backoff)
