@@ -104,13 +104,12 @@ async fn from_env_then_changing_a_field_connects_with_it<P: Pool>() {
     c.port = port;
     let e = connect::<P>(c)
         .await
-        .err()
-        .expect("a closed port cannot work");
+        .expect_err("a closed port cannot work");
     assert!(e.to_string().contains(&port.to_string()), "{e}");
     let mut c = base.clone();
     c.host = "127.0.0.2".into();
     c.port = port;
-    let e = connect::<P>(c).await.err().expect("nothing listens there");
+    let e = connect::<P>(c).await.expect_err("nothing listens there");
     assert!(e.to_string().contains("127.0.0.2"), "{e}");
 
     // sslmode: the URL said disable; the server has no TLS, so `require` must fail.
@@ -157,8 +156,7 @@ async fn from_env_then_changing_the_password_uses_it<P: Pool>() {
     c.password = Some("wrong horse battery".into());
     let e = connect::<P>(c)
         .await
-        .err()
-        .expect("the changed password must be used");
+        .expect_err("the changed password must be used");
     let msg = e.to_string();
     assert!(msg.contains("28P01"), "{msg}");
     assert!(!msg.contains("horse"), "{msg}");
