@@ -25,7 +25,7 @@ pub use pgdbm_core::{
     QueryEvent, QueryMetrics, QueryObserver, QueryParams, QueryPatterns, QueryRecord, ResetPolicy,
     Result, Row, RowOf, Savepoint, SslMode, SystemClock, TableSize, Transaction,
 };
-pub use pgdbm_core::{percent_encode, ConfigBuilder};
+pub use pgdbm_core::{percent_encode, ConfigBuilder, TableName};
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgRow};
 /// PostgreSQL type conversions (`ToSql`, `FromSql`, `Type`, `Json`...), from `postgres-types`.
