@@ -249,7 +249,14 @@ async fn detail_shown_only_with_log_parameters<P: Pool>() {
             let q = e.as_query().expect("a query error");
             assert!(q.detail.as_deref().unwrap_or("").contains("alice@x"));
             assert_eq!(q.values_shown, log_parameters);
-            for out in [e.to_string(), format!("{e:?}")] {
+            // The whole error chain, as error reporters print it.
+            let mut chain = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                chain.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            for out in [e.to_string(), format!("{e:?}"), chain] {
                 // The DETAIL (`Key (email)=(alice@x) already exists.`), not the query text.
                 assert_eq!(
                     out.contains("Key (email)=(alice@x)"),
