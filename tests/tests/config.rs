@@ -104,13 +104,12 @@ async fn from_env_then_changing_a_field_connects_with_it<P: Pool>() {
     c.port = port;
     let e = connect::<P>(c)
         .await
-        .err()
-        .expect("a closed port cannot work");
+        .expect_err("a closed port cannot work");
     assert!(e.to_string().contains(&port.to_string()), "{e}");
     let mut c = base.clone();
     c.host = "127.0.0.2".into();
     c.port = port;
-    let e = connect::<P>(c).await.err().expect("nothing listens there");
+    let e = connect::<P>(c).await.expect_err("nothing listens there");
     assert!(e.to_string().contains("127.0.0.2"), "{e}");
 
     // sslmode: the URL said disable; the server has no TLS, so `require` must fail.
@@ -157,8 +156,7 @@ async fn from_env_then_changing_the_password_uses_it<P: Pool>() {
     c.password = Some("wrong horse battery".into());
     let e = connect::<P>(c)
         .await
-        .err()
-        .expect("the changed password must be used");
+        .expect_err("the changed password must be used");
     let msg = e.to_string();
     assert!(msg.contains("28P01"), "{msg}");
     assert!(!msg.contains("horse"), "{msg}");
@@ -251,7 +249,14 @@ async fn detail_shown_only_with_log_parameters<P: Pool>() {
             let q = e.as_query().expect("a query error");
             assert!(q.detail.as_deref().unwrap_or("").contains("alice@x"));
             assert_eq!(q.values_shown, log_parameters);
-            for out in [e.to_string(), format!("{e:?}")] {
+            // The whole error chain, as error reporters print it.
+            let mut chain = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                chain.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            for out in [e.to_string(), format!("{e:?}"), chain] {
                 // The DETAIL (`Key (email)=(alice@x) already exists.`), not the query text.
                 assert_eq!(
                     out.contains("Key (email)=(alice@x)"),

@@ -594,7 +594,14 @@ impl fmt::Display for QueryError {
 }
 
 impl std::error::Error for QueryError {
+    /// The driver error, except when it carries a DETAIL that may not be shown
+    /// ([`values_shown`](QueryError::values_shown) off): the driver's `Display` repeats the
+    /// DETAIL, and error reporters print the whole chain. The [`source`](QueryError::source)
+    /// field always holds it.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if self.detail.is_some() && !self.values_shown {
+            return None;
+        }
         self.source
             .as_ref()
             .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))

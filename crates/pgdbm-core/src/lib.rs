@@ -55,10 +55,14 @@ pub mod row_json;
 pub mod run_transaction;
 pub mod sql;
 pub mod sqlstate;
+pub mod table_name;
 pub mod template;
 pub mod transaction_options;
 
-pub use config::{duration_from_secs, Config, ConfigBuilder, DurationField, ResetPolicy, SslMode};
+pub use config::{
+    duration_from_secs, split_search_path, Config, ConfigBuilder, DurationField, ResetPolicy,
+    SslMode, NEUTRAL_SEARCH_PATH,
+};
 pub use database::{
     AsQuery, Clock, Database, DbConnection, PreparedQuery, QueryEvent, QueryObserver, RenderedSql,
     RowOf, Savepoint, SystemClock, Transaction,
@@ -92,5 +96,6 @@ pub use retry::RetrySchedule;
 pub use run_transaction::Retried;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};
 pub use sqlstate::SqlState;
+pub use table_name::TableName;
 pub use template::{has_placeholders, render, TemplateCache};
 pub use transaction_options::{IsolationLevel, TransactionOptions};

@@ -178,11 +178,14 @@ pub trait Connection: Send {
         timeout: Option<Duration>,
     ) -> Result<u64>;
 
-    /// Binary `COPY table (columns) FROM STDIN`; `table` is an already quoted, qualified name.
-    /// Column types are taken from the table. Returns the number of rows copied.
+    /// Binary `COPY table (columns) FROM STDIN` into a validated [`TableName`](crate::TableName)
+    /// (never raw text). `columns` are plain identifiers or, when not, exact names of the
+    /// table's columns (quoted as the catalog has them); empty means every column that can be
+    /// written (not generated, not dropped). Column types are taken from the table. Returns the
+    /// number of rows copied.
     async fn copy_in(
         &mut self,
-        table: &str,
+        table: &crate::TableName,
         columns: &[&str],
         rows: &[&[Param<'_>]],
         timeout: Option<Duration>,

@@ -822,7 +822,7 @@ impl Connection for PgConnection {
 
     async fn copy_in(
         &mut self,
-        table: &str,
+        table: &pgdbm_core::TableName,
         columns: &[&str],
         rows: &[&[Param<'_>]],
         timeout: Option<Duration>,

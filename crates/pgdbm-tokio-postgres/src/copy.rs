@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use pgdbm_core::{
-    quote_catalog_name, quote_identifier, Connection, Error, Param, QueryError, QueryErrorKind,
-    Result, Row,
+    quote_catalog_name, quote_identifier, validate_identifier, Connection, Error, Param,
+    QueryError, QueryErrorKind, Result, Row, TableName,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tracing::Instrument;
@@ -20,24 +20,48 @@ const COPYABLE_COLUMNS: &str = "SELECT attname::text FROM pg_catalog.pg_attribut
      ORDER BY attnum";
 
 impl PgConnection {
-    /// `COPY table (columns) FROM STDIN (FORMAT binary)`. `table` is an already quoted,
-    /// qualified name; without `columns` every column that can be written is copied (generated
-    /// and dropped columns are left out, names quoted as the catalog has them). The column
+    /// `COPY table (columns) FROM STDIN (FORMAT binary)` into the validated `table`; without
+    /// `columns` every column that can be written is copied (generated and dropped columns are
+    /// left out, names quoted as the catalog has them). Named columns are plain identifiers, or
+    /// exact names of writable columns of the table (`Order Date`), quoted by the one quoter;
+    /// anything else is an [`Error::Schema`] before any SQL is built. The column
     /// types come from a `SELECT ... LIMIT 0` that goes through the statement cache, so
     /// repeated copies into one table cost no extra round trip.
     pub(crate) async fn run_copy_in(
         &mut self,
-        table: &str,
+        table: &TableName,
         columns: &[&str],
         rows: &[&[Param<'_>]],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        let quoted = if columns.is_empty() {
-            let names = self.query(COPYABLE_COLUMNS, &[&table], timeout).await?;
-            names
+        let table_text = table.to_string();
+        let plain = columns.iter().all(|c| validate_identifier(c).is_ok());
+        let quoted = if columns.is_empty() || !plain {
+            let names = self
+                .query(COPYABLE_COLUMNS, &[&table_text], timeout)
+                .await?;
+            let names = names
                 .iter()
-                .map(|r| r.get_at::<&str>(0).and_then(quote_catalog_name))
-                .collect::<Result<Vec<_>>>()?
+                .map(|r| r.get_at::<String>(0))
+                .collect::<Result<Vec<_>>>()?;
+            if columns.is_empty() {
+                names
+                    .iter()
+                    .map(|n| quote_catalog_name(n))
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                columns
+                    .iter()
+                    .map(|c| {
+                        if names.iter().any(|n| n == c) {
+                            quote_catalog_name(c)
+                        } else {
+                            // Not a column: the identifier rule's error names the problem.
+                            quote_identifier(c)
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
         } else {
             columns
                 .iter()
@@ -45,6 +69,7 @@ impl PgConnection {
                 .collect::<Result<Vec<_>>>()?
         }
         .join(", ");
+        let table = table_text.as_str();
         let probe = format!("SELECT {quoted} FROM {table} LIMIT 0");
         let copy = format!("COPY {table} ({quoted}) FROM STDIN (FORMAT binary)");
         self.ready_for(&copy).await?;

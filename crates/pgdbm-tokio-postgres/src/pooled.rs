@@ -207,7 +207,7 @@ impl<G: PoolGuard> Connection for Pooled<G> {
 
     async fn copy_in(
         &mut self,
-        table: &str,
+        table: &pgdbm_core::TableName,
         columns: &[&str],
         rows: &[&[Param<'_>]],
         timeout: Option<Duration>,

@@ -458,6 +458,10 @@ async fn execute_many_all_or_nothing_and_names_the_row() {
     assert_eq!(count(&mut c).await, 10_002);
 }
 
+fn table(s: &str) -> pgdbm_core::TableName {
+    pgdbm_core::TableName::parse(s).unwrap()
+}
+
 #[tokio::test]
 async fn copy_in_binary() {
     let mut c = support::connect("t_copy").await;
@@ -476,7 +480,7 @@ async fn copy_in_binary() {
         .collect();
     let refs: Vec<&[&(dyn postgres_types::ToSql + Sync)]> = rows.iter().map(|r| &r[..]).collect();
     let n = c
-        .copy_in("public.t", &["id", "Name", "score"], &refs, None)
+        .copy_in(&table("public.t"), &["id", "Name", "score"], &refs, None)
         .await
         .unwrap();
     assert_eq!(n, 1000);
@@ -496,7 +500,7 @@ async fn copy_in_binary() {
     let short: [&(dyn postgres_types::ToSql + Sync); 1] = [&1i64];
     let e = c
         .copy_in(
-            "public.t",
+            &table("public.t"),
             &["id", "Name", "score"],
             &[&rows[0][..], &short[..]],
             None,
@@ -506,12 +510,57 @@ async fn copy_in_binary() {
     assert_eq!(e.as_query().unwrap().row, Some(1), "{e}");
     // A bad column name never reaches SQL.
     assert!(matches!(
-        c.copy_in("public.t", &["id; drop"], &[], None).await,
+        c.copy_in(&table("public.t"), &["id; drop"], &[], None)
+            .await,
         Err(Error::Schema { .. })
     ));
     // All columns when none are named.
     let all: [&(dyn postgres_types::ToSql + Sync); 4] = [&5i64, &"x", &2.0f64, &"note"];
-    assert_eq!(c.copy_in("t", &[], &[&all[..]], None).await.unwrap(), 1);
+    assert_eq!(
+        c.copy_in(&table("t"), &[], &[&all[..]], None)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Columns that are not plain identifiers, a generated and a dropped column; a schema and a
+    // table name that need quoting come from the catalog.
+    c.batch_execute(
+        "CREATE TABLE \"Odd Table\" (id bigint, \"Order Date\" text, \"x\"\"y\" text, gone int, \
+         doubled bigint GENERATED ALWAYS AS (id * 2) STORED); ALTER TABLE \"Odd Table\" DROP COLUMN gone",
+        None,
+    )
+    .await
+    .unwrap();
+    let odd = pgdbm_core::TableName::from_catalog(Some("public"), "Odd Table").unwrap();
+    let r: [&(dyn postgres_types::ToSql + Sync); 3] = [&7i64, &"2024-01-01", &"q"];
+    assert_eq!(c.copy_in(&odd, &[], &[&r[..]], None).await.unwrap(), 1);
+    let r2: [&(dyn postgres_types::ToSql + Sync); 2] = [&8i64, &"2024-02-02"];
+    assert_eq!(
+        c.copy_in(&odd, &["id", "Order Date"], &[&r2[..]], None)
+            .await
+            .unwrap(),
+        1
+    );
+    let row = c
+        .query_opt(
+            "SELECT string_agg(id || '/' || \"Order Date\" || '/' || coalesce(\"x\"\"y\", '-') || '/' || doubled, ',' ORDER BY id) FROM \"Odd Table\"",
+            &[],
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.get_at::<String>(0).unwrap(),
+        "7/2024-01-01/q/14,8/2024-02-02/-/16"
+    );
+    // A non-plain name that is not a column of the table never reaches SQL.
+    assert!(matches!(
+        c.copy_in(&odd, &["Order Date\"); DROP TABLE t; --"], &[], None)
+            .await,
+        Err(Error::Schema { .. })
+    ));
     // The connection is still usable.
     assert_eq!(
         c.query("SELECT 1", &[], None).await.unwrap()[0]

@@ -55,7 +55,7 @@ pub use pgdbm_core::{
     QueryParams, QueryPatterns, QueryPlan, QueryRecord, ResetPolicy, Result, Row, RowOf, Savepoint,
     SslMode, SystemClock, TableSize, Transaction,
 };
-pub use pgdbm_core::{percent_encode, ConfigBuilder};
+pub use pgdbm_core::{percent_encode, ConfigBuilder, TableName};
 pub use pgdbm_core::{Executor, IsolationLevel, Retried, SqlState, TransactionOptions};
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgRow};

@@ -10,27 +10,17 @@ use crate::dsn::{self, percent_encode, url_host, MASK};
 use crate::error::{Error, Result};
 
 mod builder;
+mod duration;
+mod reset_policy;
 mod rules;
 #[cfg(feature = "serde")]
 mod serde_impl;
+mod ssl_mode;
 
 pub use builder::ConfigBuilder;
-
-/// TLS mode, with libpq's names and meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SslMode {
-    /// Never use TLS.
-    Disable,
-    /// Use TLS when the server offers it, plain otherwise (libpq's default).
-    #[default]
-    Prefer,
-    /// Require TLS, without verifying the server certificate.
-    Require,
-    /// Require TLS and verify the server certificate against the CA.
-    VerifyCa,
-    /// Require TLS, verify the certificate and that it names the host.
-    VerifyFull,
-}
+pub use duration::{duration_from_secs, DurationField};
+pub use reset_policy::ResetPolicy;
+pub use ssl_mode::SslMode;
 
 /// Connection and pool configuration; the port of Python pgdbm's `DatabaseConfig`.
 ///
@@ -81,6 +71,13 @@ pub struct Config {
     pub server_settings: BTreeMap<String, String>,
     /// SQL run on every new physical connection.
     pub init_commands: Vec<String>,
+    /// `search_path` pinned on every connection of a pool made by
+    /// [`Database::create_shared_pool`](crate::Database::create_shared_pool) (Python 0.5:
+    /// `shared_pool_search_path`, default `pg_catalog`, which resolves no user schema), so an
+    /// unqualified table name through a schema view fails instead of reading `public`. A
+    /// comma-separated list of plain identifiers; `None` leaves shared pools unpinned. Pools
+    /// made by [`Database::connect`](crate::Database::connect) are unaffected.
+    pub shared_pool_search_path: Option<String>,
     /// Connection attempts before giving up (default 3).
     pub retry_attempts: u32,
     /// Delay before the first retry (default 1 s).
@@ -146,55 +143,15 @@ pub struct Config {
     pub tcp_user_timeout: Option<Duration>,
 }
 
-/// What the pool does to a connection's session state when a borrower releases it
-/// ([`Config::reset_on_release`]).
-///
-/// Either way a connection released inside a transaction (or a failed one) is rolled back at
-/// once, one with a statement still running is cancelled and settled first, and one in an
-/// unknown state is closed: no borrower ever gets a connection inside a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum ResetPolicy {
-    /// Only end the transaction (`ROLLBACK` when one is open). Session state a borrower set
-    /// (`SET`, `SET ROLE`, temp tables, `LISTEN`, session advisory locks, SQL `PREPARE`) stays
-    /// on the connection and is seen by the next borrower. No extra round trip on a clean
-    /// release.
-    #[default]
-    Rollback,
-    /// asyncpg's reset, for connections that ran statements since checkout: unlock advisory
-    /// locks, close cursors, `UNLISTEN *`, `RESET ALL`, `DISCARD TEMP`, `DEALLOCATE ALL`, then
-    /// re-apply the startup settings and `init_commands` (and clear the statement cache). One
-    /// extra round trip per release of a used connection.
-    Full,
-}
+/// A `search_path` that resolves no user schema (Python 0.5's `NEUTRAL_SEARCH_PATH`):
+/// `pg_catalog` is always searched, so built-in functions and types stay reachable while every
+/// unqualified table reference fails.
+pub const NEUTRAL_SEARCH_PATH: &str = "pg_catalog";
 
-impl ResetPolicy {
-    /// The policy's name (`rollback`, `full`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResetPolicy::Rollback => "rollback",
-            ResetPolicy::Full => "full",
-        }
-    }
-}
-
-impl FromStr for ResetPolicy {
-    type Err = Error;
-
-    /// Parses `rollback` or `full` (case-insensitive).
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "rollback" => Ok(ResetPolicy::Rollback),
-            "full" => Ok(ResetPolicy::Full),
-            _ => Err(Error::config(
-                "reset_on_release",
-                format!(
-                    "unknown reset policy `{}`; use rollback or full",
-                    s.escape_debug()
-                ),
-            )),
-        }
-    }
+/// The entries of a `search_path` value, trimmed (the server's formatting ignored), as Python
+/// 0.5 compares them.
+pub fn split_search_path(search_path: &str) -> Vec<&str> {
+    search_path.split(',').map(str::trim).collect()
 }
 
 impl Default for Config {
@@ -214,6 +171,7 @@ impl Default for Config {
             command_timeout: Some(Duration::from_secs(60)),
             server_settings: BTreeMap::new(),
             init_commands: Vec::new(),
+            shared_pool_search_path: Some(NEUTRAL_SEARCH_PATH.to_string()),
             retry_attempts: 3,
             retry_delay: Duration::from_secs(1),
             retry_backoff: 2.0,
@@ -242,117 +200,6 @@ impl Default for Config {
     }
 }
 
-impl SslMode {
-    /// libpq's name of the mode (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SslMode {
-    type Err = Error;
-
-    /// Parses libpq's names: `disable`, `allow` (treated as `prefer`), `prefer`, `require`,
-    /// `verify-ca`, `verify-full` (case-insensitive, `_` accepted for `-`).
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "disable" => Ok(SslMode::Disable),
-            "allow" | "prefer" => Ok(SslMode::Prefer),
-            "require" => Ok(SslMode::Require),
-            "verify-ca" => Ok(SslMode::VerifyCa),
-            "verify-full" => Ok(SslMode::VerifyFull),
-            _ => Err(Error::config(
-                "ssl_mode",
-                format!(
-                    "unknown ssl mode `{s}`; use one of disable, allow, prefer, require, \
-                     verify-ca, verify-full"
-                ),
-            )),
-        }
-    }
-}
-
-/// The [`Duration`] fields of [`Config`], for [`Config::with_secs`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DurationField {
-    /// [`Config::max_inactive_connection_lifetime`].
-    MaxInactiveConnectionLifetime,
-    /// [`Config::command_timeout`].
-    CommandTimeout,
-    /// [`Config::retry_delay`].
-    RetryDelay,
-    /// [`Config::retry_max_delay`].
-    RetryMaxDelay,
-    /// [`Config::statement_timeout`].
-    StatementTimeout,
-    /// [`Config::lock_timeout`].
-    LockTimeout,
-    /// [`Config::idle_in_transaction_session_timeout`].
-    IdleInTransactionSessionTimeout,
-    /// [`Config::connect_timeout`].
-    ConnectTimeout,
-    /// [`Config::acquire_timeout`].
-    AcquireTimeout,
-    /// [`Config::max_lifetime`].
-    MaxLifetime,
-}
-
-impl DurationField {
-    /// The name of the [`Config`] field.
-    pub fn name(self) -> &'static str {
-        match self {
-            DurationField::MaxInactiveConnectionLifetime => "max_inactive_connection_lifetime",
-            DurationField::CommandTimeout => "command_timeout",
-            DurationField::RetryDelay => "retry_delay",
-            DurationField::RetryMaxDelay => "retry_max_delay",
-            DurationField::StatementTimeout => "statement_timeout",
-            DurationField::LockTimeout => "lock_timeout",
-            DurationField::IdleInTransactionSessionTimeout => "idle_in_transaction_session_timeout",
-            DurationField::ConnectTimeout => "connect_timeout",
-            DurationField::AcquireTimeout => "acquire_timeout",
-            DurationField::MaxLifetime => "max_lifetime",
-        }
-    }
-}
-
-/// `secs` seconds as a [`Duration`]; negative, NaN, infinite or too large values are an
-/// [`Error::Configuration`] naming `field`.
-///
-/// This is how float seconds (Python pgdbm's unit) become durations everywhere in pgdbm.
-pub fn duration_from_secs(field: &str, secs: f64) -> Result<Duration> {
-    if !secs.is_finite() {
-        return Err(Error::config(
-            field,
-            format!("{secs} is not a number of seconds; use a finite, non-negative number"),
-        ));
-    }
-    if secs < 0.0 {
-        return Err(Error::config(
-            field,
-            format!("{secs} s is negative; use a non-negative number of seconds"),
-        ));
-    }
-    Duration::try_from_secs_f64(secs).map_err(|_| {
-        Error::config(
-            field,
-            format!("{secs} s is too large for a duration; use a smaller number of seconds"),
-        )
-    })
-}
-
 /// True for `^[A-Za-z_][A-Za-z0-9_]*$` of at most 63 bytes.
 // The same rule as templates and identifiers everywhere: `ident::validate_identifier`.
 pub(crate) fn is_identifier(s: &str) -> bool {
@@ -365,9 +212,10 @@ pub(crate) fn is_setting_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 127 && s.split('.').all(is_identifier)
 }
 
-/// Quotes `s` as an SQL identifier (`"` doubled).
+/// Quotes `s` with the one quoter ([`quote_catalog_name`](crate::ident::quote_catalog_name));
+/// a name it refuses (empty, NUL: rejected by `validate`) shows as `""`.
 fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+    crate::ident::quote_catalog_name(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
 /// Milliseconds of `d`, rounded up so that a non-zero duration never becomes `0` (which would
@@ -687,6 +535,7 @@ impl fmt::Debug for Config {
             .field("command_timeout", &self.command_timeout)
             .field("server_settings", &self.server_settings)
             .field("init_commands", &InitCommands(&self.init_commands))
+            .field("shared_pool_search_path", &self.shared_pool_search_path)
             .field("retry_attempts", &self.retry_attempts)
             .field("retry_delay", &self.retry_delay)
             .field("retry_backoff", &self.retry_backoff)

@@ -129,6 +129,10 @@ pub(crate) const RULES: &[Rule] = &[
         field: "server_settings",
         check: server_settings,
     },
+    Rule {
+        field: "shared_pool_search_path",
+        check: shared_pool_search_path,
+    },
 ];
 
 /// Runs [`RULES`] in order; the first failure is an [`Error::Configuration`] for its field.
@@ -310,6 +314,24 @@ fn server_settings(c: &Config) -> Check {
     Ok(())
 }
 
+/// Python 0.5's `_validate_search_path`: a comma-separated list of plain identifiers (it
+/// reaches the server as a startup parameter, so it is rejected rather than quoted).
+fn shared_pool_search_path(c: &Config) -> Check {
+    let Some(sp) = &c.shared_pool_search_path else {
+        return Ok(());
+    };
+    let entries = super::split_search_path(sp);
+    if !entries.iter().any(|e| !e.is_empty()) || !entries.iter().all(|e| is_identifier(e)) {
+        return Err(format!(
+            "Invalid search_path '{}'. Expected a comma-separated list of identifiers, each \
+             starting with a letter or underscore and containing only letters, numbers, and \
+             underscores.",
+            sp.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +348,19 @@ mod tests {
                 r.field
             );
             assert_eq!((r.check)(&Config::default()), Ok(()), "{}", r.field);
+        }
+    }
+
+    #[test]
+    fn shared_pool_search_path_rule() {
+        let mut c = Config::default();
+        for ok in [None, Some("pg_catalog"), Some("public, ext"), Some("a,b")] {
+            c.shared_pool_search_path = ok.map(str::to_owned);
+            assert_eq!(shared_pool_search_path(&c), Ok(()), "{ok:?}");
+        }
+        for bad in ["", " , ", "\"x\"", "a;b", "a, b c", "$user"] {
+            c.shared_pool_search_path = Some(bad.to_owned());
+            assert!(shared_pool_search_path(&c).is_err(), "{bad}");
         }
     }
 }

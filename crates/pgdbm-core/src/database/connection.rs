@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::error::{truncate_sql, MAX_DISPLAYED_SQL};
 use crate::ident::{parse_qualified_name, quote_identifier, validate_identifier};
+use crate::table_name::TableName;
 use crate::{Connection, Error, FromRow, Param, Result, Row, TransactionOptions};
 
 /// A pending action that must run before the next statement on a connection (the async half
@@ -351,14 +352,15 @@ impl<C: Connection> DbConnection<C> {
         rows: &[R],
     ) -> Result<u64> {
         self.flush_pending().await?;
-        let qualified = self.qualified_table(table)?;
+        let target = TableName::parse(table)?.or_schema(self.ctx.schema.as_deref());
+        let qualified = target.to_string();
         let all_columns: Vec<String>;
         let columns: Vec<&str> = if columns.is_empty() {
             let rows = self
                 .fetch_all(
                     "SELECT attname::text FROM pg_catalog.pg_attribute \
                      WHERE attrelid = pg_catalog.to_regclass($1) AND attnum > 0 AND NOT attisdropped \
-                     ORDER BY attnum",
+                     AND attgenerated = '' ORDER BY attnum",
                     &[&qualified],
                 )
                 .await?;
@@ -374,9 +376,7 @@ impl<C: Connection> DbConnection<C> {
             }
             all_columns.iter().map(String::as_str).collect()
         } else {
-            for c in columns {
-                validate_identifier(c)?;
-            }
+            // Checked by `copy_in`: plain identifiers, or exact names of the table's columns.
             columns.to_vec()
         };
         let slices: Vec<&[Param<'_>]> = rows.iter().map(|r| r.as_ref()).collect();
@@ -387,7 +387,7 @@ impl<C: Connection> DbConnection<C> {
         let run = self.run("copy_records_to_table", &description);
         let result = self
             .conn
-            .copy_in(&qualified, &columns, &slices, self.ctx.timeout)
+            .copy_in(&target, &columns, &slices, self.ctx.timeout)
             .instrument(run.span.clone())
             .await;
         self.ctx.finish(&run, result, |n| Some(*n), &|_| Vec::new())

@@ -13,6 +13,7 @@
 
 mod connection;
 mod context;
+mod schema_setup;
 mod transaction;
 
 pub use connection::DbConnection;
@@ -47,6 +48,9 @@ pub type RowOf<C> = <C as Connection>::Row;
 pub struct Database<P: Pool> {
     pool: P,
     ctx: Ctx,
+    /// Made by [`connect`](Database::connect) (and clones of it): [`close`](Database::close)
+    /// closes the pool. Views and [`from_pool`](Database::from_pool) managers do not own it.
+    owns_pool: bool,
 }
 
 impl<P: Pool> Clone for Database<P> {
@@ -54,6 +58,7 @@ impl<P: Pool> Clone for Database<P> {
         Database {
             pool: self.pool.clone(),
             ctx: self.ctx.clone(),
+            owns_pool: self.owns_pool,
         }
     }
 }
@@ -79,17 +84,33 @@ macro_rules! via_connection {
 }
 
 impl<P: Pool> Database<P> {
-    /// Validates `config`, opens a pool and returns the manager (Python: `connect()`).
+    /// Validates `config`, opens a pool and returns the manager that owns it (Python:
+    /// `connect()`). When `config.schema` is set and the schema does not exist it is created
+    /// (an [`Error::Schema`](crate::Error::Schema) says so when the role may not).
     pub async fn connect(config: Config) -> Result<Self> {
         // `Pool::connect` validates the config (its contract), before any I/O.
         let pool = P::connect(&config).await?;
-        Self::from_pool(pool, config)
+        let mut db = Self::from_pool(pool, config)?;
+        db.owns_pool = true;
+        if let Err(e) = db.create_configured_schema().await {
+            db.close().await;
+            return Err(e);
+        }
+        Ok(db)
     }
 
     /// Opens a pool meant to be shared by several managers (Python: `create_shared_pool`).
     /// Wrap it with [`from_pool`](Database::from_pool), then make per-schema views.
+    ///
+    /// As Python 0.5, every connection's `search_path` is pinned to
+    /// [`Config::shared_pool_search_path`] (default `pg_catalog`: no user schema), so an
+    /// unqualified table name fails rather than resolving through `public`; the pin is read
+    /// back from a connection, and a pin not in effect (dropped by a proxy, or overridden by a
+    /// `search_path` in the config or `config.schema`) is an
+    /// [`Error::Configuration`](crate::Error::Configuration) for `shared_pool_search_path`
+    /// explaining the ways forward. The caller owns the pool: close it with [`Pool::close`].
     pub async fn create_shared_pool(config: &Config) -> Result<P> {
-        P::connect(config).await
+        Self::open_shared_pool(config).await
     }
 
     /// A manager on an existing pool, with `config.schema` and `config.command_timeout`.
@@ -116,6 +137,7 @@ impl<P: Pool> Database<P> {
                     clock: Arc::new(SystemClock),
                 }),
             },
+            owns_pool: false,
         })
     }
 
@@ -126,6 +148,7 @@ impl<P: Pool> Database<P> {
         validate_identifier(schema)?;
         let mut view = self.clone();
         view.ctx.schema = Some(Arc::from(schema));
+        view.owns_pool = false;
         Ok(view)
     }
 
@@ -133,6 +156,7 @@ impl<P: Pool> Database<P> {
     pub fn without_schema(&self) -> Self {
         let mut view = self.clone();
         view.ctx.schema = None;
+        view.owns_pool = false;
         view
     }
 
@@ -141,6 +165,7 @@ impl<P: Pool> Database<P> {
     pub fn with_timeout(&self, timeout: Option<Duration>) -> Self {
         let mut view = self.clone();
         view.ctx.timeout = timeout;
+        view.owns_pool = false;
         view
     }
 
@@ -148,7 +173,11 @@ impl<P: Pool> Database<P> {
     /// Call it before making views: views made from the returned manager share its clock;
     /// views made earlier keep the old one.
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
-        let Database { pool, mut ctx } = self;
+        let Database {
+            pool,
+            mut ctx,
+            owns_pool: self_owns,
+        } = self;
         let old = &ctx.shared;
         let shared = Shared {
             config: old.config.clone(),
@@ -165,7 +194,11 @@ impl<P: Pool> Database<P> {
             clock,
         };
         ctx.shared = Arc::new(shared);
-        Database { pool, ctx }
+        Database {
+            pool,
+            ctx,
+            owns_pool: self_owns,
+        }
     }
 
     /// Attaches an observer that sees every query of this manager and all its views.
@@ -198,9 +231,17 @@ impl<P: Pool> Database<P> {
         self.ctx.timeout
     }
 
-    /// Closes the pool (Python: `disconnect()`); every view of it is closed too.
+    /// Closes the pool when this manager owns it (made by [`connect`](Database::connect), or a
+    /// clone of that), which closes it for every view (Python: `disconnect()`). On a view
+    /// ([`with_schema`](Database::with_schema), ...) or a [`from_pool`](Database::from_pool)
+    /// manager it does nothing, as Python's external-pool `disconnect()`: the pool's owner
+    /// closes it.
     pub async fn close(&self) {
-        self.pool.close().await;
+        if self.owns_pool {
+            self.pool.close().await;
+        } else {
+            tracing::debug!(target: "pgdbm", "close() on a view or external-pool manager: the pool is left open");
+        }
     }
 
     /// Pool counters (Python: `get_pool_stats()`).
