@@ -76,7 +76,7 @@ async fn json_round_trip<B: Pool>() {
         .unwrap();
     assert_eq!(all.len(), 7);
     for row in &all {
-        let id: i32 = row.try_get(&0usize).unwrap();
+        let id: i32 = row.try_get(0usize).unwrap();
         let j: Option<Value> = row.try_get("j").unwrap();
         let jb: Option<Json<Value>> = row.try_get("jb").unwrap();
         if id == 3 {

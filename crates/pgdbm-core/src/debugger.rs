@@ -241,11 +241,11 @@ impl<P: Pool> Debugger<P> {
         rows.iter()
             .map(|r| {
                 Ok(BlockingQuery {
-                    blocked_pid: r.try_get(&0usize)?,
-                    blocked_query: r.try_get(&1usize)?,
-                    blocking_pid: r.try_get(&2usize)?,
-                    blocking_query: r.try_get(&3usize)?,
-                    blocked_duration: secs(r.try_get(&4usize)?),
+                    blocked_pid: r.try_get(0usize)?,
+                    blocked_query: r.try_get(1usize)?,
+                    blocking_pid: r.try_get(2usize)?,
+                    blocking_query: r.try_get(3usize)?,
+                    blocked_duration: secs(r.try_get(4usize)?),
                 })
             })
             .collect::<Result<_>>()
@@ -280,10 +280,10 @@ impl<P: Pool> Debugger<P> {
         rows.iter()
             .map(|r| {
                 Ok(LongRunningQuery {
-                    pid: r.try_get(&0usize)?,
-                    duration: secs(r.try_get(&1usize)?),
-                    state: r.try_get(&2usize)?,
-                    query: r.try_get(&3usize)?,
+                    pid: r.try_get(0usize)?,
+                    duration: secs(r.try_get(1usize)?),
+                    state: r.try_get(2usize)?,
+                    query: r.try_get(3usize)?,
                 })
             })
             .collect::<Result<_>>()
@@ -314,11 +314,11 @@ impl<P: Pool> Debugger<P> {
         rows.iter()
             .map(|r| {
                 Ok(TableSize {
-                    schema: r.try_get(&0usize)?,
-                    table: r.try_get(&1usize)?,
-                    total_bytes: r.try_get(&2usize)?,
-                    size: r.try_get(&3usize)?,
-                    row_count: r.try_get(&4usize)?,
+                    schema: r.try_get(0usize)?,
+                    table: r.try_get(1usize)?,
+                    total_bytes: r.try_get(2usize)?,
+                    size: r.try_get(3usize)?,
+                    row_count: r.try_get(4usize)?,
                 })
             })
             .collect::<Result<_>>()
@@ -365,7 +365,7 @@ impl<P: Pool> Debugger<P> {
         }
         let mut out = Vec::new();
         for r in &rows {
-            let index_name: Option<String> = r.try_get(&1usize).map_err(|e| failed(&what, e))?;
+            let index_name: Option<String> = r.try_get(1usize).map_err(|e| failed(&what, e))?;
             let Some(index_name) = index_name else {
                 continue; // the table has no index: one row of NULLs from the LEFT JOIN
             };
@@ -412,9 +412,9 @@ impl<P: Pool> Debugger<P> {
             .await
             .map_err(|e| failed(what, e))?
             .ok_or_else(|| no_row(what))?;
-        let database_size_bytes: i64 = row.try_get(&0usize).map_err(|e| failed(what, e))?;
-        let cache_hit_ratio: Option<f64> = row.try_get(&1usize).map_err(|e| failed(what, e))?;
-        let blocks: i64 = row.try_get(&2usize).map_err(|e| failed(what, e))?;
+        let database_size_bytes: i64 = row.try_get(0usize).map_err(|e| failed(what, e))?;
+        let cache_hit_ratio: Option<f64> = row.try_get(1usize).map_err(|e| failed(what, e))?;
+        let blocks: i64 = row.try_get(2usize).map_err(|e| failed(what, e))?;
 
         let mut warnings = Vec::new();
         if blocking_queries > 0 {

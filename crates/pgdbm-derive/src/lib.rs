@@ -413,6 +413,8 @@ fn parse_field_attrs(field: &Field, errors: &mut Errors) -> FieldAttrs {
 }
 
 /// How one field gets its value.
+// A few values per derived struct, at compile time: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     /// A column, by name or position; `default` when the column may be absent.
     Column {
@@ -432,6 +434,7 @@ enum ColumnRef {
 }
 
 /// How a column's value becomes the field's.
+#[allow(clippy::large_enum_variant)] // as for `Source`
 enum Decode {
     /// `FromSql` of the field type.
     Plain,

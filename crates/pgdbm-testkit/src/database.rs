@@ -162,9 +162,9 @@ pub async fn snapshot_table<P: Pool>(
     let mut out: Vec<SnapshotRow> = Vec::new();
     let mut current: Option<i64> = None;
     for row in &rows {
-        let n: i64 = row.try_get(&0usize)?;
-        let key: String = row.try_get(&1usize)?;
-        let value: Option<String> = row.try_get(&2usize)?;
+        let n: i64 = row.try_get(0usize)?;
+        let key: String = row.try_get(1usize)?;
+        let value: Option<String> = row.try_get(2usize)?;
         if current != Some(n) {
             out.push(SnapshotRow::new());
             current = Some(n);

@@ -130,9 +130,9 @@ async fn test_connection(ctx: &Ctx) -> CliResult<()> {
             )
             .await?
             .ok_or_else(|| pgdbm::Error::config("query", "the server returned no row"))?;
-        let version: String = row.try_get(&0usize)?;
-        let name: String = row.try_get(&1usize)?;
-        let size: String = row.try_get(&2usize)?;
+        let version: String = row.try_get(0usize)?;
+        let name: String = row.try_get(1usize)?;
+        let size: String = row.try_get(2usize)?;
         println!("✓ Connection successful!");
         println!("  Connection: {masked}");
         println!("  PostgreSQL: {}", version.split(',').next().unwrap_or(""));

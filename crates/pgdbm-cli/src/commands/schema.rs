@@ -32,7 +32,7 @@ pub(crate) async fn schemas_with_tables(db: &pgdbm::Db) -> pgdbm::Result<Vec<(St
         )
         .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(&0usize)?, r.try_get(&1usize)?)))
+        .map(|r| Ok((r.try_get(0usize)?, r.try_get(1usize)?)))
         .collect()
 }
 

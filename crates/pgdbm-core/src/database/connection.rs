@@ -9,7 +9,7 @@ use postgres_types::FromSql;
 use tracing::Instrument;
 
 use crate::error::{truncate_sql, MAX_DISPLAYED_SQL};
-use crate::ident::{parse_qualified_name, quote_identifier, validate_identifier};
+use crate::ident::{parse_qualified_name, quote_identifier};
 use crate::table_name::TableName;
 use crate::{Connection, Error, FromRow, Param, Result, Row, TransactionOptions};
 
@@ -237,7 +237,7 @@ impl<C: Connection> DbConnection<C> {
     ) -> Result<Option<T>> {
         match self.fetch_one(sql, params).await? {
             None => Ok(None),
-            Some(row) => row.try_get(&column).map(Some),
+            Some(row) => row.try_get(column).map(Some),
         }
     }
 
@@ -264,7 +264,7 @@ impl<C: Connection> DbConnection<C> {
                 final_sql,
             )
         })?;
-        row.try_get(&0usize)
+        row.try_get(0usize)
     }
 
     /// The first row mapped to `T`.
