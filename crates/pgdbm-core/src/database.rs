@@ -24,6 +24,8 @@ use tracing::Instrument;
 use crate::error::{truncate_sql, QueryErrorKind, MAX_DISPLAYED_SQL};
 use crate::ident::{parse_qualified_name, quote_identifier, validate_identifier};
 use crate::template::{has_placeholders, TemplateCache};
+mod stream;
+
 use crate::{
     Config, Connection, Error, FromRow, Param, Pool, PoolStats, QueryError, QueryParams, Result,
     Row,

@@ -44,6 +44,7 @@ pub mod monitor;
 pub mod pool;
 pub mod retry;
 pub mod sql;
+pub mod stream;
 pub mod template;
 
 pub use config::{duration_from_secs, Config, DurationField, ResetPolicy, SslMode};
@@ -73,4 +74,8 @@ pub use monitor::{
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
 pub use retry::RetrySchedule;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};
+pub use stream::{
+    BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
+    Stream,
+};
 pub use template::{has_placeholders, render, TemplateCache};

@@ -114,8 +114,9 @@ pub struct PgConnection {
     pub(crate) query_count: u64,
     /// `query_count` when the current borrower checked the connection out.
     checkout_queries: u64,
-    /// A request was handed to tokio-postgres and its answer not consumed yet.
-    in_flight: AtomicBool,
+    /// A request was handed to tokio-postgres and its answer not consumed yet (shared with
+    /// the row streams it returned, which clear it when they end).
+    in_flight: Arc<AtomicBool>,
     /// Unusable: discard it.
     broken: AtomicBool,
     /// `host:port/database`, for messages.
@@ -188,7 +189,7 @@ impl PgConnection {
             last_used: now,
             query_count: 0,
             checkout_queries: 0,
-            in_flight: AtomicBool::new(false),
+            in_flight: Arc::new(AtomicBool::new(false)),
             broken: AtomicBool::new(false),
             endpoint,
         }
@@ -408,6 +409,11 @@ impl PgConnection {
 
     pub(crate) fn settings(&self) -> &ConnSettings {
         &self.settings
+    }
+
+    /// The in-flight mark, for streams that outlive the call that started them.
+    pub(crate) fn in_flight_flag(&self) -> Arc<AtomicBool> {
+        self.in_flight.clone()
     }
 
     pub(crate) fn set_in_flight(&self, v: bool) {
@@ -858,6 +864,40 @@ impl Connection for PgConnection {
 
     fn clear_statement_cache(&mut self) {
         self.cache.clear();
+    }
+    type CopyRow = crate::PgCopyRow;
+
+    async fn query_stream(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<PgRow>> {
+        self.run_query_stream(sql, params, timeout).await
+    }
+
+    async fn copy_out(
+        &mut self,
+        sql: &str,
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<bytes::Bytes>> {
+        self.run_copy_out(sql, timeout).await
+    }
+
+    async fn copy_out_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<crate::PgCopyRow>> {
+        self.run_copy_out_rows(table, columns, timeout).await
+    }
+
+    async fn listen(
+        config: &Config,
+        channels: &[String],
+    ) -> Result<pgdbm_core::BoxStream<pgdbm_core::ListenEvent>> {
+        crate::listen::listen(config, channels).await
     }
 }
 

@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pgdbm_core::{Connection, Param, Result};
+use pgdbm_core::{Config, Connection, Param, Result};
 
 use crate::connection::{PgConnection, ReleaseAction};
 use crate::row::PgRow;
@@ -219,5 +219,39 @@ impl<G: PoolGuard> Connection for Pooled<G> {
 
     fn clear_statement_cache(&mut self) {
         self.conn_mut().clear_statement_cache()
+    }
+    type CopyRow = crate::PgCopyRow;
+
+    async fn query_stream(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<PgRow>> {
+        self.conn_mut().query_stream(sql, params, timeout).await
+    }
+
+    async fn copy_out(
+        &mut self,
+        sql: &str,
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<bytes::Bytes>> {
+        self.conn_mut().copy_out(sql, timeout).await
+    }
+
+    async fn copy_out_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<crate::PgCopyRow>> {
+        self.conn_mut().copy_out_rows(table, columns, timeout).await
+    }
+
+    async fn listen(
+        config: &Config,
+        channels: &[String],
+    ) -> Result<pgdbm_core::BoxStream<pgdbm_core::ListenEvent>> {
+        PgConnection::listen(config, channels).await
     }
 }

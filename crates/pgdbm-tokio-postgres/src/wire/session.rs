@@ -29,6 +29,8 @@ pub(crate) struct Session {
     backend_key: AtomicU64,
     /// A `DEALLOCATE` or `DISCARD ALL` completed: protocol-level prepared statements may be gone.
     statements_dropped: AtomicBool,
+    /// Notifications the connection task received, for a LISTEN stream (`listen.rs`).
+    pub(crate) notifications: crate::listen::Inbox,
 }
 
 /// How many body bytes of a message [`Session::on_message`] needs to see.
