@@ -25,8 +25,12 @@ pub use pgdbm_core::{
     QueryEvent, QueryMetrics, QueryObserver, QueryParams, QueryPatterns, QueryRecord, ResetPolicy,
     Result, Row, RowOf, Savepoint, SslMode, SystemClock, TableSize, Transaction,
 };
+pub use pgdbm_core::{
+    BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
+    Stream,
+};
 pub use pgdbm_derive::FromRow;
-pub use pgdbm_tokio_postgres::{PgConnection, PgRow};
+pub use pgdbm_tokio_postgres::{PgConnection, PgCopyRow, PgRow};
 /// PostgreSQL type conversions (`ToSql`, `FromSql`, `Type`, `Json`...), from `postgres-types`.
 pub use postgres_types as types;
 
@@ -35,7 +39,7 @@ pub use postgres_types as types;
 pub mod core {
     pub use pgdbm_core::{
         config, database, debugger, dsn, error, ident, migration, monitor, pool, retry, sql,
-        template,
+        stream, template,
     };
 }
 
