@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use pgdbm_core::{
-    quote_identifier, BoxStream, Config, Connection, ListenEvent, Notification, Result,
+    quote_catalog_name, BoxStream, Config, Connection, ListenEvent, Notification, Result,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -73,7 +73,7 @@ struct Listener {
 fn listen_statement(channels: &[String]) -> Result<String> {
     Ok(channels
         .iter()
-        .map(|c| quote_identifier(c).map(|q| format!("LISTEN {q}")))
+        .map(|c| quote_catalog_name(c).map(|q| format!("LISTEN {q}")))
         .collect::<Result<Vec<_>>>()?
         .join("; "))
 }
