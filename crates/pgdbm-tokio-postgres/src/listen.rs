@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn channels_are_quoted() {
         let s = listen_statement(&["jobs".into(), "Mixed Case".into()]).unwrap();
-        assert_eq!(s, "LISTEN jobs; LISTEN \"Mixed Case\"");
+        assert_eq!(s, "LISTEN \"jobs\"; LISTEN \"Mixed Case\"");
         assert!(listen_statement(&["bad\0".into()]).is_err());
     }
 }
