@@ -25,6 +25,7 @@ use crate::error::{truncate_sql, QueryErrorKind, MAX_DISPLAYED_SQL};
 use crate::ident::{parse_qualified_name, quote_identifier, validate_identifier};
 use crate::template::{has_placeholders, TemplateCache};
 mod stream;
+mod telemetry;
 
 use crate::{
     Config, Connection, Error, FromRow, Param, Pool, PoolStats, QueryError, QueryParams, Result,
@@ -238,12 +239,12 @@ impl Ctx {
             other => other,
         };
         let row_count = result.as_ref().ok().and_then(rows);
-        if let Some(d) = duration {
-            span.record("duration_ms", d.as_secs_f64() * 1000.0);
-        }
-        if let Some(n) = row_count {
-            span.record("rows", n);
-        }
+        telemetry::record_outcome(
+            span,
+            row_count,
+            duration.map(|d| d.as_secs_f64() * 1000.0),
+            result.as_ref().err(),
+        );
         if !span.is_disabled() {
             let duration_ms = duration.map(|d| d.as_secs_f64() * 1000.0);
             span.in_scope(|| match &result {
@@ -672,15 +673,7 @@ impl<C: Connection> DbConnection<C> {
     }
 
     fn run<'a>(&self, operation: &'static str, sql: &'a str) -> Run<'a> {
-        let span = tracing::debug_span!(
-            target: "pgdbm",
-            "query",
-            op = operation,
-            sql = %truncate_sql(sql, MAX_DISPLAYED_SQL),
-            schema = self.ctx.schema.as_deref(),
-            rows = tracing::field::Empty,
-            duration_ms = tracing::field::Empty,
-        );
+        let span = telemetry::query_span(&self.ctx, operation, sql);
         let started =
             (!span.is_disabled() || self.ctx.observed()).then(|| self.ctx.shared.clock.now());
         Run {

@@ -24,9 +24,6 @@ use crate::errors::{client_error, params_shown, query_error};
 use crate::row::PgRow;
 use crate::wire::{Batch, Session, TxStatus};
 
-/// Longest SQL text (in characters) recorded in tracing spans.
-const TRACED_SQL: usize = 200;
-
 /// What a full session reset runs (asyncpg's reset plus temp objects, sequences and SQL-level
 /// prepared statements, in one round trip); then `init_commands` are applied again.
 /// Protocol-level statements (pgdbm's cache) are kept: only `PREPARE`d ones are deallocated.
@@ -481,17 +478,10 @@ impl PgConnection {
         }
     }
 
-    pub(crate) fn span(&self, op: &'static str, sql: &str) -> tracing::Span {
-        // Trace level: the manager (pgdbm-core's Database) owns the debug-level span of each
-        // query; this one only adds wire-level detail for those who ask for `pgdbm::wire=trace`.
-        tracing::trace_span!(
-            target: "pgdbm::wire",
-            "wire",
-            op,
-            sql = %truncate_sql(sql.trim(), TRACED_SQL),
-            rows = tracing::field::Empty,
-            duration_ms = tracing::field::Empty,
-        )
+    pub(crate) fn span(&self, _op: &'static str, _sql: &str) -> tracing::Span {
+        // One span per query: the manager's (pgdbm-core's `query` span, OpenTelemetry
+        // conventions) is the current one here; wire-level events go into it.
+        tracing::Span::current()
     }
 
     pub(crate) fn record(
@@ -505,10 +495,6 @@ impl PgConnection {
             return;
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        span.record("duration_ms", ms);
-        if let Some(r) = rows {
-            span.record("rows", r);
-        }
         span.in_scope(|| {
             if ok {
                 tracing::trace!(target: "pgdbm::wire", duration_ms = ms, rows, "statement finished");

@@ -30,9 +30,10 @@
 //! - [`Pooled`] wraps a pool guard, and [`recycle`] with a [`RecyclePolicy`] is the reuse check
 //!   both pool adapters apply.
 //!
-//! Tracing: the manager (`pgdbm_core::Database`) owns the `debug` span of each query (target
-//! `pgdbm`); this crate adds wire-level detail at `trace` level under the target `pgdbm::wire`
-//! (statement, duration, rows; parameters only with `Config::log_parameters`).
+//! Tracing: the manager (`pgdbm_core::Database`) owns the one `debug` span of each query
+//! (target `pgdbm`, OpenTelemetry database conventions); this crate opens no span of its own
+//! and adds wire-level events into that span at `trace` level under the target `pgdbm::wire`
+//! (duration, rows; parameters only with `Config::log_parameters`).
 //!
 //! ```
 //! use pgdbm_core::{Config, Connection, Row};

@@ -1,0 +1,106 @@
+//! Tracing against a real server, on both pool backends: each query gets exactly one span
+//! (`query`, target `pgdbm`) carrying OpenTelemetry's database attributes, with literal values
+//! kept out of `db.query.text` and the SQLSTATE of a failure recorded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pgdbm::{Database, Pool};
+use pgdbm_integration_tests::{both_backends, fresh_config};
+use tracing::field::{Field, Visit};
+use tracing::instrument::WithSubscriber;
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
+
+/// Every span opened, by name, with its fields as text.
+#[derive(Clone, Default)]
+struct Capture {
+    spans: Arc<Mutex<Vec<(String, HashMap<String, String>)>>>,
+    ids: Arc<Mutex<HashMap<u64, usize>>>,
+}
+
+struct Fields<'a>(&'a mut HashMap<String, String>);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_string(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_string(), value.to_string());
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+        let mut fields = HashMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        let mut spans = self.spans.lock().unwrap();
+        spans.push((attrs.metadata().name().to_string(), fields));
+        self.ids.lock().unwrap().insert(id.into_u64(), spans.len() - 1);
+    }
+    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        let Some(&i) = self.ids.lock().unwrap().get(&id.into_u64()) else {
+            return;
+        };
+        values.record(&mut Fields(&mut self.spans.lock().unwrap()[i].1));
+    }
+}
+
+async fn each_query_has_one_span_with_otel_fields<P: Pool>() {
+    let config = fresh_config("otel").unwrap();
+    let (database, port, host) = (config.database.clone(), config.port, config.host.clone());
+    let db = Database::<P>::connect(config).await.unwrap();
+    db.execute("CREATE TABLE users (id int, email text)", &[])
+        .await
+        .unwrap();
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(capture.clone());
+    let work = async {
+        db.fetch_all(
+            "SELECT id FROM users WHERE email = 'alice@example.com' AND id > 42",
+            &[],
+        )
+        .await
+        .unwrap();
+        db.with_schema("public")
+            .unwrap()
+            .execute("INSERT INTO users VALUES ($1, $2)", &[&1i32, &"bob"])
+            .await
+            .unwrap();
+        db.execute("SELECT 1 / 0", &[]).await.unwrap_err();
+    };
+    work.with_subscriber(subscriber).await;
+
+    let spans = capture.spans.lock().unwrap().clone();
+    let names: Vec<&str> = spans.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["query", "query", "query"], "one span per query, nothing else");
+    let get = |i: usize, k: &str| spans[i].1.get(k).cloned().unwrap_or_default();
+
+    for i in 0..3 {
+        assert_eq!(get(i, "db.system.name"), "postgresql");
+        assert_eq!(get(i, "server.address"), host);
+        assert_eq!(get(i, "server.port"), port.to_string());
+        assert_eq!(get(i, "otel.kind"), "client");
+    }
+    assert_eq!(get(0, "db.namespace"), database);
+    assert_eq!(get(0, "db.operation.name"), "SELECT");
+    assert_eq!(get(0, "pgdbm.operation"), "fetch_all");
+    assert_eq!(
+        get(0, "db.query.text"),
+        "SELECT id FROM users WHERE email = ? AND id > ?"
+    );
+    assert!(!get(0, "db.query.text").contains("alice"));
+    assert_eq!(get(0, "db.response.returned_rows"), "0");
+    assert!(get(0, "db.response.status_code").is_empty());
+
+    assert_eq!(get(1, "db.namespace"), format!("{database}|public"));
+    assert_eq!(get(1, "db.operation.name"), "INSERT");
+    assert_eq!(get(1, "db.query.text"), "INSERT INTO users VALUES ($1, $2)");
+    assert_eq!(get(1, "db.response.returned_rows"), "1");
+
+    assert_eq!(get(2, "db.response.status_code"), "22012");
+    assert_eq!(get(2, "error.type"), "22012");
+    db.close().await;
+}
+both_backends!(spans, each_query_has_one_span_with_otel_fields);
