@@ -26,6 +26,8 @@ use crate::ident::{parse_qualified_name, quote_identifier, validate_identifier};
 use crate::template::{has_placeholders, TemplateCache};
 mod stream;
 mod telemetry;
+#[cfg(feature = "metrics")]
+mod metrics;
 
 use crate::{
     Config, Connection, Error, FromRow, Param, Pool, PoolStats, QueryError, QueryParams, Result,
@@ -191,6 +193,9 @@ struct Shared {
     observers: RwLock<Vec<Arc<dyn QueryObserver>>>,
     has_observers: AtomicBool,
     clock: Arc<dyn Clock>,
+    /// The pool's counters, for the pool gauges.
+    #[cfg(feature = "metrics")]
+    pool_stats: Arc<dyn Fn() -> PoolStats + Send + Sync>,
 }
 
 /// What a query handle needs to render, time and report a query.
@@ -251,6 +256,11 @@ impl Ctx {
                 Ok(_) => tracing::debug!(target: "pgdbm", duration_ms, rows = row_count, "query finished"),
                 Err(e) => tracing::debug!(target: "pgdbm", duration_ms, error = %e, "query failed"),
             });
+        }
+        #[cfg(feature = "metrics")]
+        {
+            metrics::query(self, operation, duration.unwrap_or_default(), result.as_ref().err());
+            metrics::pool_gauges(self, (self.shared.pool_stats)());
         }
         if self.observed() {
             let event = QueryEvent {
@@ -356,6 +366,8 @@ impl<P: Pool> Database<P> {
             None => None,
         };
         let timeout = config.command_timeout;
+        #[cfg(feature = "metrics")]
+        let stats_pool = pool.clone();
         Ok(Database {
             pool,
             ctx: Ctx {
@@ -368,6 +380,8 @@ impl<P: Pool> Database<P> {
                     observers: RwLock::new(Vec::new()),
                     has_observers: AtomicBool::new(false),
                     clock: Arc::new(SystemClock),
+                    #[cfg(feature = "metrics")]
+                    pool_stats: Arc::new(move || stats_pool.stats()),
                 }),
             },
         })
@@ -417,6 +431,8 @@ impl<P: Pool> Database<P> {
             }),
             has_observers: AtomicBool::new(old.has_observers.load(Ordering::Relaxed)),
             clock,
+            #[cfg(feature = "metrics")]
+            pool_stats: old.pool_stats.clone(),
         };
         ctx.shared = Arc::new(shared);
         Database { pool, ctx }
@@ -457,6 +473,14 @@ impl<P: Pool> Database<P> {
         self.pool.close().await;
     }
 
+    /// Publishes the pool gauges now (feature `metrics`; they are also published at each
+    /// checkout and after each query). Call it from a periodic task to keep them current
+    /// while the pool is idle.
+    #[cfg(feature = "metrics")]
+    pub fn publish_pool_metrics(&self) {
+        metrics::pool_gauges(&self.ctx, self.pool.stats());
+    }
+
     /// Pool counters (Python: `get_pool_stats()`).
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
@@ -465,7 +489,17 @@ impl<P: Pool> Database<P> {
     /// Checks a connection out of the pool (Python: `acquire()`). It renders templates like the
     /// manager and goes back to the pool when dropped.
     pub async fn acquire(&self) -> Result<DbConnection<P::Connection>> {
-        let conn = self.pool.acquire().await?;
+        #[cfg(feature = "metrics")]
+        let started = self.ctx.shared.clock.now();
+        let conn = self.pool.acquire().await;
+        #[cfg(feature = "metrics")]
+        metrics::acquired(
+            &self.ctx,
+            self.ctx.shared.clock.now().saturating_duration_since(started),
+            conn.as_ref().err(),
+            self.pool.stats(),
+        );
+        let conn = conn?;
         Ok(DbConnection::new(conn, self.ctx.clone()))
     }
 
@@ -675,7 +709,8 @@ impl<C: Connection> DbConnection<C> {
     fn run<'a>(&self, operation: &'static str, sql: &'a str) -> Run<'a> {
         let span = telemetry::query_span(&self.ctx, operation, sql);
         let started =
-            (!span.is_disabled() || self.ctx.observed()).then(|| self.ctx.shared.clock.now());
+            (cfg!(feature = "metrics") || !span.is_disabled() || self.ctx.observed())
+                .then(|| self.ctx.shared.clock.now());
         Run {
             span,
             operation,

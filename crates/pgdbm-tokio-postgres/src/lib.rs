@@ -70,6 +70,7 @@ mod execute_many;
 mod pooled;
 mod recycle;
 mod listen;
+mod metrics;
 mod row;
 mod stream;
 pub mod tls;

@@ -84,7 +84,10 @@ fn close<G: PoolGuard>(guard: G) {
 pub(crate) fn release<G: PoolGuard>(mut guard: G) {
     match guard.release_action() {
         ReleaseAction::Reuse => drop(guard),
-        ReleaseAction::Close => close(guard),
+        ReleaseAction::Close => {
+            crate::metrics::connection_closed("broken");
+            close(guard)
+        }
         ReleaseAction::Reset => match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
@@ -93,6 +96,7 @@ pub(crate) fn release<G: PoolGuard>(mut guard: G) {
                         Ok(()) => drop(guard),
                         Err(e) => {
                             tracing::debug!(target: "pgdbm", error = %e, "released connection could not be reset; closed");
+                            crate::metrics::connection_closed("reset_failed");
                             close(guard);
                         }
                     }
@@ -101,6 +105,7 @@ pub(crate) fn release<G: PoolGuard>(mut guard: G) {
             // No runtime to clean it on (dropped after the runtime shut down): close it.
             Err(_) => {
                 guard.deref_mut().discard();
+                crate::metrics::connection_closed("no_runtime");
                 close(guard)
             }
         },
