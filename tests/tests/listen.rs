@@ -33,7 +33,10 @@ async fn notifications_arrive_in_order_and_survive_a_terminated_listener<P: Pool
     for i in 0..50 {
         match next_event(&mut stream).await {
             ListenEvent::Notification(n) => {
-                assert_eq!((n.channel.as_str(), n.payload.clone()), ("jobs", format!("job {i}")))
+                assert_eq!(
+                    (n.channel.as_str(), n.payload.clone()),
+                    ("jobs", format!("job {i}"))
+                )
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -55,7 +58,10 @@ async fn notifications_arrive_in_order_and_survive_a_terminated_listener<P: Pool
     assert_eq!(killed, Some(1), "exactly one listening session");
     match next_event(&mut stream).await {
         ListenEvent::Reconnected { reason, .. } => {
-            assert!(reason.contains("57P01") || reason.contains("terminat"), "{reason}")
+            assert!(
+                reason.contains("57P01") || reason.contains("terminat"),
+                "{reason}"
+            )
         }
         other => panic!("expected the gap to be reported, got {other:?}"),
     }
@@ -81,4 +87,7 @@ async fn notifications_arrive_in_order_and_survive_a_terminated_listener<P: Pool
     drop(stream);
     db.close().await;
 }
-both_backends!(listen, notifications_arrive_in_order_and_survive_a_terminated_listener);
+both_backends!(
+    listen,
+    notifications_arrive_in_order_and_survive_a_terminated_listener
+);

@@ -13,10 +13,13 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
+/// A span's name and its fields as text.
+type CapturedSpan = (String, HashMap<String, String>);
+
 /// Every span opened, by name, with its fields as text.
 #[derive(Clone, Default)]
 struct Capture {
-    spans: Arc<Mutex<Vec<(String, HashMap<String, String>)>>>,
+    spans: Arc<Mutex<Vec<CapturedSpan>>>,
     ids: Arc<Mutex<HashMap<u64, usize>>>,
 }
 
@@ -24,7 +27,8 @@ struct Fields<'a>(&'a mut HashMap<String, String>);
 
 impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_string(), format!("{value:?}"));
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0.insert(field.name().to_string(), value.to_string());
@@ -37,7 +41,10 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
         attrs.record(&mut Fields(&mut fields));
         let mut spans = self.spans.lock().unwrap();
         spans.push((attrs.metadata().name().to_string(), fields));
-        self.ids.lock().unwrap().insert(id.into_u64(), spans.len() - 1);
+        self.ids
+            .lock()
+            .unwrap()
+            .insert(id.into_u64(), spans.len() - 1);
     }
     fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
         let Some(&i) = self.ids.lock().unwrap().get(&id.into_u64()) else {
@@ -74,7 +81,11 @@ async fn each_query_has_one_span_with_otel_fields<P: Pool>() {
 
     let spans = capture.spans.lock().unwrap().clone();
     let names: Vec<&str> = spans.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, vec!["query", "query", "query"], "one span per query, nothing else");
+    assert_eq!(
+        names,
+        vec!["query", "query", "query"],
+        "one span per query, nothing else"
+    );
     let get = |i: usize, k: &str| spans[i].1.get(k).cloned().unwrap_or_default();
 
     for i in 0..3 {
@@ -107,11 +118,14 @@ both_backends!(spans, each_query_has_one_span_with_otel_fields);
 
 /// The process-wide recording exporter (a recorder can be installed once per process).
 fn snapshotter() -> &'static metrics_util::debugging::Snapshotter {
-    static S: std::sync::OnceLock<metrics_util::debugging::Snapshotter> = std::sync::OnceLock::new();
+    static S: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
     S.get_or_init(|| {
         let recorder = metrics_util::debugging::DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
-        recorder.install().expect("no other recorder in this test binary");
+        recorder
+            .install()
+            .expect("no other recorder in this test binary");
         snapshotter
     })
 }
@@ -159,10 +173,16 @@ async fn metrics_follow_the_pool_and_the_queries<P: Pool>() {
     let ns = config.database.clone();
     let db = Database::<P>::connect(config).await.unwrap();
 
-    let held = pgdbm_integration_tests::hold_connections(&db, 3).await.unwrap();
+    let held = pgdbm_integration_tests::hold_connections(&db, 3)
+        .await
+        .unwrap();
     let m = metrics_of(&ns);
     assert_eq!(m.get("pgdbm.pool.in_use{}"), Some(&3.0), "{m:?}");
-    assert_eq!(m.get("pgdbm.query.duration{operation=execute}"), Some(&3.0), "{m:?}");
+    assert_eq!(
+        m.get("pgdbm.query.duration{operation=execute}"),
+        Some(&3.0),
+        "{m:?}"
+    );
     assert_eq!(m.get("pgdbm.pool.acquire.wait{}"), Some(&3.0), "{m:?}");
     drop(held);
 
@@ -185,20 +205,43 @@ async fn metrics_follow_the_pool_and_the_queries<P: Pool>() {
     }
     db.publish_pool_metrics();
     let m = metrics_of(&ns);
-    assert_eq!(m.get("pgdbm.query.duration{operation=fetch_one}"), Some(&7.0), "{m:?}");
-    assert_eq!(m.get("pgdbm.query.duration{operation=fetch_all}"), Some(&1.0), "{m:?}");
+    assert_eq!(
+        m.get("pgdbm.query.duration{operation=fetch_one}"),
+        Some(&7.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.get("pgdbm.query.duration{operation=fetch_all}"),
+        Some(&1.0),
+        "{m:?}"
+    );
     // 3 from hold_connections, then the failed division and the timed-out sleep.
-    assert_eq!(m.get("pgdbm.query.duration{operation=execute}"), Some(&5.0), "{m:?}");
+    assert_eq!(
+        m.get("pgdbm.query.duration{operation=execute}"),
+        Some(&5.0),
+        "{m:?}"
+    );
     assert_eq!(m.get("pgdbm.pool.acquire.wait{}"), Some(&13.0), "{m:?}");
     assert_eq!(
         m.get("pgdbm.query.errors{operation=execute,sqlstate_class=22}"),
         Some(&1.0),
         "{m:?}"
     );
-    assert_eq!(m.get("pgdbm.query.errors{operation=execute,sqlstate_class=57}"), Some(&1.0), "{m:?}");
-    assert_eq!(m.get("pgdbm.query.timeouts{operation=execute}"), Some(&1.0), "{m:?}");
+    assert_eq!(
+        m.get("pgdbm.query.errors{operation=execute,sqlstate_class=57}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.get("pgdbm.query.timeouts{operation=execute}"),
+        Some(&1.0),
+        "{m:?}"
+    );
     assert_eq!(m.get("pgdbm.pool.in_use{}"), Some(&0.0), "{m:?}");
-    assert!(m.get("pgdbm.pool.size{}").is_some_and(|&s| s >= 1.0), "{m:?}");
+    assert!(
+        m.get("pgdbm.pool.size{}").is_some_and(|&s| s >= 1.0),
+        "{m:?}"
+    );
     assert_eq!(
         m.get("pgdbm.pool.idle{}"),
         m.get("pgdbm.pool.size{}"),

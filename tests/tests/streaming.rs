@@ -106,7 +106,11 @@ async fn streams_read_every_row_and_drops_leave_the_connection_clean<P: Pool>() 
         drop(stream);
         drop(tx);
     }
-    assert_eq!(busy_sessions(&obs, &app).await, 0, "dropped stream in a transaction");
+    assert_eq!(
+        busy_sessions(&obs, &app).await,
+        0,
+        "dropped stream in a transaction"
+    );
     assert_next_borrower_clean(&db, "after a dropped stream in a transaction").await;
 
     // Database::fetch_stream holds its pooled connection until dropped.
@@ -117,7 +121,11 @@ async fn streams_read_every_row_and_drops_leave_the_connection_clean<P: Pool>() 
         assert_eq!(db.pool_stats().in_use, 1, "the stream holds the connection");
         drop(stream);
     }
-    assert_eq!(busy_sessions(&obs, &app).await, 0, "dropped Database stream");
+    assert_eq!(
+        busy_sessions(&obs, &app).await,
+        0,
+        "dropped Database stream"
+    );
     assert_next_borrower_clean(&db, "after a dropped Database stream").await;
 
     // Errors arrive through the stream (a division by zero after some rows) and leave the
@@ -129,14 +137,23 @@ async fn streams_read_every_row_and_drops_leave_the_connection_clean<P: Pool>() 
             .await
             .unwrap();
         let items: Vec<_> = stream.collect().await;
-        let err = items.iter().find_map(|r| r.as_ref().err()).expect("an error item");
-        assert!(matches!(err, pgdbm::Error::Query(q) if q.sqlstate.as_deref() == Some("22012")), "{err}");
+        let err = items
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("an error item");
+        assert!(
+            matches!(err, pgdbm::Error::Query(q) if q.sqlstate.as_deref() == Some("22012")),
+            "{err}"
+        );
     }
     assert_next_borrower_clean(&db, "after a failed stream").await;
     db.close().await;
     obs.close().await;
 }
-both_backends!(rows, streams_read_every_row_and_drops_leave_the_connection_clean);
+both_backends!(
+    rows,
+    streams_read_every_row_and_drops_leave_the_connection_clean
+);
 
 async fn copy_out_round_trips<P: Pool>() {
     let app = format!("st_copy_{}", backend::<P>());
@@ -192,7 +209,11 @@ async fn copy_out_round_trips<P: Pool>() {
         )
         .await
         .unwrap();
-    assert_eq!(diff, Some(0), "copy_out_rows -> copy_records_to_table round trip");
+    assert_eq!(
+        diff,
+        Some(0),
+        "copy_out_rows -> copy_records_to_table round trip"
+    );
 
     // Bytes out: a table's columns as CSV, and a query as text.
     let mut conn = db.acquire().await.unwrap();
@@ -216,7 +237,11 @@ async fn copy_out_round_trips<P: Pool>() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 5001);
     assert_eq!(lines[0], "id,name");
-    assert!(lines.contains(&"1,n1") && lines.contains(&"7,"), "{}", &csv[..60]);
+    assert!(
+        lines.contains(&"1,n1") && lines.contains(&"7,"),
+        "{}",
+        &csv[..60]
+    );
     let text: Vec<u8> = conn
         .copy_out(
             CopySource::Query("SELECT id FROM src WHERE id <= 3 ORDER BY id"),

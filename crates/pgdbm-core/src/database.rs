@@ -24,10 +24,10 @@ use tracing::Instrument;
 use crate::error::{truncate_sql, QueryErrorKind, MAX_DISPLAYED_SQL};
 use crate::ident::{parse_qualified_name, quote_identifier, validate_identifier};
 use crate::template::{has_placeholders, TemplateCache};
-mod stream;
-mod telemetry;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod stream;
+mod telemetry;
 
 use crate::{
     Config, Connection, Error, FromRow, Param, Pool, PoolStats, QueryError, QueryParams, Result,
@@ -259,7 +259,12 @@ impl Ctx {
         }
         #[cfg(feature = "metrics")]
         {
-            metrics::query(self, operation, duration.unwrap_or_default(), result.as_ref().err());
+            metrics::query(
+                self,
+                operation,
+                duration.unwrap_or_default(),
+                result.as_ref().err(),
+            );
             metrics::pool_gauges(self, (self.shared.pool_stats)());
         }
         if self.observed() {
@@ -495,7 +500,11 @@ impl<P: Pool> Database<P> {
         #[cfg(feature = "metrics")]
         metrics::acquired(
             &self.ctx,
-            self.ctx.shared.clock.now().saturating_duration_since(started),
+            self.ctx
+                .shared
+                .clock
+                .now()
+                .saturating_duration_since(started),
             conn.as_ref().err(),
             self.pool.stats(),
         );
@@ -708,9 +717,8 @@ impl<C: Connection> DbConnection<C> {
 
     fn run<'a>(&self, operation: &'static str, sql: &'a str) -> Run<'a> {
         let span = telemetry::query_span(&self.ctx, operation, sql);
-        let started =
-            (cfg!(feature = "metrics") || !span.is_disabled() || self.ctx.observed())
-                .then(|| self.ctx.shared.clock.now());
+        let started = (cfg!(feature = "metrics") || !span.is_disabled() || self.ctx.observed())
+            .then(|| self.ctx.shared.clock.now());
         Run {
             span,
             operation,

@@ -528,9 +528,7 @@ pub fn normalize_query(sql: &str) -> String {
         out.push_str(piece);
     };
     // A string literal starting exactly at byte `at` (a prefixed constant such as `E'...'`).
-    let literal_at = |tok: Option<&(Kind, std::ops::Range<usize>)>, at: usize| {
-        matches!(tok, Some((Kind::Literal, r)) if r.start == at && sql[r.clone()].starts_with('\''))
-    };
+    let literal_at = |tok: Option<&(Kind, std::ops::Range<usize>)>, at: usize| matches!(tok, Some((Kind::Literal, r)) if r.start == at && sql[r.clone()].starts_with('\''));
     let mut toks = tokens(sql).peekable();
     while let Some((kind, range)) = toks.next() {
         let text = &sql[range.clone()];

@@ -62,30 +62,40 @@ fn reject(label: &'static str, reason: String) -> Error {
 /// `reset_timeout`. A connection that passes is marked as checked out by a new borrower.
 pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<()> {
     if conn.is_broken() {
-        return Err(reject("broken", "it is closed or was discarded".to_string()));
+        return Err(reject(
+            "broken",
+            "it is closed or was discarded".to_string(),
+        ));
     }
     if policy.max_queries > 0 && conn.query_count() >= policy.max_queries {
-        return Err(reject("max_queries", format!(
-            "it ran {} statements (max_queries = {})",
-            conn.query_count(),
-            policy.max_queries
-        )));
+        return Err(reject(
+            "max_queries",
+            format!(
+                "it ran {} statements (max_queries = {})",
+                conn.query_count(),
+                policy.max_queries
+            ),
+        ));
     }
     let now = Instant::now();
     if let Some(max) = policy.max_lifetime {
         let age = now.saturating_duration_since(conn.created_at());
         if age >= max {
-            return Err(reject("max_lifetime", format!(
-                "it is {age:?} old (max_lifetime = {max:?})"
-            )));
+            return Err(reject(
+                "max_lifetime",
+                format!("it is {age:?} old (max_lifetime = {max:?})"),
+            ));
         }
     }
     let idle = now.saturating_duration_since(conn.last_used());
     if !policy.max_idle.is_zero() && idle >= policy.max_idle {
-        return Err(reject("idle", format!(
-            "it was idle for {idle:?} (max_inactive_connection_lifetime = {:?})",
-            policy.max_idle
-        )));
+        return Err(reject(
+            "idle",
+            format!(
+                "it was idle for {idle:?} (max_inactive_connection_lifetime = {:?})",
+                policy.max_idle
+            ),
+        ));
     }
     if conn.needs_reset() {
         conn.reset(policy.reset_timeout)

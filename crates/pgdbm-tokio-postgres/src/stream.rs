@@ -89,10 +89,17 @@ impl PgConnection {
         {
             Stmt::Prepared(s) => s,
             // `allow_unnamed` is false: `statement` always prepares.
-            Stmt::Unnamed => self.client().prepare(sql).await.map_err(|e| query_error(e, sql, 0))?,
+            Stmt::Unnamed => self
+                .client()
+                .prepare(sql)
+                .await
+                .map_err(|e| query_error(e, sql, 0))?,
         };
         let outcome = self
-            .bounded(deadline, self.client().query_raw(&stmt, params.iter().copied()))
+            .bounded(
+                deadline,
+                self.client().query_raw(&stmt, params.iter().copied()),
+            )
             .await;
         self.query_count += 1;
         self.last_used = Instant::now();

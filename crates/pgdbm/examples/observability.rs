@@ -36,8 +36,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     db.execute("CREATE TABLE items (id int PRIMARY KEY, name text)", &[])
         .await?;
     for i in 0..5i32 {
-        db.execute("INSERT INTO items VALUES ($1, $2)", &[&i, &format!("item {i}")])
-            .await?;
+        db.execute(
+            "INSERT INTO items VALUES ($1, $2)",
+            &[&i, &format!("item {i}")],
+        )
+        .await?;
     }
     let n: Option<i64> = db
         .fetch_value("SELECT count(*) FROM items WHERE name <> 'none'", &[])

@@ -18,8 +18,7 @@ pub(super) fn pool_gauges(ctx: &Ctx, stats: PoolStats) {
     metrics::gauge!("pgdbm.pool.size", "db.namespace" => ns.clone()).set(stats.size as f64);
     metrics::gauge!("pgdbm.pool.idle", "db.namespace" => ns.clone()).set(stats.idle as f64);
     metrics::gauge!("pgdbm.pool.in_use", "db.namespace" => ns.clone()).set(stats.in_use as f64);
-    metrics::gauge!("pgdbm.pool.waiting", "db.namespace" => ns.clone())
-        .set(stats.waiting as f64);
+    metrics::gauge!("pgdbm.pool.waiting", "db.namespace" => ns.clone()).set(stats.waiting as f64);
     metrics::gauge!("pgdbm.pool.max_size", "db.namespace" => ns).set(stats.max_size as f64);
 }
 

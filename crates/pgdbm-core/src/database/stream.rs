@@ -148,9 +148,7 @@ impl<P: Pool> Database<P> {
         &self,
         table: &str,
         columns: &[&str],
-    ) -> Result<
-        OwnedRowStream<P::Connection, <P::Connection as Connection>::CopyRow>,
-    > {
+    ) -> Result<OwnedRowStream<P::Connection, <P::Connection as Connection>::CopyRow>> {
         let mut conn = self.acquire().await?;
         let inner = conn.copy_out_rows(table, columns).await?.into_inner();
         Ok(OwnedRowStream::new(inner, conn))
