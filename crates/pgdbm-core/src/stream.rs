@@ -1,8 +1,8 @@
 //! Driver-free types of pgdbm's streaming surface: row streams, `COPY ... TO STDOUT` and
 //! LISTEN/NOTIFY.
 //!
-//! A [`Connection`](crate::Connection) returns a [`BoxStream`]; the manager wraps it in a
-//! [`RowStream`] (borrowing its [`DbConnection`](crate::DbConnection)) or an [`OwnedRowStream`]
+//! A [`Connection`] returns a [`BoxStream`]; the manager wraps it in a
+//! [`RowStream`] (borrowing its [`DbConnection`]) or an [`OwnedRowStream`]
 //! (holding the pooled connection it checked out). Items are fetched from the server as they
 //! are consumed: a consumer that stops polling stops the socket being read, so client memory
 //! stays bounded whatever the size of the result.
