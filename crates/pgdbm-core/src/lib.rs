@@ -56,6 +56,7 @@ pub mod run_transaction;
 pub mod sql;
 pub mod sqlstate;
 pub mod table_name;
+pub mod stream;
 pub mod template;
 pub mod transaction_options;
 
@@ -97,5 +98,9 @@ pub use run_transaction::Retried;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};
 pub use sqlstate::SqlState;
 pub use table_name::TableName;
+pub use stream::{
+    BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
+    Stream,
+};
 pub use template::{has_placeholders, render, TemplateCache};
 pub use transaction_options::{IsolationLevel, TransactionOptions};

@@ -534,55 +534,6 @@ fn analyze(records: &[QueryRecord], slow_threshold: Duration) -> QueryPatterns {
     }
 }
 
-fn is_ident_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_' || !c.is_ascii()
-}
-
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
-}
-
-/// Index just past a quoted run opened at `start` (the opening quote), where a doubled `quote`
-/// escapes it and, when `backslash`, `\x` escapes any character. Unterminated: the end.
-fn quoted_end(s: &str, start: usize, quote: char, backslash: bool) -> usize {
-    let mut it = s[start + quote.len_utf8()..].char_indices().peekable();
-    let base = start + quote.len_utf8();
-    while let Some((i, c)) = it.next() {
-        if backslash && c == '\\' {
-            it.next();
-        } else if c == quote {
-            if it.peek().map(|&(_, n)| n) == Some(quote) {
-                it.next();
-            } else {
-                return base + i + c.len_utf8();
-            }
-        } else {
-            // ordinary character
-        }
-    }
-    s.len()
-}
-
-/// If a dollar quote `$tag$` opens at `start`, the index just past its closing tag.
-fn dollar_quote_end(s: &str, start: usize) -> Option<usize> {
-    let rest = &s[start + 1..];
-    let tag_len = rest.find('$')?;
-    let tag = &rest[..tag_len];
-    let mut chars = tag.chars();
-    if let Some(first) = chars.next() {
-        if !is_ident_start(first) || !chars.all(|c| is_ident_char(c) && c != '$') {
-            return None;
-        }
-    }
-    let opener = &s[start..start + tag_len + 2];
-    let body = start + opener.len();
-    Some(
-        s[body..]
-            .find(opener)
-            .map_or(s.len(), |p| body + p + opener.len()),
-    )
-}
-
 /// The shape of a query, for grouping: string, dollar-quoted, bit/hex and numeric literals become
 /// `?`, comments are dropped, whitespace runs become one space, and a trailing `;` is removed.
 /// Keywords, identifiers (quoted ones unchanged), operators and `$n` parameters are kept;
@@ -597,6 +548,7 @@ fn dollar_quote_end(s: &str, start: usize) -> Option<usize> {
 /// assert_eq!(normalize_query("SELECT $1::int"), "SELECT $1::int");
 /// ```
 pub fn normalize_query(sql: &str) -> String {
+    use crate::sql::{tokens, Kind};
     let mut out = String::with_capacity(sql.len().min(MAX_RECORDED_SQL));
     let mut pending_space = false;
     // Spacing is canonical: one space between tokens that had whitespace between them, none
@@ -613,102 +565,36 @@ pub fn normalize_query(sql: &str) -> String {
         *pending_space = false;
         out.push_str(piece);
     };
-    let bytes = sql.as_bytes();
-    let mut i = 0;
-    while i < sql.len() {
-        let c = match sql[i..].chars().next() {
-            Some(c) => c,
-            None => break,
-        };
-        let next = sql[i + c.len_utf8()..].chars().next();
-        if c.is_whitespace() {
-            pending_space = true;
-            i += c.len_utf8();
-        } else if c == '-' && next == Some('-') {
-            i = sql[i..].find('\n').map_or(sql.len(), |p| i + p);
-            pending_space = true;
-        } else if c == '/' && next == Some('*') {
-            let mut depth = 0usize;
-            let mut j = i;
-            while j < sql.len() {
-                if bytes[j] == b'/' && bytes.get(j + 1) == Some(&b'*') {
-                    depth += 1;
-                    j += 2;
-                } else if bytes[j] == b'*' && bytes.get(j + 1) == Some(&b'/') {
-                    depth -= 1;
-                    j += 2;
-                    if depth == 0 {
-                        break;
+    // A string literal starting exactly at byte `at` (a prefixed constant such as `E'...'`).
+    let literal_at = |tok: Option<&(Kind, std::ops::Range<usize>)>, at: usize| matches!(tok, Some((Kind::Literal, r)) if r.start == at && sql[r.clone()].starts_with('\''));
+    let mut toks = tokens(sql).peekable();
+    while let Some((kind, range)) = toks.next() {
+        let text = &sql[range.clone()];
+        match kind {
+            Kind::Space | Kind::Comment => pending_space = true,
+            Kind::Literal | Kind::Number => emit(&mut out, "?", &mut pending_space),
+            Kind::Word => {
+                if matches!(text, "E" | "e" | "B" | "b" | "X" | "x" | "N" | "n")
+                    && literal_at(toks.peek(), range.end)
+                {
+                    // E'', B'', X'', N'': the literal that follows gives the `?`.
+                    continue;
+                }
+                if matches!(text, "U" | "u") {
+                    let mut ahead = toks.clone();
+                    let amp = ahead.next();
+                    let glued_amp = matches!(&amp, Some((Kind::Other, r)) if r.start == range.end && &sql[r.clone()] == "&");
+                    if glued_amp && literal_at(ahead.peek(), range.end + 1) {
+                        // U&'...': skip the `&`; the literal gives the `?`.
+                        toks.next();
+                        continue;
                     }
-                } else {
-                    j += 1;
                 }
+                emit(&mut out, text, &mut pending_space);
             }
-            i = j.min(sql.len());
-            pending_space = true;
-        } else if c == '\'' {
-            i = quoted_end(sql, i, '\'', false);
-            emit(&mut out, "?", &mut pending_space);
-        } else if c == '"' {
-            let end = quoted_end(sql, i, '"', false);
-            emit(&mut out, &sql[i..end], &mut pending_space);
-            i = end;
-        } else if c == '$' {
-            if let Some(end) = dollar_quote_end(sql, i) {
-                emit(&mut out, "?", &mut pending_space);
-                i = end;
-            } else {
-                let digits = bytes[i + 1..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                let end = i + 1 + digits;
-                emit(&mut out, &sql[i..end], &mut pending_space);
-                i = end;
+            Kind::QuotedIdent | Kind::Param | Kind::Semicolon | Kind::Other => {
+                emit(&mut out, text, &mut pending_space)
             }
-        } else if c.is_ascii_digit() || (c == '.' && next.is_some_and(|n| n.is_ascii_digit())) {
-            // A number: digits, a fraction, an exponent, and any letters/underscores glued to it
-            // (hex/octal/binary prefixes, `1_000`).
-            let mut j = i;
-            let mut prev = '\0';
-            while let Some(d) = sql[j..].chars().next() {
-                let sign_in_exponent = (d == '+' || d == '-') && matches!(prev, 'e' | 'E');
-                if d.is_ascii_alphanumeric() || d == '_' || d == '.' || sign_in_exponent {
-                    prev = d;
-                    j += d.len_utf8();
-                } else {
-                    break;
-                }
-            }
-            emit(&mut out, "?", &mut pending_space);
-            i = j;
-        } else if is_ident_start(c) {
-            let mut j = i;
-            while let Some(d) = sql[j..].chars().next() {
-                if is_ident_char(d) {
-                    j += d.len_utf8();
-                } else {
-                    break;
-                }
-            }
-            let word = &sql[i..j];
-            let prefixed_string = bytes.get(j) == Some(&b'\'')
-                && matches!(word, "E" | "e" | "B" | "b" | "X" | "x" | "N" | "n");
-            if prefixed_string {
-                let backslash = matches!(word, "E" | "e");
-                i = quoted_end(sql, j, '\'', backslash);
-                emit(&mut out, "?", &mut pending_space);
-            } else if matches!(word, "U" | "u") && sql[j..].starts_with("&'") {
-                i = quoted_end(sql, j + 1, '\'', false);
-                emit(&mut out, "?", &mut pending_space);
-            } else {
-                emit(&mut out, word, &mut pending_space);
-                i = j;
-            }
-        } else {
-            let end = i + c.len_utf8();
-            emit(&mut out, &sql[i..end], &mut pending_space);
-            i = end;
         }
     }
     while out.ends_with(';') || out.ends_with(' ') {

@@ -214,6 +214,54 @@ pub trait Connection: Send {
 
     /// Drops every prepared statement cached on this connection.
     fn clear_statement_cache(&mut self);
+
+    /// The row type of [`copy_out_rows`](Connection::copy_out_rows) (binary COPY rows).
+    type CopyRow: Row;
+
+    /// Runs one statement and streams its rows, read from the server as they are consumed
+    /// (backpressure: an unpolled stream stops the socket being read).
+    ///
+    /// The stream does not borrow the connection, but the connection must not run anything
+    /// else until the stream ended or was dropped (the manager enforces it with a borrow). A
+    /// stream dropped midway leaves its request in flight: the connection cancels and settles
+    /// it before its next request, and the pool's release path does the same. `timeout` bounds
+    /// starting the statement (until its first answer); reading the rows is paced by the
+    /// consumer.
+    async fn query_stream(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<crate::BoxStream<Self::Row>>;
+
+    /// Runs `sql`, a complete `COPY ... TO STDOUT` statement, and streams its data as the
+    /// server sends it, with the same in-flight rules as [`query_stream`](Connection::query_stream).
+    async fn copy_out(
+        &mut self,
+        sql: &str,
+        timeout: Option<Duration>,
+    ) -> Result<crate::BoxStream<crate::Bytes>>;
+
+    /// Binary `COPY table (columns) TO STDOUT`, decoded into rows with the table's column types
+    /// (`table` is an already quoted, qualified name; empty `columns` means every column).
+    async fn copy_out_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<crate::BoxStream<Self::CopyRow>>;
+
+    /// Opens a dedicated connection (not from any pool) for `config`, runs `LISTEN` on each
+    /// channel, and streams the notifications. When the connection is lost, a new one is
+    /// opened with the config's retry schedule, `LISTEN` is run again and
+    /// [`ListenEvent::Reconnected`](crate::ListenEvent::Reconnected) reports the gap. The
+    /// stream ends with an error when no new connection could be opened.
+    async fn listen(
+        config: &Config,
+        channels: &[String],
+    ) -> Result<crate::BoxStream<crate::ListenEvent>>
+    where
+        Self: Sized;
 }
 
 /// Counters of a [`Pool`] (Python: `get_pool_stats()`).

@@ -15,13 +15,17 @@
 use std::ops::Range;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// Spaces, tabs, newlines.
     Space,
     /// `-- …` or `/* … */`.
     Comment,
-    /// An unquoted word: keyword, identifier or number (`[A-Za-z0-9_$]` and non-ASCII).
+    /// An unquoted word: keyword or identifier (`[A-Za-z0-9_$]` and non-ASCII, not starting
+    /// with a digit).
     Word,
+    /// A numeric constant: digits, a fraction, an exponent and any letters or `_` glued to it
+    /// (`0x1F`, `1_000`, `1.5e-3`, `.5`).
+    Number,
     /// `'…'`, `E'…'` (without the `E`), `$tag$…$tag$`.
     Literal,
     /// `"…"`.
@@ -47,6 +51,7 @@ fn is_tag_byte(b: u8) -> bool {
 }
 
 /// Tokens of `sql` as (kind, byte range). Ranges are contiguous and cover the input.
+#[derive(Clone)]
 struct Lexer<'a> {
     src: &'a str,
     bytes: &'a [u8],
@@ -176,6 +181,22 @@ impl Iterator for Lexer<'_> {
                     .count();
                 (Kind::Space, start + n)
             }
+            b if b.is_ascii_digit()
+                || (b == b'.' && self.at(start + 1).is_some_and(|c| c.is_ascii_digit())) =>
+            {
+                let mut i = start;
+                let mut prev = 0u8;
+                while let Some(c) = self.at(i) {
+                    let exponent_sign = matches!(c, b'+' | b'-') && matches!(prev, b'e' | b'E');
+                    if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || exponent_sign {
+                        prev = c;
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+                (Kind::Number, i)
+            }
             b if is_word_byte(b) => {
                 // As psql: a number does not continue with `$` (`1$a$` is 1 then a dollar
                 // quote), an identifier does (`a$b`).
@@ -199,6 +220,27 @@ impl Iterator for Lexer<'_> {
         self.pos = end;
         Some((kind, start..end))
     }
+}
+
+/// The tokens of `sql` (kind and byte range), covering it whole and in order: the one lexer,
+/// shared by the splitter, the keyword search and the monitor's normaliser.
+pub(crate) fn tokens(sql: &str) -> impl Iterator<Item = (Kind, Range<usize>)> + Clone + '_ {
+    Lexer::new(sql)
+}
+
+/// The first keyword of `sql` (after whitespace and comments), upper-cased: `SELECT`,
+/// `INSERT`, `WITH`... (OpenTelemetry's `db.operation.name`); `None` when it starts otherwise.
+///
+/// ```
+/// use pgdbm_core::sql::operation_name;
+/// assert_eq!(operation_name("  -- hi\n select 1").as_deref(), Some("SELECT"));
+/// assert_eq!(operation_name("(SELECT 1)"), None);
+/// ```
+pub fn operation_name(sql: &str) -> Option<String> {
+    Lexer::new(sql)
+        .find(|(k, _)| !matches!(k, Kind::Space | Kind::Comment))
+        .filter(|(k, _)| *k == Kind::Word)
+        .map(|(_, r)| sql[r].to_ascii_uppercase())
 }
 
 /// Byte ranges of the statements of `sql`, split exactly where psql (15) ends a statement.

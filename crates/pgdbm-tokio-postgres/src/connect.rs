@@ -301,7 +301,7 @@ async fn connect_host(
             .connect_raw(shim, NoTls)
             .await
             .map_err(ConnectFailure::Pg)?;
-        let task = spawn_connection(conn);
+        let task = spawn_connection(conn, session.clone());
         Ok::<_, ConnectFailure>((client, task))
     })
     .await;
@@ -360,13 +360,40 @@ async fn connect_host(
     Ok(conn)
 }
 
-fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>) -> tokio::task::AbortHandle
+fn spawn_connection<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    session: Arc<Session>,
+) -> tokio::task::AbortHandle
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    use std::task::Poll;
+    use tokio_postgres::AsyncMessage;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        // What `Connection`'s own `Future` does, but notifications go to the session's inbox
+        // (a LISTEN stream, when one registered) instead of being dropped.
+        let ended = futures_util::future::poll_fn(|cx| loop {
+            match conn.poll_message(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Some(Ok(AsyncMessage::Notification(n)))) => {
+                    session.notifications.deliver(&n)
+                }
+                Poll::Ready(Some(Ok(AsyncMessage::Notice(n)))) => {
+                    tracing::debug!(target: "pgdbm", severity = n.severity(), message = n.message(), "server notice")
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+            }
+        })
+        .await;
+        let reason = match &ended {
+            Ok(()) => "the connection was closed".to_string(),
+            Err(e) => e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{} (SQLSTATE {})", d.message(), d.code().code())),
+        };
+        session.notifications.close(reason);
+        if let Err(e) = ended {
             tracing::debug!(target: "pgdbm", error = %e, "connection task ended with an error");
         }
     })

@@ -118,8 +118,9 @@ pub struct PgConnection {
     pub(crate) query_count: u64,
     /// `query_count` when the current borrower checked the connection out.
     checkout_queries: u64,
-    /// A request was handed to tokio-postgres and its answer not consumed yet.
-    in_flight: AtomicBool,
+    /// A request was handed to tokio-postgres and its answer not consumed yet (shared with
+    /// the row streams it returned, which clear it when they end).
+    in_flight: Arc<AtomicBool>,
     /// Unusable: discard it.
     broken: AtomicBool,
     /// `host:port/database`, for messages.
@@ -192,7 +193,7 @@ impl PgConnection {
             last_used: now,
             query_count: 0,
             checkout_queries: 0,
-            in_flight: AtomicBool::new(false),
+            in_flight: Arc::new(AtomicBool::new(false)),
             broken: AtomicBool::new(false),
             endpoint,
         }
@@ -421,6 +422,11 @@ impl PgConnection {
         &self.settings
     }
 
+    /// The in-flight mark, for streams that outlive the call that started them.
+    pub(crate) fn in_flight_flag(&self) -> Arc<AtomicBool> {
+        self.in_flight.clone()
+    }
+
     pub(crate) fn set_in_flight(&self, v: bool) {
         self.in_flight.store(v, Ordering::Release);
     }
@@ -486,17 +492,10 @@ impl PgConnection {
         }
     }
 
-    pub(crate) fn span(&self, op: &'static str, sql: &str) -> tracing::Span {
-        // Trace level: the manager (pgdbm-core's Database) owns the debug-level span of each
-        // query; this one only adds wire-level detail for those who ask for `pgdbm::wire=trace`.
-        tracing::trace_span!(
-            target: "pgdbm::wire",
-            "wire",
-            op,
-            sql = %truncate_sql(sql.trim(), TRACED_SQL),
-            rows = tracing::field::Empty,
-            duration_ms = tracing::field::Empty,
-        )
+    pub(crate) fn span(&self, _op: &'static str, _sql: &str) -> tracing::Span {
+        // One span per query: the manager's (pgdbm-core's `query` span, OpenTelemetry
+        // conventions) is the current one here; wire-level events go into it.
+        tracing::Span::current()
     }
 
     pub(crate) fn record(
@@ -510,10 +509,6 @@ impl PgConnection {
             return;
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        span.record("duration_ms", ms);
-        if let Some(r) = rows {
-            span.record("rows", r);
-        }
         span.in_scope(|| {
             if ok {
                 tracing::trace!(target: "pgdbm::wire", duration_ms = ms, rows, "statement finished");
@@ -876,6 +871,40 @@ impl Connection for PgConnection {
 
     fn clear_statement_cache(&mut self) {
         self.cache.clear();
+    }
+    type CopyRow = crate::PgCopyRow;
+
+    async fn query_stream(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<PgRow>> {
+        self.run_query_stream(sql, params, timeout).await
+    }
+
+    async fn copy_out(
+        &mut self,
+        sql: &str,
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<bytes::Bytes>> {
+        self.run_copy_out(sql, timeout).await
+    }
+
+    async fn copy_out_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<crate::PgCopyRow>> {
+        self.run_copy_out_rows(table, columns, timeout).await
+    }
+
+    async fn listen(
+        config: &Config,
+        channels: &[String],
+    ) -> Result<pgdbm_core::BoxStream<pgdbm_core::ListenEvent>> {
+        crate::listen::listen(config, channels).await
     }
 }
 

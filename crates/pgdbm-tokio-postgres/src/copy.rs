@@ -15,7 +15,7 @@ use crate::errors::query_error;
 use crate::json;
 
 /// The table's columns that `COPY` can write, in order: not dropped, not generated.
-const COPYABLE_COLUMNS: &str = "SELECT attname::text FROM pg_catalog.pg_attribute \
+pub(crate) const COPYABLE_COLUMNS: &str = "SELECT attname::text FROM pg_catalog.pg_attribute \
      WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = '' \
      ORDER BY attnum";
 

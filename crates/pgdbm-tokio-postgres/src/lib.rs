@@ -31,9 +31,10 @@
 //!   [`backend::RecyclePolicy`] is the reuse check both pool adapters apply (the [`backend`]
 //!   module holds this plumbing for pool crates).
 //!
-//! Tracing: the manager (`pgdbm_core::Database`) owns the `debug` span of each query (target
-//! `pgdbm`); this crate adds wire-level detail at `trace` level under the target `pgdbm::wire`
-//! (statement, duration, rows; parameters only with `Config::log_parameters`).
+//! Tracing: the manager (`pgdbm_core::Database`) owns the one `debug` span of each query
+//! (target `pgdbm`, OpenTelemetry database conventions); this crate opens no span of its own
+//! and adds wire-level events into that span at `trace` level under the target `pgdbm::wire`
+//! (duration, rows; parameters only with `Config::log_parameters`).
 //!
 //! ```
 //! use pgdbm_core::{Config, Connection, Row};
@@ -63,17 +64,22 @@ mod connect;
 mod connection;
 mod connector;
 mod copy;
+mod copy_out;
 mod deadline;
 mod errors;
 mod execute_many;
 mod json;
+mod listen;
+mod metrics;
 mod pooled;
 mod recycle;
 mod row;
+mod stream;
 pub mod tls;
 mod wire;
 
 pub use connection::PgConnection;
+pub use copy_out::PgCopyRow;
 pub use row::PgRow;
 
 /// Plumbing for pool backend crates (`pgdbm-deadpool`, `pgdbm-bb8`, or a backend of your

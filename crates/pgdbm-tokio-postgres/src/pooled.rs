@@ -12,7 +12,7 @@ use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pgdbm_core::{Connection, Param, Result};
+use pgdbm_core::{Config, Connection, Param, Result};
 
 use crate::connection::{PgConnection, ReleaseAction};
 use crate::row::PgRow;
@@ -87,7 +87,10 @@ fn close<G: PoolGuard>(guard: G) {
 pub(crate) fn release<G: PoolGuard>(mut guard: G) {
     match guard.release_action() {
         ReleaseAction::Reuse => drop(guard),
-        ReleaseAction::Close => close(guard),
+        ReleaseAction::Close => {
+            crate::metrics::connection_closed("broken");
+            close(guard)
+        }
         ReleaseAction::Reset => match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
@@ -96,6 +99,7 @@ pub(crate) fn release<G: PoolGuard>(mut guard: G) {
                         Ok(()) => drop(guard),
                         Err(e) => {
                             tracing::debug!(target: "pgdbm", error = %e, "released connection could not be reset; closed");
+                            crate::metrics::connection_closed("reset_failed");
                             close(guard);
                         }
                     }
@@ -104,6 +108,7 @@ pub(crate) fn release<G: PoolGuard>(mut guard: G) {
             // No runtime to clean it on (dropped after the runtime shut down): close it.
             Err(_) => {
                 guard.deref_mut().discard();
+                crate::metrics::connection_closed("no_runtime");
                 close(guard)
             }
         },
@@ -245,5 +250,39 @@ impl<G: PoolGuard> Connection for Pooled<G> {
 
     fn clear_statement_cache(&mut self) {
         self.conn_mut().clear_statement_cache()
+    }
+    type CopyRow = crate::PgCopyRow;
+
+    async fn query_stream(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<PgRow>> {
+        self.conn_mut().query_stream(sql, params, timeout).await
+    }
+
+    async fn copy_out(
+        &mut self,
+        sql: &str,
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<bytes::Bytes>> {
+        self.conn_mut().copy_out(sql, timeout).await
+    }
+
+    async fn copy_out_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        timeout: Option<Duration>,
+    ) -> Result<pgdbm_core::BoxStream<crate::PgCopyRow>> {
+        self.conn_mut().copy_out_rows(table, columns, timeout).await
+    }
+
+    async fn listen(
+        config: &Config,
+        channels: &[String],
+    ) -> Result<pgdbm_core::BoxStream<pgdbm_core::ListenEvent>> {
+        PgConnection::listen(config, channels).await
     }
 }

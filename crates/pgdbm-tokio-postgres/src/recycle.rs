@@ -47,7 +47,8 @@ impl Default for RecyclePolicy {
     }
 }
 
-fn reject(reason: String) -> Error {
+fn reject(label: &'static str, reason: String) -> Error {
+    crate::metrics::connection_closed(label);
     Error::pool(format!("connection not reused: {reason}"))
 }
 
@@ -61,40 +62,50 @@ fn reject(reason: String) -> Error {
 /// `reset_timeout`. A connection that passes is marked as checked out by a new borrower.
 pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<()> {
     if conn.is_broken() {
-        return Err(reject("it is closed or was discarded".to_string()));
+        return Err(reject(
+            "broken",
+            "it is closed or was discarded".to_string(),
+        ));
     }
     if policy.max_queries > 0 && conn.query_count() >= policy.max_queries {
-        return Err(reject(format!(
-            "it ran {} statements (max_queries = {})",
-            conn.query_count(),
-            policy.max_queries
-        )));
+        return Err(reject(
+            "max_queries",
+            format!(
+                "it ran {} statements (max_queries = {})",
+                conn.query_count(),
+                policy.max_queries
+            ),
+        ));
     }
     let now = Instant::now();
     if let Some(max) = policy.max_lifetime {
         let age = now.saturating_duration_since(conn.created_at());
         if age >= max {
-            return Err(reject(format!(
-                "it is {age:?} old (max_lifetime = {max:?})"
-            )));
+            return Err(reject(
+                "max_lifetime",
+                format!("it is {age:?} old (max_lifetime = {max:?})"),
+            ));
         }
     }
     let idle = now.saturating_duration_since(conn.last_used());
     if !policy.max_idle.is_zero() && idle >= policy.max_idle {
-        return Err(reject(format!(
-            "it was idle for {idle:?} (max_inactive_connection_lifetime = {:?})",
-            policy.max_idle
-        )));
+        return Err(reject(
+            "idle",
+            format!(
+                "it was idle for {idle:?} (max_inactive_connection_lifetime = {:?})",
+                policy.max_idle
+            ),
+        ));
     }
     // The rare paths are boxed, so the checkout future that embeds this one stays small.
     if conn.needs_reset() {
         Box::pin(conn.reset(policy.reset_timeout))
             .await
-            .map_err(|e| reject(format!("resetting it failed: {e}")))?;
+            .map_err(|e| reject("reset_failed", format!("resetting it failed: {e}")))?;
     } else if idle >= policy.liveness_after {
         Box::pin(conn.check_alive(policy.reset_timeout))
             .await
-            .map_err(|e| reject(format!("liveness check failed: {e}")))?;
+            .map_err(|e| reject("liveness_failed", format!("liveness check failed: {e}")))?;
     }
     conn.mark_checked_out();
     Ok(())

@@ -55,10 +55,14 @@ pub use pgdbm_core::{
     QueryParams, QueryPatterns, QueryPlan, QueryRecord, ResetPolicy, Result, Row, RowOf, Savepoint,
     SslMode, SystemClock, TableSize, Transaction,
 };
+pub use pgdbm_core::{
+    BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
+    Stream,
+};
 pub use pgdbm_core::{percent_encode, ConfigBuilder, TableName};
 pub use pgdbm_core::{Executor, IsolationLevel, Retried, SqlState, TransactionOptions};
 pub use pgdbm_derive::FromRow;
-pub use pgdbm_tokio_postgres::{PgConnection, PgRow};
+pub use pgdbm_tokio_postgres::{PgConnection, PgCopyRow, PgRow};
 /// `serde_json` (feature `serde_json`), for `Value`s and [`Row::to_json`] results.
 #[cfg(feature = "serde_json")]
 pub use serde_json;
@@ -87,7 +91,7 @@ pub use postgres_types as types;
 pub mod core {
     pub use pgdbm_core::{
         config, database, debugger, dsn, error, explain, ident, migration, monitor, perf, pool,
-        retry, sql, template,
+        retry, sql, stream, template,
     };
 }
 

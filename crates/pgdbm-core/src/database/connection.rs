@@ -8,7 +8,6 @@ use std::fmt;
 use postgres_types::FromSql;
 use tracing::Instrument;
 
-use crate::error::{truncate_sql, MAX_DISPLAYED_SQL};
 use crate::ident::{parse_qualified_name, quote_identifier};
 use crate::table_name::TableName;
 use crate::{Connection, Error, FromRow, Param, Result, Row, TransactionOptions};
@@ -106,17 +105,9 @@ impl<C: Connection> DbConnection<C> {
     }
 
     pub(super) fn run<'a>(&self, operation: &'static str, sql: &'a str) -> Run<'a> {
-        let span = tracing::debug_span!(
-            target: "pgdbm",
-            "query",
-            op = operation,
-            sql = %truncate_sql(sql, MAX_DISPLAYED_SQL),
-            schema = self.ctx.schema.as_deref(),
-            rows = tracing::field::Empty,
-            duration_ms = tracing::field::Empty,
-        );
-        let started =
-            (!span.is_disabled() || self.ctx.observed()).then(|| self.ctx.shared.clock.now());
+        let span = super::telemetry::query_span(&self.ctx, operation, sql);
+        let started = (cfg!(feature = "metrics") || !span.is_disabled() || self.ctx.observed())
+            .then(|| self.ctx.shared.clock.now());
         Run {
             span,
             operation,
@@ -320,7 +311,7 @@ impl<C: Connection> DbConnection<C> {
     }
 
     /// The quoted, qualified name of `table` for this connection's schema.
-    fn qualified_table(&self, table: &str) -> Result<String> {
+    pub(super) fn qualified_table(&self, table: &str) -> Result<String> {
         let (schema, name) = parse_qualified_name(table)?;
         let name = quote_identifier(&name)?;
         Ok(match schema.as_deref().or(self.ctx.schema.as_deref()) {

@@ -171,6 +171,9 @@ pub(super) struct Shared {
     pub(super) observers: RwLock<Vec<Arc<dyn QueryObserver>>>,
     pub(super) has_observers: AtomicBool,
     pub(super) clock: Arc<dyn Clock>,
+    /// The pool's counters, for the pool gauges.
+    #[cfg(feature = "metrics")]
+    pub(super) pool_stats: Arc<dyn Fn() -> crate::PoolStats + Send + Sync>,
 }
 
 /// What a query handle needs to render, time and report a query.
@@ -219,18 +222,28 @@ impl Ctx {
             other => other,
         };
         let row_count = result.as_ref().ok().and_then(rows);
-        if let Some(d) = duration {
-            span.record("duration_ms", d.as_secs_f64() * 1000.0);
-        }
-        if let Some(n) = row_count {
-            span.record("rows", n);
-        }
+        super::telemetry::record_outcome(
+            span,
+            row_count,
+            duration.map(|d| d.as_secs_f64() * 1000.0),
+            result.as_ref().err(),
+        );
         if !span.is_disabled() {
             let duration_ms = duration.map(|d| d.as_secs_f64() * 1000.0);
             span.in_scope(|| match &result {
                 Ok(_) => tracing::debug!(target: "pgdbm", duration_ms, rows = row_count, "query finished"),
                 Err(e) => tracing::debug!(target: "pgdbm", duration_ms, error = %e, "query failed"),
             });
+        }
+        #[cfg(feature = "metrics")]
+        {
+            super::metrics::query(
+                self,
+                operation,
+                duration.unwrap_or_default(),
+                result.as_ref().err(),
+            );
+            super::metrics::pool_gauges(self, (self.shared.pool_stats)());
         }
         if self.observed() {
             let event = QueryEvent {

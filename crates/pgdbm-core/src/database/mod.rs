@@ -13,6 +13,10 @@
 
 mod connection;
 mod context;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod stream;
+mod telemetry;
 mod schema_setup;
 mod transaction;
 
@@ -123,6 +127,8 @@ impl<P: Pool> Database<P> {
             None => None,
         };
         let timeout = config.command_timeout;
+        #[cfg(feature = "metrics")]
+        let stats_pool = pool.clone();
         Ok(Database {
             pool,
             ctx: Ctx {
@@ -135,6 +141,8 @@ impl<P: Pool> Database<P> {
                     observers: RwLock::new(Vec::new()),
                     has_observers: AtomicBool::new(false),
                     clock: Arc::new(SystemClock),
+                    #[cfg(feature = "metrics")]
+                    pool_stats: Arc::new(move || stats_pool.stats()),
                 }),
             },
             owns_pool: false,
@@ -192,6 +200,8 @@ impl<P: Pool> Database<P> {
             }),
             has_observers: AtomicBool::new(old.has_observers.load(Ordering::Relaxed)),
             clock,
+            #[cfg(feature = "metrics")]
+            pool_stats: old.pool_stats.clone(),
         };
         ctx.shared = Arc::new(shared);
         Database {
@@ -244,6 +254,14 @@ impl<P: Pool> Database<P> {
         }
     }
 
+    /// Publishes the pool gauges now (feature `metrics`; they are also published at each
+    /// checkout and after each query). Call it from a periodic task to keep them current
+    /// while the pool is idle.
+    #[cfg(feature = "metrics")]
+    pub fn publish_pool_metrics(&self) {
+        metrics::pool_gauges(&self.ctx, self.pool.stats());
+    }
+
     /// Pool counters (Python: `get_pool_stats()`).
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
@@ -252,7 +270,21 @@ impl<P: Pool> Database<P> {
     /// Checks a connection out of the pool (Python: `acquire()`). It renders templates like the
     /// manager and goes back to the pool when dropped.
     pub async fn acquire(&self) -> Result<DbConnection<P::Connection>> {
-        let conn = self.pool.acquire().await?;
+        #[cfg(feature = "metrics")]
+        let started = self.ctx.shared.clock.now();
+        let conn = self.pool.acquire().await;
+        #[cfg(feature = "metrics")]
+        metrics::acquired(
+            &self.ctx,
+            self.ctx
+                .shared
+                .clock
+                .now()
+                .saturating_duration_since(started),
+            conn.as_ref().err(),
+            self.pool.stats(),
+        );
+        let conn = conn?;
         Ok(DbConnection::new(conn, self.ctx.clone()))
     }
 

@@ -31,6 +31,8 @@ pub(crate) struct Session {
     statements_dropped: AtomicBool,
     /// A SQL-level `PREPARE` completed since the last full reset.
     sql_prepared: AtomicBool,
+    /// Notifications the connection task received, for a LISTEN stream (`listen.rs`).
+    pub(crate) notifications: crate::listen::Inbox,
 }
 
 /// How many body bytes of a message [`Session::on_message`] needs to see.
