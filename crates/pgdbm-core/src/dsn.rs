@@ -46,24 +46,7 @@ const KNOWN_PARAMS: &[&str] = &[
 // Percent-encoding
 // ---------------------------------------------------------------------------------------------
 
-/// `s` with every byte outside RFC 3986's unreserved set (`A-Z a-z 0-9 - . _ ~`) written as `%XX`.
-pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(hex_digit(b >> 4));
-            out.push(hex_digit(b & 0x0f));
-        }
-    }
-    out
-}
-
-fn hex_digit(n: u8) -> char {
-    char::from(if n < 10 { b'0' + n } else { b'A' + n - 10 })
-}
+pub(crate) use crate::percent::percent_encode;
 
 fn hex_value(b: u8) -> Option<u8> {
     match b {

@@ -41,6 +41,7 @@ pub mod error;
 pub mod ident;
 pub mod migration;
 pub mod monitor;
+mod percent;
 pub mod pool;
 pub mod retry;
 pub mod sql;
@@ -70,6 +71,7 @@ pub use monitor::{
     normalize_query, ConnectionMetrics, Monitor, MonitorConfig, PatternStats, QueryMetrics,
     QueryPatterns, QueryRecord,
 };
+pub use percent::percent_encode;
 pub use pool::{ColumnIndex, Connection, FromRow, Param, Pool, PoolStats, Row};
 pub use retry::RetrySchedule;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};
