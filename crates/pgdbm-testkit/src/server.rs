@@ -72,6 +72,14 @@ impl TestServer {
             if let Ok(s) = &server {
                 if s.local.is_some() {
                     let _ = sys::at_exit(stop_shared_at_exit);
+                } else {
+                    // An existing server outlives test processes: drop what dead ones left.
+                    match s.admin().and_then(|admin| admin.call(Op::Sweep)) {
+                        Ok(dropped) => tracing::debug!(target: "pgdbm::testkit",
+                            dropped = dropped.len(), "orphan sweep done"),
+                        Err(e) => tracing::warn!(target: "pgdbm::testkit", error = %e,
+                            "orphan sweep failed"),
+                    }
                 }
             }
             server.map_err(|e| e.to_string())
