@@ -1,6 +1,7 @@
 //! Orphan sweep: a database left by a SIGKILLed test process is dropped by the next sweep, and
 //! two sweeps at once are safe. The killed process is a child of this test (the same binary),
 //! using this test's private server as its `TEST_DB_HOST`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
