@@ -38,6 +38,7 @@ mod procfs;
 mod reap;
 mod server;
 mod sys;
+mod template;
 
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
@@ -45,3 +46,4 @@ pub use discover::{find_pg_bin, PG_BIN_ENV};
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use options::TestServerOptions;
 pub use server::{TestServer, TEST_DB_ALLOW_REMOTE_ENV};
+pub use template::{template_name, CLONE_STRATEGY};

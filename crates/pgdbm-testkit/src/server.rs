@@ -437,22 +437,26 @@ impl TestServer {
             .collect())
     }
 
+    /// How the admin connections reach this server.
+    pub(crate) fn target(&self) -> Target {
+        Target {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            socket_dir: self.socket_dir().map(Path::to_path_buf),
+            same_host: self.local.is_some() || is_loopback(&self.host),
+        }
+    }
+
     /// The admin thread, started on first use.
     pub(crate) fn admin(&self) -> Result<&Admin> {
         if self.admin.get().is_none() {
             let _guard = lock(&self.admin_start);
             if self.admin.get().is_none() {
-                let target = Target {
-                    host: self.host.clone(),
-                    port: self.port,
-                    user: self.user.clone(),
-                    password: self.password.clone(),
-                    socket_dir: self.socket_dir().map(Path::to_path_buf),
-                    same_host: self.local.is_some() || is_loopback(&self.host),
-                };
                 let _ = self
                     .admin
-                    .set(Admin::start(target).map_err(|e| e.to_string()));
+                    .set(Admin::start(self.target()).map_err(|e| e.to_string()));
             }
         }
         match self.admin.get() {
