@@ -143,12 +143,38 @@ impl TestServer {
     /// # Errors
     /// [`Error::TestDatabase`] naming `name` when a name is invalid or the copy fails.
     pub async fn clone_database(&self, template: &str, name: &str) -> Result<()> {
+        self.clone_database_with(template, name, CLONE_STRATEGY)
+            .await
+    }
+
+    /// [`clone_database`](Self::clone_database) with an explicit strategy: `"WAL_LOG"` or
+    /// `"FILE_COPY"` (to measure; anything else is refused).
+    ///
+    /// # Errors
+    /// As [`clone_database`](Self::clone_database), and for an unknown strategy.
+    pub async fn clone_database_with(
+        &self,
+        template: &str,
+        name: &str,
+        strategy: &str,
+    ) -> Result<()> {
+        let strategy: &'static str = match strategy {
+            "WAL_LOG" => "WAL_LOG",
+            "FILE_COPY" => "FILE_COPY",
+            other => {
+                return Err(Error::TestDatabase {
+                    name: Some(name.to_string()),
+                    message: format!("unknown clone strategy `{other}`: use WAL_LOG or FILE_COPY"),
+                    source: None,
+                })
+            }
+        };
         crate::validate_database_name(template)?;
         crate::validate_database_name(name)?;
         self.admin()?
             .call_async(Op::Create {
                 name: name.to_string(),
-                template: Some((template.to_string(), CLONE_STRATEGY)),
+                template: Some((template.to_string(), strategy)),
             })
             .await
             .map(drop)
