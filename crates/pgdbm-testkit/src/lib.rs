@@ -28,9 +28,11 @@
 //! is killed with SIGKILL, and a directory left behind is reaped by the next start.
 
 mod admin;
+mod assertions;
 mod config;
 mod database;
 mod discover;
+mod isolation;
 mod names;
 mod options;
 mod process;
@@ -40,9 +42,11 @@ mod server;
 mod sys;
 mod template;
 
+pub use assertions::{assert_table_unchanged, table_diff};
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};
+pub use isolation::run_isolated;
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use options::TestServerOptions;
 pub use server::{TestServer, TEST_DB_ALLOW_REMOTE_ENV};
