@@ -14,7 +14,9 @@ use crate::{unique_database_name, TestConfig, TestServer};
 ///
 /// Its name is `<prefix><suffix>_<pid>_<counter>_<random>`, so tests running in parallel never
 /// share one. Dropping it drops the database (`WITH (FORCE)`, closing any connection left open);
-/// call [`keep`](TestDatabase::keep) to leave it for inspection.
+/// call [`keep`](TestDatabase::keep) to leave it for inspection. When it is dropped during a
+/// panic (a failing test), the database is kept and its name and a password-free URL are
+/// printed to stderr.
 ///
 /// ```
 /// use pgdbm_core::{Database, Pool};
@@ -155,6 +157,15 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.keep && std::thread::panicking() {
+            // The test failed: keep its database for inspection and say where it is.
+            eprintln!(
+                "pgdbm-testkit: test panicked; kept its database {} ({})",
+                self.name,
+                self.server.display_url(&self.name)
+            );
+            return;
+        }
         if !self.keep {
             if let Err(e) = self.server.drop_database(&self.name) {
                 tracing::warn!(target: "pgdbm::testkit", database = %self.name, error = %e,
