@@ -86,3 +86,50 @@ async fn bad_suffix_is_an_error() {
         Err(Error::Schema { .. })
     ));
 }
+
+/// `assert_table_unchanged` reports added and removed rows; `run_isolated` rolls the body back.
+async fn snapshot_assertion_and_isolation<P: Pool>() {
+    let test_db = TestDatabase::create(Some("snap")).await.unwrap();
+    let db = test_db.manager::<P>(None).await.unwrap();
+    db.execute("CREATE TABLE items (id int PRIMARY KEY, name text)", &[])
+        .await
+        .unwrap();
+    db.execute("INSERT INTO items VALUES (1, 'a'), (2, 'b')", &[])
+        .await
+        .unwrap();
+    let before = pgdbm_testkit::snapshot_table(&db, "items", None)
+        .await
+        .unwrap();
+    pgdbm_testkit::assert_table_unchanged(&db, "items", &before)
+        .await
+        .unwrap();
+
+    let inserted = pgdbm_testkit::run_isolated(&db, |mut tx| async move {
+        let r = tx.execute("INSERT INTO items VALUES (3, 'c')", &[]).await;
+        (tx, r)
+    })
+    .await
+    .unwrap();
+    assert_eq!(inserted, 1);
+    pgdbm_testkit::assert_table_unchanged(&db, "items", &before)
+        .await
+        .unwrap();
+
+    db.execute("UPDATE items SET name = 'x' WHERE id = 1", &[])
+        .await
+        .unwrap();
+    db.execute("INSERT INTO items VALUES (4, 'd')", &[])
+        .await
+        .unwrap();
+    let err = pgdbm_testkit::assert_table_unchanged(&db, "items", &before)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Table 'items' has changed! Added rows: 2 Removed rows: 1"),
+        "{err}"
+    );
+    db.close().await;
+    test_db.drop_async().await.unwrap();
+}
+both_backends!(snapshot_and_isolation, snapshot_assertion_and_isolation);

@@ -55,8 +55,8 @@ pub mod row_json;
 pub mod run_transaction;
 pub mod sql;
 pub mod sqlstate;
-pub mod table_name;
 pub mod stream;
+pub mod table_name;
 pub mod template;
 pub mod transaction_options;
 
@@ -97,10 +97,10 @@ pub use retry::RetrySchedule;
 pub use run_transaction::Retried;
 pub use sql::{contains_keyword, split_statements, split_statements_spans};
 pub use sqlstate::SqlState;
-pub use table_name::TableName;
 pub use stream::{
     BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
     Stream,
 };
+pub use table_name::TableName;
 pub use template::{has_placeholders, render, TemplateCache};
 pub use transaction_options::{IsolationLevel, TransactionOptions};

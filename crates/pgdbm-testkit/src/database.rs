@@ -7,14 +7,16 @@ use std::fmt;
 use pgdbm_core::ident::{parse_qualified_name, quote_identifier, validate_identifier};
 use pgdbm_core::{Config, Database, Error, Param, Pool, Result, Row, RowOf};
 
-use crate::{unique_database_name, TestServer};
+use crate::{unique_database_name, TestConfig, TestServer};
 
 /// A database created for one test, dropped when the value is dropped (Python:
 /// `AsyncTestDatabase`).
 ///
 /// Its name is `<prefix><suffix>_<pid>_<counter>_<random>`, so tests running in parallel never
 /// share one. Dropping it drops the database (`WITH (FORCE)`, closing any connection left open);
-/// call [`keep`](TestDatabase::keep) to leave it for inspection.
+/// call [`keep`](TestDatabase::keep) to leave it for inspection. When it is dropped during a
+/// panic (a failing test), the database is kept and its name and a password-free URL are
+/// printed to stderr.
 ///
 /// ```
 /// use pgdbm_core::{Database, Pool};
@@ -52,26 +54,46 @@ impl fmt::Debug for TestDatabase {
 impl TestDatabase {
     /// Creates a fresh database on the shared test server ([`TestServer::shared`]), named with
     /// the optional `suffix` (Python: `create_test_database(suffix)`).
+    ///
+    /// The name starts with [`TestConfig::test_prefix`](crate::TestConfig::test_prefix) (from
+    /// the environment; default `test_`). Creation goes through the testkit's admin thread and
+    /// does not block the runtime.
     pub async fn create(suffix: Option<&str>) -> Result<TestDatabase> {
-        Self::create_on(TestServer::shared()?, suffix)
+        let server = TestServer::shared()?;
+        let name = Self::new_name(suffix)?;
+        server.create_database_async(&name).await?;
+        Ok(Self::created(server, name))
     }
 
-    /// Creates a fresh database on `server`.
+    /// Creates a fresh database on `server`, blocking the calling thread (for synchronous
+    /// code; async code should use [`create`](Self::create)).
     pub fn create_on(server: &'static TestServer, suffix: Option<&str>) -> Result<TestDatabase> {
-        let prefix = match suffix {
-            Some(s) => {
-                validate_identifier(s)?;
-                format!("test_{s}")
-            }
-            None => "test".to_string(),
-        };
-        let name = unique_database_name(&prefix)?;
+        let name = Self::new_name(suffix)?;
         server.create_database(&name)?;
-        Ok(TestDatabase {
+        Ok(Self::created(server, name))
+    }
+
+    fn new_name(suffix: Option<&str>) -> Result<String> {
+        let config = TestConfig::from_env()?;
+        let mut prefix = config.test_prefix.clone();
+        if let Some(s) = suffix {
+            validate_identifier(s)?;
+            prefix.push_str(s);
+            prefix.push('_');
+        }
+        unique_database_name(&prefix)
+    }
+
+    fn created(server: &'static TestServer, name: String) -> TestDatabase {
+        if TestConfig::from_env().is_ok_and(|c| c.verbose) {
+            tracing::info!(target: "pgdbm::testkit", database = %name,
+                url = %server.display_url(&name), "created test database");
+        }
+        TestDatabase {
             server,
             name,
             keep: false,
-        })
+        }
     }
 
     /// The database name.
@@ -119,15 +141,31 @@ impl TestDatabase {
         Ok(db)
     }
 
-    /// Drops the database now (Python: `drop_test_database`).
+    /// Drops the database now (Python: `drop_test_database`), blocking the calling thread.
     pub fn drop_database(mut self) -> Result<()> {
         self.keep = true; // Drop has nothing left to do
         self.server.drop_database(&self.name)
+    }
+
+    /// Drops the database now without blocking the runtime (prefer this in async tests: the
+    /// implicit drop on `Drop` waits for the admin thread).
+    pub async fn drop_async(mut self) -> Result<()> {
+        self.keep = true; // Drop has nothing left to do
+        self.server.drop_database_async(&self.name).await
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.keep && std::thread::panicking() {
+            // The test failed: keep its database for inspection and say where it is.
+            eprintln!(
+                "pgdbm-testkit: test panicked; kept its database {} ({})",
+                self.name,
+                self.server.display_url(&self.name)
+            );
+            return;
+        }
         if !self.keep {
             if let Err(e) = self.server.drop_database(&self.name) {
                 tracing::warn!(target: "pgdbm::testkit", database = %self.name, error = %e,

@@ -78,17 +78,6 @@ pub fn find_pg_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     )))
 }
 
-/// `psql` next to the server binaries when they are found, else `psql` from `PATH`.
-pub(crate) fn find_psql(bin_dir: Option<&Path>) -> PathBuf {
-    if let Some(dir) = bin_dir {
-        let candidate = dir.join("psql");
-        if is_executable(&candidate) {
-            return candidate;
-        }
-    }
-    PathBuf::from("psql")
-}
-
 /// `<root>/<version>/bin` directories with their numeric version (`15` -> [15], `9.6` -> [9, 6]).
 fn versioned_bin_dirs(root: &Path) -> Vec<(Vec<u64>, PathBuf)> {
     let Ok(entries) = fs::read_dir(root) else {

@@ -29,19 +29,29 @@
 //! then runs as the `postgres` system user. A server dies with its test process, even when that
 //! is killed with SIGKILL, and a directory left behind is reaped by the next start.
 
+mod admin;
+mod assertions;
 mod config;
 mod database;
 mod discover;
 mod fault_proxy;
+mod isolation;
 mod names;
+mod options;
+mod process;
 mod procfs;
 mod reap;
 mod server;
 mod sys;
+mod template;
 
+pub use assertions::{assert_table_unchanged, table_diff};
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};
 pub use fault_proxy::{Direction, FaultProxy, FaultProxyStats};
+pub use isolation::run_isolated;
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
-pub use server::{TestServer, TestServerOptions};
+pub use options::TestServerOptions;
+pub use server::{TestServer, TEST_DB_ALLOW_REMOTE_ENV};
+pub use template::{template_name, CLONE_STRATEGY};

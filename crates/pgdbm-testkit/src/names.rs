@@ -85,12 +85,6 @@ fn random_u32(salt: u64) -> u32 {
     (h ^ (h >> 32)) as u32
 }
 
-/// `name` as a double-quoted SQL identifier. Only called on validated names, which contain no
-/// quote, so no escaping is needed.
-pub(crate) fn quoted(name: &str) -> String {
-    format!("\"{name}\"")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

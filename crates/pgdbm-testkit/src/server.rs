@@ -1,144 +1,39 @@
-//! [`TestServer`]: a throwaway PostgreSQL server for tests.
+//! [`TestServer`]: a throwaway PostgreSQL server for tests, or an existing one.
 
-use pgdbm_core::percent_encode;
-use std::ffi::OsString;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-use pgdbm_core::{Config, Error, Result, SslMode};
+use pgdbm_core::{percent_encode, Config, Error, Result, SslMode};
 
+use crate::admin::{Admin, Op, Target};
 use crate::config::TestConfig;
-use crate::discover::{find_pg_bin, find_psql};
-use crate::names::{quoted, validate_database_name};
+use crate::discover::find_pg_bin;
+use crate::names::validate_database_name;
+use crate::options::{validate_options, TestServerOptions};
+use crate::process::{
+    create_server_dir, ensure_base_dir, free_port, lock, start_error, Local, RunAs, Shutdown,
+    StartFailure, SUPERUSER,
+};
 use crate::{reap, sys};
 
-/// The superuser of a throwaway server.
-const SUPERUSER: &str = "postgres";
-/// Its password. By default the server trusts loopback connections, so it is only checked with
-/// [`TestServerOptions::password_auth`]; clients that insist on a password (such as
-/// `Config::dsn`) get one that works either way.
-const SUPERUSER_PASSWORD: &str = "postgres";
-/// The system user that runs initdb and postgres when the tests run as root.
-const SYSTEM_USER: &str = "postgres";
-/// Names of the TLS files inside the server directory ([`TestServerOptions::tls_files`]).
-const TLS_CERT_FILE: &str = "server.crt";
-const TLS_KEY_FILE: &str = "server.key";
 /// How many times a start is retried when another process took the chosen port.
 const PORT_ATTEMPTS: u32 = 10;
-
-/// Options for [`TestServer::start_with`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct TestServerOptions {
-    /// Directory holding `initdb` and `postgres`; `None` searches as
-    /// [`find_pg_bin`](crate::find_pg_bin) says.
-    pub pg_bin: Option<PathBuf>,
-    /// Parent of the server directories; `None` = `<temp dir>/pgdbm-testkit`. Stale directories
-    /// found here are reaped at start.
-    pub base_dir: Option<PathBuf>,
-    /// How long to wait for the server to accept connections (default 60 s).
-    pub start_timeout: Duration,
-    /// The server's `max_connections` (default 300, for many parallel tests).
-    pub max_connections: u32,
-    /// Extra server settings passed as `-c name=value` (they override the defaults).
-    pub settings: Vec<(String, String)>,
-    /// Kill the server when the thread that started it (and so the test process) dies, even by
-    /// SIGKILL (default true). Only turn it off to test the reaper.
-    pub die_with_process: bool,
-    /// A fixed port; `None` (default) picks a free one, retrying when another process takes it
-    /// first. A fixed port that is in use is an error.
-    pub port: Option<u16>,
-    /// Check passwords (SCRAM-SHA-256) on TCP connections instead of trusting them (default
-    /// false), e.g. to test a wrong password. Unix-socket connections stay trusted.
-    pub password_auth: bool,
-    /// Serve TLS with this certificate and private key (PEM files, copied into the server
-    /// directory); `None` (default) serves plain connections only.
-    pub tls_files: Option<(PathBuf, PathBuf)>,
-}
-
-impl Default for TestServerOptions {
-    fn default() -> Self {
-        TestServerOptions {
-            pg_bin: None,
-            base_dir: None,
-            start_timeout: Duration::from_secs(60),
-            max_connections: 300,
-            settings: Vec::new(),
-            die_with_process: true,
-            port: None,
-            password_auth: false,
-            tls_files: None,
-        }
-    }
-}
-
-impl TestServerOptions {
-    /// Use the binaries in `dir`.
-    pub fn pg_bin(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.pg_bin = Some(dir.into());
-        self
-    }
-
-    /// Put the server directory under `dir`.
-    pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.base_dir = Some(dir.into());
-        self
-    }
-
-    /// Wait at most `timeout` for the server to accept connections.
-    pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.start_timeout = timeout;
-        self
-    }
-
-    /// Adds a server setting (`-c name=value`).
-    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.settings.push((name.into(), value.into()));
-        self
-    }
-
-    /// Listen on `port` instead of a free one.
-    pub fn port(mut self, port: u16) -> Self {
-        self.port = Some(port);
-        self
-    }
-
-    /// Whether the server dies with the process that started it (see the field).
-    pub fn die_with_process(mut self, yes: bool) -> Self {
-        self.die_with_process = yes;
-        self
-    }
-
-    /// Whether TCP connections must give the password (see the field).
-    pub fn password_auth(mut self, yes: bool) -> Self {
-        self.password_auth = yes;
-        self
-    }
-
-    /// Serve TLS with the PEM certificate `cert` and private key `key` (see the field).
-    pub fn tls_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.tls_files = Some((cert.into(), key.into()));
-        self
-    }
-}
+/// The variable that allows a `TEST_DB_HOST` that is not a loopback address.
+pub const TEST_DB_ALLOW_REMOTE_ENV: &str = "TEST_DB_ALLOW_REMOTE";
 
 /// A PostgreSQL server for tests: either a throwaway one started from the local binaries, or an
 /// existing one named by `TEST_DB_HOST` (see [`TestServer::shared`]).
 ///
-/// A throwaway server runs in `<temp>/pgdbm-testkit/<pid>-<n>/` on a free loopback port, with
-/// the superuser `postgres` (trusted on 127.0.0.1; password `postgres`), fsync off, and
-/// `max_connections` 300. When the tests run as root, `initdb` and `postgres` run as the
+/// A throwaway server runs in `<base>/<pid>-<n>/` (see [`TestServerOptions::base_dir`]) on a
+/// free loopback port, with the superuser `postgres`, fsync off, and `max_connections` 300. TCP
+/// connections need its password (SCRAM-SHA-256; generated per server, see
+/// [`password`](Self::password)); only its private Unix socket directory (mode 0700) is
+/// trusted, and the testkit's own admin connection uses it. When the tests run as root, `initdb` and `postgres` run as the
 /// `postgres` system user. Dropping the value stops the server and deletes its directory; if
 /// the test process is killed, the server dies with it (parent-death signal) and the directory
 /// is reaped by the next start.
@@ -147,51 +42,11 @@ pub struct TestServer {
     port: u16,
     user: String,
     password: Option<String>,
-    psql: PathBuf,
     local: Option<Local>,
-}
-
-/// The parts of a throwaway server.
-struct Local {
-    bin_dir: PathBuf,
-    dir: PathBuf,
-    data_dir: PathBuf,
-    log_path: PathBuf,
-    run_as: Option<RunAs>,
-    options: TestServerOptions,
-    running: Mutex<Option<Running>>,
-}
-
-/// The uid/gid the server processes run as (when the tests run as root).
-#[derive(Debug, Clone, Copy)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
-}
-
-/// A running postmaster and the keeper thread that started it and will stop it.
-struct Running {
-    pid: u32,
-    stop: mpsc::Sender<Shutdown>,
-    exited: Arc<AtomicBool>,
-    keeper: JoinHandle<()>,
-}
-
-/// How to stop the server.
-#[derive(Debug, Clone, Copy)]
-enum Shutdown {
-    /// SIGINT: roll back, checkpoint, exit (used by `stop`/`restart`, data kept).
-    Fast,
-    /// SIGQUIT: exit at once (used on drop, the data is deleted anyway).
-    Immediate,
-}
-
-/// Why a start failed.
-enum StartFailure {
-    /// Someone else took the port between choosing it and the server binding it.
-    PortTaken(String),
-    /// Anything else.
-    Other(Error),
+    /// The admin thread, started on first use.
+    admin: OnceLock<std::result::Result<Admin, String>>,
+    /// Serialises starting the admin thread (the `OnceLock` cannot fail).
+    admin_start: Mutex<()>,
 }
 
 static SHARED: OnceLock<std::result::Result<TestServer, String>> = OnceLock::new();
@@ -217,6 +72,14 @@ impl TestServer {
             if let Ok(s) = &server {
                 if s.local.is_some() {
                     let _ = sys::at_exit(stop_shared_at_exit);
+                } else {
+                    // An existing server outlives test processes: drop what dead ones left.
+                    match s.admin().and_then(|admin| admin.call(Op::Sweep)) {
+                        Ok(dropped) => tracing::debug!(target: "pgdbm::testkit",
+                            dropped = dropped.len(), "orphan sweep done"),
+                        Err(e) => tracing::warn!(target: "pgdbm::testkit", error = %e,
+                            "orphan sweep failed"),
+                    }
                 }
             }
             server.map_err(|e| e.to_string())
@@ -252,7 +115,7 @@ impl TestServer {
             .base_dir
             .clone()
             .unwrap_or_else(reap::default_base_dir);
-        ensure_base_dir(&base)?;
+        ensure_base_dir(&base, run_as)?;
         reap::reap_stale(&base);
         let dir = create_server_dir(&base, run_as)?;
         let data_dir = dir.join("data");
@@ -270,12 +133,15 @@ impl TestServer {
             host: "127.0.0.1".to_string(),
             port: 0,
             user: SUPERUSER.to_string(),
-            password: Some(SUPERUSER_PASSWORD.to_string()),
-            psql: find_psql(Some(&local.bin_dir)),
+            password: Some(generate_password()?),
             local: Some(local),
+            admin: OnceLock::new(),
+            admin_start: Mutex::new(()),
         };
         // From here on, dropping `server` deletes the directory.
-        server.init_db()?;
+        if let (Some(local), Some(password)) = (&server.local, &server.password) {
+            local.init_db(password)?;
+        }
         let attempts = if server_fixed_port(&server) {
             1
         } else {
@@ -309,12 +175,18 @@ impl TestServer {
     }
 
     /// Uses an existing server (no process is started; [`stop`](Self::stop) and friends are
-    /// errors). Checks that the host and port accept TCP connections.
+    /// errors). Checks that the host and port accept TCP connections. A host that is not a
+    /// loopback address (or a Unix socket directory) needs `TEST_DB_ALLOW_REMOTE=1`: the
+    /// testkit creates and drops databases there.
     ///
     /// # Errors
     /// [`Error::TestDatabase`] when the server cannot be reached, naming host, port and the
-    /// `TEST_DB_*` variables.
+    /// `TEST_DB_*` variables; [`Error::Configuration`] for a remote host without the opt-in.
     pub fn external(config: &TestConfig) -> Result<TestServer> {
+        check_remote(
+            &config.host,
+            std::env::var(TEST_DB_ALLOW_REMOTE_ENV).ok().as_deref(),
+        )?;
         if !config.host.starts_with('/') {
             let reachable = (config.host.as_str(), config.port)
                 .to_socket_addrs()
@@ -337,14 +209,14 @@ impl TestServer {
                 });
             }
         }
-        let bin_dir = find_pg_bin(None).ok();
         Ok(TestServer {
             host: config.host.clone(),
             port: config.port,
             user: config.user.clone(),
             password: Some(config.password.clone()),
-            psql: find_psql(bin_dir.as_deref()),
             local: None,
+            admin: OnceLock::new(),
+            admin_start: Mutex::new(()),
         })
     }
 
@@ -363,7 +235,7 @@ impl TestServer {
         &self.user
     }
 
-    /// Password (`postgres` for a throwaway server, which does not check it).
+    /// Password: generated for a throwaway server (it checks it on TCP). Never logged.
     pub fn password(&self) -> Option<&str> {
         self.password.as_deref()
     }
@@ -410,14 +282,24 @@ impl TestServer {
         }
     }
 
-    /// `postgresql://user:password@host:port/database`, percent-encoded.
+    /// `postgresql://user:password@host:port/database`, percent-encoded. It holds the
+    /// password: print [`display_url`](Self::display_url) instead.
     pub fn connection_url(&self, database: &str) -> String {
+        self.url(database, self.password.as_deref())
+    }
+
+    /// `postgresql://user@host:port/database` without the password, for messages and logs.
+    pub fn display_url(&self, database: &str) -> String {
+        self.url(database, None)
+    }
+
+    fn url(&self, database: &str, password: Option<&str>) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             percent_encode(&self.host)
         };
-        let userinfo = match &self.password {
+        let userinfo = match password {
             Some(p) => format!("{}:{}", percent_encode(&self.user), percent_encode(p)),
             None => percent_encode(&self.user),
         };
@@ -442,84 +324,154 @@ impl TestServer {
         config
     }
 
-    /// Runs `sql` with `psql -X -A -t -q -v ON_ERROR_STOP=1` in `database` and returns its
-    /// output without the final newline (one line per row, columns separated by `|`).
+    /// Runs `sql` (one or more statements) in `database` as the superuser and returns the rows
+    /// of every statement the way `psql -A -t` prints them: one line per row, columns separated
+    /// by `|`, NULL as an empty string, no final newline. It goes through the testkit's admin
+    /// connection (tokio-postgres), not a `psql` process, and blocks the calling thread: async
+    /// code should use [`query_async`](Self::query_async).
     ///
     /// # Errors
-    /// [`Error::TestDatabase`] naming the database: an invalid database name, psql missing, or
-    /// the statement failing (with psql's message).
+    /// [`Error::TestDatabase`] naming the database: an invalid database name, no connection,
+    /// or the statement failing (with the server's message).
     pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
         validate_database_name(database)?;
-        let mut cmd = Command::new(&self.psql);
-        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.host)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-U")
-            .arg(&self.user)
-            .arg("-d")
-            .arg(database)
-            .arg("-c")
-            .arg(sql)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .env_remove("PGOPTIONS")
-            .env_remove("PGSERVICE")
-            .stdin(Stdio::null());
-        match &self.password {
-            Some(p) => cmd.env("PGPASSWORD", p),
-            None => cmd.env_remove("PGPASSWORD"),
-        };
-        let out = cmd.output().map_err(|e| Error::TestDatabase {
-            name: Some(database.to_string()),
-            message: format!(
-                "cannot run {}: {e}; install the PostgreSQL client (Debian: `apt-get install \
-                 postgresql-client`)",
-                self.psql.display()
-            ),
-            source: Some(Box::new(e)),
+        let rows = self.admin()?.call(Op::Query {
+            database: database.to_string(),
+            sql: sql.to_string(),
         })?;
-        if !out.status.success() {
-            return Err(Error::TestDatabase {
-                name: Some(database.to_string()),
-                message: format!(
-                    "psql failed ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                source: None,
-            });
-        }
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.ends_with('\n') {
-            text.pop();
-        }
-        Ok(text)
+        Ok(psql_text(&rows))
     }
 
-    /// Creates the database `name` (a validated identifier).
+    /// [`psql`](Self::psql) for async code: awaits the admin thread without blocking the
+    /// runtime.
+    ///
+    /// # Errors
+    /// As [`psql`](Self::psql).
+    pub async fn query_async(&self, database: &str, sql: &str) -> Result<String> {
+        validate_database_name(database)?;
+        let rows = self
+            .admin()?
+            .call_async(Op::Query {
+                database: database.to_string(),
+                sql: sql.to_string(),
+            })
+            .await?;
+        Ok(psql_text(&rows))
+    }
+
+    /// Creates the database `name` (a validated identifier) and marks it as the testkit's
+    /// (`COMMENT ON DATABASE`, with this process's pid and start time), so that
+    /// [`drop_database`](Self::drop_database) and the orphan sweep may drop it. Blocks the
+    /// calling thread; async code should use
+    /// [`create_database_async`](Self::create_database_async).
     ///
     /// # Errors
     /// [`Error::TestDatabase`] naming `name` when it is invalid or creation fails (for example
     /// because it exists).
     pub fn create_database(&self, name: &str) -> Result<()> {
         validate_database_name(name)?;
-        self.psql("postgres", &format!("CREATE DATABASE {}", quoted(name)))
+        self.admin()?
+            .call(Op::Create {
+                name: name.to_string(),
+                template: None,
+            })
             .map(drop)
-            .map_err(|e| rename(e, name))
     }
 
-    /// Drops the database `name` if it exists, disconnecting its sessions first.
+    /// [`create_database`](Self::create_database) without blocking the runtime.
     ///
     /// # Errors
-    /// [`Error::TestDatabase`] naming `name` when it is invalid or the drop fails.
+    /// As [`create_database`](Self::create_database).
+    pub async fn create_database_async(&self, name: &str) -> Result<()> {
+        validate_database_name(name)?;
+        self.admin()?
+            .call_async(Op::Create {
+                name: name.to_string(),
+                template: None,
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Drops the database `name` if it exists, disconnecting its sessions first. Refuses a
+    /// database the testkit did not create (no marker comment). Blocks the calling thread;
+    /// async code should use [`drop_database_async`](Self::drop_database_async).
+    ///
+    /// # Errors
+    /// [`Error::TestDatabase`] naming `name` when it is invalid, not marked, or the drop fails.
     pub fn drop_database(&self, name: &str) -> Result<()> {
         validate_database_name(name)?;
-        self.psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(name)),
-        )
-        .map(drop)
-        .map_err(|e| rename(e, name))
+        self.admin()?
+            .call(Op::Drop {
+                name: name.to_string(),
+            })
+            .map(drop)
+    }
+
+    /// [`drop_database`](Self::drop_database) without blocking the runtime.
+    ///
+    /// # Errors
+    /// As [`drop_database`](Self::drop_database).
+    pub async fn drop_database_async(&self, name: &str) -> Result<()> {
+        validate_database_name(name)?;
+        self.admin()?
+            .call_async(Op::Drop {
+                name: name.to_string(),
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Drops the databases the testkit created for test processes that are gone (their
+    /// marker names a pid that no longer runs; on a remote server, older than 6 hours) and
+    /// returns their names. Several processes may sweep at once: an advisory lock serialises
+    /// them.
+    ///
+    /// # Errors
+    /// [`Error::TestDatabase`] when the server cannot be reached or the catalog not read.
+    pub async fn sweep_orphans(&self) -> Result<Vec<String>> {
+        let rows = self.admin()?.call_async(Op::Sweep).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
+    }
+
+    /// How the admin connections reach this server.
+    pub(crate) fn target(&self) -> Target {
+        Target {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            socket_dir: self.socket_dir().map(Path::to_path_buf),
+            same_host: self.local.is_some() || is_loopback(&self.host),
+        }
+    }
+
+    /// The admin thread, started on first use.
+    pub(crate) fn admin(&self) -> Result<&Admin> {
+        if self.admin.get().is_none() {
+            let _guard = lock(&self.admin_start);
+            if self.admin.get().is_none() {
+                let _ = self
+                    .admin
+                    .set(Admin::start(self.target()).map_err(|e| e.to_string()));
+            }
+        }
+        match self.admin.get() {
+            Some(Ok(admin)) => Ok(admin),
+            Some(Err(message)) => Err(Error::TestDatabase {
+                name: None,
+                message: message.clone(),
+                source: None,
+            }),
+            None => Err(Error::TestDatabase {
+                name: None,
+                message: "the admin thread did not start".to_string(),
+                source: None,
+            }),
+        }
     }
 
     /// Stops a throwaway server (fast shutdown), keeping its data directory and port for
@@ -590,57 +542,6 @@ impl TestServer {
         })
     }
 
-    fn init_db(&self) -> Result<()> {
-        let Some(local) = &self.local else {
-            return Ok(());
-        };
-        let pwfile = local.dir.join("pwfile");
-        fs::write(&pwfile, format!("{SUPERUSER_PASSWORD}\n"))
-            .and_then(|()| local.chown(&pwfile))
-            .map_err(|e| io_error("cannot write the initdb password file", &pwfile, e))?;
-        let mut cmd = local.command("initdb");
-        cmd.arg("-D")
-            .arg(&local.data_dir)
-            .arg("-U")
-            .arg(SUPERUSER)
-            .arg(OsString::from(format!("--pwfile={}", pwfile.display())))
-            .args(if local.options.password_auth {
-                ["--auth-local=trust", "--auth-host=scram-sha-256"]
-            } else {
-                ["-A", "trust"]
-            })
-            .args(["-E", "UTF8", "--no-locale", "-N"])
-            .stdin(Stdio::null());
-        let out = cmd.output().map_err(|e| Error::TestDatabase {
-            name: None,
-            message: format!("cannot run {}: {e}", local.bin_dir.join("initdb").display()),
-            source: Some(Box::new(e)),
-        });
-        let _ = fs::remove_file(&pwfile);
-        let out = out?;
-        if !out.status.success() {
-            return Err(start_error(format!(
-                "initdb failed ({}):\n{}{}",
-                out.status,
-                tail(&String::from_utf8_lossy(&out.stdout), 10),
-                tail(&String::from_utf8_lossy(&out.stderr), 20)
-            )));
-        }
-        if let Some((cert, key)) = &local.options.tls_files {
-            // The server reads them as its own user and refuses a key others can read.
-            for (from, name) in [(cert, TLS_CERT_FILE), (key, TLS_KEY_FILE)] {
-                let to = local.dir.join(name);
-                fs::copy(from, &to)
-                    .and_then(|_| local.chown(&to))
-                    .map_err(|e| io_error("cannot copy the TLS file", from, e))?;
-            }
-            let key = local.dir.join(TLS_KEY_FILE);
-            fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .map_err(|e| io_error("cannot restrict the TLS key file", &key, e))?;
-        }
-        Ok(())
-    }
-
     /// Stops the shared server at process exit without blocking on a held lock.
     fn stop_for_exit(&self) {
         if let Some(local) = &self.local {
@@ -692,367 +593,6 @@ impl fmt::Debug for TestServer {
     }
 }
 
-impl Local {
-    /// A command for the server binary `name`, as the `postgres` user when root, dying with
-    /// the calling thread when so configured.
-    fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join(name));
-        cmd.current_dir(&self.dir);
-        if let Some(run_as) = self.run_as {
-            cmd.uid(run_as.uid).gid(run_as.gid);
-        }
-        if self.options.die_with_process {
-            sys::die_with_parent(&mut cmd, sys::SIGQUIT);
-        }
-        cmd
-    }
-
-    fn chown(&self, path: &Path) -> io::Result<()> {
-        match self.run_as {
-            Some(r) => std::os::unix::fs::chown(path, Some(r.uid), Some(r.gid)),
-            None => Ok(()),
-        }
-    }
-
-    /// Starts postgres on `port` from a new keeper thread and waits until it accepts
-    /// connections.
-    fn launch(&self, port: u16) -> std::result::Result<Running, StartFailure> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(|e| StartFailure::Other(io_error("cannot open", &self.log_path, e)))?;
-        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let log2 = log
-            .try_clone()
-            .map_err(|e| StartFailure::Other(io_error("cannot open", &self.log_path, e)))?;
-        let mut cmd = self.command("postgres");
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-h")
-            .arg("127.0.0.1")
-            .arg("-k")
-            .arg(&self.dir)
-            .args(["-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off"])
-            .arg("-c")
-            .arg(format!("max_connections={}", self.options.max_connections));
-        if self.options.tls_files.is_some() {
-            cmd.args(["-c", "ssl=on"])
-                .arg("-c")
-                .arg(format!(
-                    "ssl_cert_file={}",
-                    self.dir.join(TLS_CERT_FILE).display()
-                ))
-                .arg("-c")
-                .arg(format!(
-                    "ssl_key_file={}",
-                    self.dir.join(TLS_KEY_FILE).display()
-                ));
-        }
-        for (name, value) in &self.options.settings {
-            cmd.arg("-c").arg(format!("{name}={value}"));
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
-        let running = spawn_keeper(cmd).map_err(|e| {
-            StartFailure::Other(Error::TestDatabase {
-                name: None,
-                message: format!(
-                    "cannot start {}: {e}",
-                    self.bin_dir.join("postgres").display()
-                ),
-                source: Some(Box::new(e)),
-            })
-        })?;
-        let deadline = Instant::now() + self.options.start_timeout;
-        loop {
-            if running.exited.load(Ordering::SeqCst) {
-                let log = self.log_since(log_start);
-                running.shutdown(Shutdown::Immediate);
-                let taken = ["could not bind", "Address already in use"]
-                    .iter()
-                    .any(|needle| log.contains(needle));
-                return Err(if taken {
-                    StartFailure::PortTaken(tail(&log, 20))
-                } else {
-                    StartFailure::Other(start_error(format!(
-                        "postgres exited during start; server log ({}):\n{}",
-                        self.log_path.display(),
-                        tail(&log, 20)
-                    )))
-                });
-            }
-            if self.is_ready(running.pid, port) {
-                return Ok(running);
-            }
-            if Instant::now() >= deadline {
-                running.shutdown(Shutdown::Immediate);
-                return Err(StartFailure::Other(start_error(format!(
-                    "postgres did not accept connections on 127.0.0.1:{port} within {:?}; \
-                     server log ({}):\n{}",
-                    self.options.start_timeout,
-                    self.log_path.display(),
-                    tail(&self.log_since(log_start), 20)
-                ))));
-            }
-            thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    /// The postmaster wrote `ready` in its pid file and answers a startup message.
-    fn is_ready(&self, pid: u32, port: u16) -> bool {
-        let Ok(text) = fs::read_to_string(self.data_dir.join("postmaster.pid")) else {
-            return false;
-        };
-        let lines: Vec<&str> = text.lines().collect();
-        let pid_matches = lines.first().is_some_and(|l| l.trim() == pid.to_string());
-        let ready = lines.get(7).is_some_and(|l| l.trim() == "ready");
-        pid_matches && ready && accepts_startup(port).unwrap_or(false)
-    }
-
-    fn log_since(&self, offset: u64) -> String {
-        let text = fs::read(&self.log_path).unwrap_or_default();
-        let start = usize::try_from(offset).unwrap_or(0).min(text.len());
-        String::from_utf8_lossy(&text[start..]).into_owned()
-    }
-}
-
-impl RunAs {
-    /// `Some(postgres user)` when running as root (initdb and postgres refuse root).
-    fn detect() -> Result<Option<RunAs>> {
-        if sys::geteuid() != 0 {
-            return Ok(None);
-        }
-        lookup_user(SYSTEM_USER)
-            .map(Some)
-            .ok_or_else(|| Error::TestDatabase {
-                name: None,
-                message: format!(
-                "the tests run as root, and PostgreSQL refuses to run as root, but there is no \
-                 `{SYSTEM_USER}` system user to run it as; create it (`useradd --system \
-                 {SYSTEM_USER}`; installing the postgresql package does it) or run the tests as \
-                 an ordinary user"
-            ),
-                source: None,
-            })
-    }
-}
-
-/// uid and gid of `name`, from `/etc/passwd`, else from `id`.
-fn lookup_user(name: &str) -> Option<RunAs> {
-    if let Ok(passwd) = fs::read_to_string("/etc/passwd") {
-        for line in passwd.lines() {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() >= 4 && fields[0] == name {
-                if let (Ok(uid), Ok(gid)) = (fields[2].parse(), fields[3].parse()) {
-                    return Some(RunAs { uid, gid });
-                }
-            }
-        }
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").arg(flag).arg(name).output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    Some(RunAs {
-        uid: id("-u")?,
-        gid: id("-g")?,
-    })
-}
-
-impl Running {
-    /// Asks the keeper to stop the server and waits for it.
-    fn shutdown(self, how: Shutdown) {
-        let _ = self.stop.send(how);
-        let _ = self.keeper.join();
-    }
-}
-
-/// Spawns `cmd` from a new long-lived thread. The parent-death signal fires when the spawning
-/// *thread* exits, so the thread stays until the server is stopped (or the process dies).
-fn spawn_keeper(mut cmd: Command) -> io::Result<Running> {
-    let (started_tx, started_rx) = mpsc::sync_channel::<io::Result<u32>>(1);
-    let (stop_tx, stop_rx) = mpsc::channel::<Shutdown>();
-    let exited = Arc::new(AtomicBool::new(false));
-    let exited_flag = Arc::clone(&exited);
-    let keeper = thread::Builder::new()
-        .name("pgdbm-testkit-postgres".to_string())
-        .spawn(move || {
-            let mut child = match cmd.spawn() {
-                Ok(child) => {
-                    let _ = started_tx.send(Ok(child.id()));
-                    child
-                }
-                Err(e) => {
-                    let _ = started_tx.send(Err(e));
-                    return;
-                }
-            };
-            let how = loop {
-                match stop_rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(how) => break how,
-                    Err(RecvTimeoutError::Disconnected) => break Shutdown::Immediate,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if !exited_flag.load(Ordering::SeqCst)
-                            && matches!(child.try_wait(), Ok(Some(_)))
-                        {
-                            exited_flag.store(true, Ordering::SeqCst);
-                        }
-                    }
-                }
-            };
-            stop_child(&mut child, how);
-            exited_flag.store(true, Ordering::SeqCst);
-        })?;
-    match started_rx.recv() {
-        Ok(Ok(pid)) => Ok(Running {
-            pid,
-            stop: stop_tx,
-            exited,
-            keeper,
-        }),
-        Ok(Err(e)) => {
-            let _ = keeper.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = keeper.join();
-            Err(io::Error::other("the server keeper thread ended early"))
-        }
-    }
-}
-
-/// Signals the postmaster, waits for it, and SIGKILLs it when it does not exit in time.
-fn stop_child(child: &mut Child, how: Shutdown) {
-    if matches!(child.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    let (signal, grace) = match how {
-        Shutdown::Fast => (sys::SIGINT, Duration::from_secs(30)),
-        Shutdown::Immediate => (sys::SIGQUIT, Duration::from_secs(10)),
-    };
-    let _ = sys::send_signal(child.id(), signal);
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(None) => thread::sleep(Duration::from_millis(10)),
-            _ => return,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Sends a protocol-3 startup message as `postgres` and reads the first answer byte: `R`
-/// (authentication request) means the server accepts connections; `E` (e.g. "starting up")
-/// means not yet.
-fn accepts_startup(port: u16) -> io::Result<bool> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut body = Vec::new();
-    body.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
-    for part in ["user", SUPERUSER, "database", "postgres"] {
-        body.extend_from_slice(part.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
-    let mut packet = len.to_be_bytes().to_vec();
-    packet.extend_from_slice(&body);
-    stream.write_all(&packet)?;
-    let mut first = [0u8; 1];
-    stream.read_exact(&mut first)?;
-    if first[0] == b'R' {
-        // Terminate, so the server logs no "unexpected EOF".
-        let _ = stream.write_all(&[b'X', 0, 0, 0, 4]);
-    }
-    Ok(first[0] == b'R')
-}
-
-fn validate_options(options: &TestServerOptions) -> Result<()> {
-    if options.max_connections == 0 {
-        return Err(Error::config(
-            "max_connections",
-            "must be at least 1 (default 300)",
-        ));
-    }
-    if options.start_timeout.is_zero() {
-        return Err(Error::config(
-            "start_timeout",
-            "must be positive (default 60 s)",
-        ));
-    }
-    for (name, _) in &options.settings {
-        let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        if !ok {
-            return Err(Error::config(
-                "settings",
-                format!("`{name}` is not a PostgreSQL setting name"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Creates `base` (mode 1777, like /tmp, so root and ordinary users can share it).
-fn ensure_base_dir(base: &Path) -> Result<()> {
-    match fs::DirBuilder::new().recursive(true).create(base) {
-        Ok(()) => {}
-        Err(e) => return Err(io_error("cannot create", base, e)),
-    }
-    if let Ok(meta) = fs::metadata(base) {
-        use std::os::unix::fs::MetadataExt;
-        if meta.uid() == sys::geteuid() && meta.permissions().mode() & 0o7777 != 0o1777 {
-            let _ = fs::set_permissions(base, fs::Permissions::from_mode(0o1777));
-        }
-    }
-    Ok(())
-}
-
-/// Creates `<base>/<pid>-<n>` with the owner file, owned by the server's user.
-fn create_server_dir(base: &Path, run_as: Option<RunAs>) -> Result<PathBuf> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("{}-{n}", std::process::id()));
-        match fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // A leftover of an earlier process with our pid: reap it if stale, else skip.
-                if reap::is_stale(&dir) {
-                    reap::reap_dir(&dir);
-                }
-                continue;
-            }
-            Err(e) => return Err(io_error("cannot create a server directory in", base, e)),
-        }
-        let dir = fs::canonicalize(&dir).unwrap_or(dir);
-        let setup =
-            fs::write(dir.join(reap::OWNER_FILE), reap::owner_line()).and_then(|()| match run_as {
-                Some(r) => std::os::unix::fs::chown(&dir, Some(r.uid), Some(r.gid)),
-                None => Ok(()),
-            });
-        if let Err(e) = setup {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(io_error("cannot prepare", &dir, e));
-        }
-        return Ok(dir);
-    }
-}
-
 fn server_fixed_port(server: &TestServer) -> bool {
     server
         .local
@@ -1060,62 +600,60 @@ fn server_fixed_port(server: &TestServer) -> bool {
         .is_some_and(|l| l.options.port.is_some())
 }
 
-fn free_port() -> Result<u16> {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::TestDatabase {
-            name: None,
-            message: format!("cannot find a free port on 127.0.0.1: {e}"),
-            source: Some(Box::new(e)),
+/// Rows the way `psql -A -t` prints them.
+fn psql_text(rows: &[Vec<Option<String>>]) -> String {
+    rows.iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| v.as_deref().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("|")
         })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves the state consistent (it is only ever replaced
-    // whole), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// 32 hex digits from the kernel's random source.
+fn generate_password() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| start_error(format!("cannot read /dev/urandom for a password: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn start_error(message: String) -> Error {
-    Error::TestDatabase {
-        name: None,
-        message: format!("cannot start the test server: {message}"),
-        source: None,
+/// True for `localhost`, a loopback address, or a Unix socket directory.
+fn is_loopback(host: &str) -> bool {
+    if host.starts_with('/') || host.eq_ignore_ascii_case("localhost") {
+        return true;
     }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::TestDatabase {
-        name: None,
-        message: format!("{what} {}: {e}", path.display()),
-        source: Some(Box::new(e)),
+/// A remote `TEST_DB_HOST` needs `TEST_DB_ALLOW_REMOTE=1` (or true/yes/on).
+fn check_remote(host: &str, allow: Option<&str>) -> Result<()> {
+    let allowed = allow.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    });
+    if is_loopback(host) || allowed {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "TEST_DB_HOST",
+            format!(
+                "`{host}` is not a loopback address, and the testkit creates and drops \
+                 databases on it; set {TEST_DB_ALLOW_REMOTE_ENV}=1 if that server is meant for \
+                 tests"
+            ),
+        ))
     }
-}
-
-/// Puts `name` in a psql error about the maintenance database.
-fn rename(e: Error, name: &str) -> Error {
-    match e {
-        Error::TestDatabase {
-            message, source, ..
-        } => Error::TestDatabase {
-            name: Some(name.to_string()),
-            message,
-            source,
-        },
-        other => other,
-    }
-}
-
-/// The last `n` lines of `text`.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(n);
-    let mut out = lines[start..].join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -1123,29 +661,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_encoding() {
-        assert_eq!(percent_encode("a b@c:/%"), "a%20b%40c%3A%2F%25");
-        assert_eq!(percent_encode("test_1"), "test_1");
+    fn psql_text_joins_like_psql() {
+        let rows = vec![
+            vec![Some("1".to_string()), None],
+            vec![Some("2".to_string()), Some("b".to_string())],
+        ];
+        assert_eq!(psql_text(&rows), "1|\n2|b");
+        assert_eq!(psql_text(&[]), "");
     }
 
     #[test]
-    fn tail_keeps_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(tail("", 2), "");
+    fn remote_hosts_need_the_opt_in() {
+        for host in [
+            "127.0.0.1",
+            "localhost",
+            "::1",
+            "[::1]",
+            "/var/run/postgresql",
+        ] {
+            assert!(check_remote(host, None).is_ok(), "{host}");
+        }
+        let e = check_remote("db.example.com", None).unwrap_err();
+        assert!(e.to_string().contains("TEST_DB_ALLOW_REMOTE"), "{e}");
+        assert!(check_remote("10.0.0.5", Some("0")).is_err());
+        assert!(check_remote("10.0.0.5", Some("1")).is_ok());
     }
 
     #[test]
-    fn bad_options_name_the_field() {
-        let o = TestServerOptions {
-            max_connections: 0,
-            ..TestServerOptions::default()
-        };
-        let e = validate_options(&o).unwrap_err();
-        assert!(matches!(e, Error::Configuration { ref field, .. } if field == "max_connections"));
-        let o = TestServerOptions::default().setting("x; rm", "1");
-        let e = validate_options(&o).unwrap_err();
-        assert!(e.to_string().contains("x; rm"), "{e}");
-        let o = TestServerOptions::default().start_timeout(Duration::ZERO);
-        assert!(validate_options(&o).is_err());
+    fn passwords_are_random_hex() {
+        let a = generate_password().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, generate_password().unwrap());
     }
 }

@@ -22,7 +22,11 @@ fn start_query_and_drop_leaves_nothing() {
     assert!(server.data_dir().unwrap().join("PG_VERSION").is_file());
     assert_eq!(server.socket_dir(), Some(dir.as_path()));
     assert!(dir.join(format!(".s.PGSQL.{}", server.port())).exists());
-    assert!(dir.starts_with(std::env::temp_dir().join("pgdbm-testkit")));
+    assert!(
+        dir.starts_with(std::env::temp_dir()) || dir.starts_with("/dev/shm"),
+        "{}",
+        dir.display()
+    );
     assert!(is_running(pid));
     assert!(processes_in(server.data_dir().unwrap()).contains(&pid));
 
@@ -199,9 +203,14 @@ fn config_and_url_work_with_a_real_driver() {
     assert_eq!(
         url,
         format!(
-            "postgresql://postgres:postgres@127.0.0.1:{}/{db}",
+            "postgresql://postgres:{}@127.0.0.1:{}/{db}",
+            server.password().unwrap(),
             server.port()
         )
+    );
+    assert_eq!(
+        server.display_url(&db),
+        format!("postgresql://postgres@127.0.0.1:{}/{db}", server.port())
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -301,6 +310,7 @@ fn fixed_port_in_use_is_a_clear_error() {
 #[test]
 fn test_db_host_selects_an_existing_server() {
     let server = TestServer::start().unwrap();
+    let password = server.password().unwrap().to_string();
     let run = |port: u16| -> (bool, String) {
         let out = Command::new(std::env::current_exe().unwrap())
             .args(["external_child", "--exact", "--ignored", "--nocapture"])
@@ -308,7 +318,7 @@ fn test_db_host_selects_an_existing_server() {
             .env("TEST_DB_HOST", "127.0.0.1")
             .env("TEST_DB_PORT", port.to_string())
             .env("TEST_DB_USER", "postgres")
-            .env("TEST_DB_PASSWORD", "postgres")
+            .env("TEST_DB_PASSWORD", &password)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -418,4 +428,82 @@ fn password_auth_and_tls_options() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("password authentication failed"));
     // The testkit's own helpers still work (they pass the password).
     assert_eq!(server.psql("postgres", "SELECT 1").unwrap(), "1");
+}
+
+/// The throwaway server checks passwords on TCP (only its private socket directory is
+/// trusted), the testkit refuses to drop a database it did not create, and a remote
+/// `TEST_DB_HOST` needs `TEST_DB_ALLOW_REMOTE`.
+#[test]
+fn safety_password_marker_and_remote_host() {
+    let server = TestServer::shared().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let connect = |password: &str| {
+            let mut c = tokio_postgres::Config::new();
+            c.host("127.0.0.1")
+                .port(server.port())
+                .user("postgres")
+                .dbname("postgres")
+                .password(password);
+            async move {
+                c.connect(tokio_postgres::NoTls)
+                    .await
+                    .map(|(client, _)| client)
+            }
+        };
+        let err = match connect("").await {
+            Ok(_) => panic!("TCP without the password was accepted"),
+            Err(e) => e,
+        };
+        assert!(format!("{err:?}").contains("password"), "{err:?}");
+        assert!(connect("postgres").await.is_err());
+        assert!(connect(server.password().unwrap()).await.is_ok());
+    });
+
+    // An unmarked database (created behind the testkit's back) is not dropped.
+    let name = unique_database_name("unmarked_").unwrap();
+    server
+        .psql("postgres", &format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let err = server.drop_database(&name).unwrap_err();
+    assert!(err.to_string().contains("refusing to drop"), "{err}");
+    assert_eq!(
+        server
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'")
+            )
+            .unwrap(),
+        "1"
+    );
+    server
+        .psql("postgres", &format!("DROP DATABASE {name}"))
+        .unwrap();
+
+    // A marked one is dropped, also from async code.
+    let marked = unique_database_name("marked_").unwrap();
+    rt.block_on(async {
+        server.create_database_async(&marked).await.unwrap();
+        server.drop_database_async(&marked).await.unwrap();
+    });
+    assert_eq!(
+        server
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_database WHERE datname = '{marked}'")
+            )
+            .unwrap(),
+        "0"
+    );
+
+    // A remote host without the opt-in is a configuration error naming the variable.
+    let mut config = pgdbm_testkit::TestConfig::default();
+    config.host = "192.0.2.1".to_string();
+    if std::env::var_os("TEST_DB_ALLOW_REMOTE").is_none() {
+        let err = TestServer::external(&config).unwrap_err();
+        assert!(err.to_string().contains("TEST_DB_ALLOW_REMOTE"), "{err}");
+    }
 }

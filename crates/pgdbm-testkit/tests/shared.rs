@@ -67,3 +67,37 @@ fn shared_three() {
 fn shared_four() {
     check_same_server_and_use_it();
 }
+
+/// A test that panics keeps its database and prints its name.
+#[test]
+fn a_panicking_test_keeps_its_database() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let name = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = std::sync::Arc::clone(&name);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let db = pgdbm_testkit::TestDatabase::create(Some("panics"))
+                .await
+                .unwrap();
+            *seen.lock().unwrap() = db.name().to_string();
+            panic!("the test body fails");
+        })
+    }));
+    assert!(result.is_err());
+    let name = name.lock().unwrap().clone();
+    let server = TestServer::shared().unwrap();
+    let count = |n: &str| {
+        server
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_database WHERE datname = '{n}'"),
+            )
+            .unwrap()
+    };
+    assert_eq!(count(&name), "1", "{name} was dropped");
+    server.drop_database(&name).unwrap();
+    assert_eq!(count(&name), "0");
+}

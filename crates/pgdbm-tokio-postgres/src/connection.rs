@@ -25,9 +25,6 @@ use crate::json;
 use crate::row::PgRow;
 use crate::wire::{Batch, Session, TxStatus};
 
-/// Longest SQL text (in characters) recorded in tracing spans.
-const TRACED_SQL: usize = 200;
-
 /// What a full session reset runs (asyncpg's reset plus temp objects and sequences); then
 /// `init_commands` again, in the same round trip.
 const FULL_RESET: &str = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; \

@@ -55,11 +55,11 @@ pub use pgdbm_core::{
     QueryParams, QueryPatterns, QueryPlan, QueryRecord, ResetPolicy, Result, Row, RowOf, Savepoint,
     SslMode, SystemClock, TableSize, Transaction,
 };
+pub use pgdbm_core::{percent_encode, ConfigBuilder, TableName};
 pub use pgdbm_core::{
     BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
     Stream,
 };
-pub use pgdbm_core::{percent_encode, ConfigBuilder, TableName};
 pub use pgdbm_core::{Executor, IsolationLevel, Retried, SqlState, TransactionOptions};
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgCopyRow, PgRow};

@@ -15,9 +15,9 @@ mod connection;
 mod context;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod schema_setup;
 mod stream;
 mod telemetry;
-mod schema_setup;
 mod transaction;
 
 pub use connection::DbConnection;
