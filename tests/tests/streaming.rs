@@ -181,10 +181,10 @@ async fn copy_out_round_trips<P: Pool>() {
         .iter()
         .map(|r| {
             (
-                r.try_get(&"id").unwrap(),
-                r.try_get(&"name").unwrap(),
-                r.try_get(&2usize).unwrap(),
-                r.try_get(&3usize).unwrap(),
+                r.try_get("id").unwrap(),
+                r.try_get("name").unwrap(),
+                r.try_get(2usize).unwrap(),
+                r.try_get(3usize).unwrap(),
             )
         })
         .collect();
