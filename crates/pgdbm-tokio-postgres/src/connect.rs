@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::connection::{ConnSettings, PgConnection};
 use crate::errors::classify;
+use crate::probe::SocketProbe;
 use crate::tls;
 use crate::wire::{Batch, Session, WireShim};
 
@@ -185,6 +186,11 @@ impl Target {
     /// rustls configuration of [`tls::connector`] (server name = `host`), `'N'` means plain
     /// text for `Prefer` and an error for the stricter modes. TCP streams get `TCP_NODELAY`.
     pub(crate) async fn open(&self) -> std::io::Result<Box<dyn Io>> {
+        self.open_probed().await.map(|(stream, _)| stream)
+    }
+
+    /// [`open`](Self::open), plus a [`SocketProbe`] on the stream's socket (below TLS).
+    pub(crate) async fn open_probed(&self) -> std::io::Result<(Box<dyn Io>, Option<SocketProbe>)> {
         if self.host.starts_with('/') {
             return open_unix(&self.host, self.port).await;
         }
@@ -200,11 +206,12 @@ impl Target {
                 format!("error setting TCP keepalive options: {e}"),
             )
         })?;
+        let probe = probe_of(&tcp);
         let Some(tls) = &self.tls else {
-            return Ok(Box::new(tcp));
+            return Ok((Box::new(tcp), probe));
         };
         if self.ssl_mode == SslMode::Disable {
-            return Ok(Box::new(tcp));
+            return Ok((Box::new(tcp), probe));
         }
         tcp.write_all(&SSL_REQUEST).await?;
         let mut answer = [0u8; 1];
@@ -220,9 +227,9 @@ impl Target {
                 let stream = TlsConnect::connect(connect, tcp).await.map_err(|e| {
                     std::io::Error::new(e.kind(), format!("error performing TLS handshake: {e}"))
                 })?;
-                Ok(Box::new(stream))
+                Ok((Box::new(stream), probe))
             }
-            b'N' if self.ssl_mode == SslMode::Prefer => Ok(Box::new(tcp)),
+            b'N' if self.ssl_mode == SslMode::Prefer => Ok((Box::new(tcp), probe)),
             b'N' => Err(std::io::Error::other(format!(
                 "error performing TLS handshake: the server does not support TLS but ssl_mode = {:?} requires it",
                 self.ssl_mode
@@ -236,7 +243,17 @@ impl Target {
 }
 
 #[cfg(unix)]
-async fn open_unix(dir: &str, port: u16) -> std::io::Result<Box<dyn Io>> {
+fn probe_of(stream: &impl std::os::fd::AsFd) -> Option<SocketProbe> {
+    SocketProbe::of(stream)
+}
+
+#[cfg(not(unix))]
+fn probe_of<T>(_stream: &T) -> Option<SocketProbe> {
+    None
+}
+
+#[cfg(unix)]
+async fn open_unix(dir: &str, port: u16) -> std::io::Result<(Box<dyn Io>, Option<SocketProbe>)> {
     let path = format!("{dir}/.s.PGSQL.{port}");
     let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
         std::io::Error::new(
@@ -244,11 +261,12 @@ async fn open_unix(dir: &str, port: u16) -> std::io::Result<Box<dyn Io>> {
             format!("error connecting to server at {path}: {e}"),
         )
     })?;
-    Ok(Box::new(stream))
+    let probe = probe_of(&stream);
+    Ok((Box::new(stream), probe))
 }
 
 #[cfg(not(unix))]
-async fn open_unix(dir: &str, _port: u16) -> std::io::Result<Box<dyn Io>> {
+async fn open_unix(dir: &str, _port: u16) -> std::io::Result<(Box<dyn Io>, Option<SocketProbe>)> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         format!("host {dir} is a Unix socket directory, which this platform does not support"),
@@ -295,14 +313,14 @@ async fn connect_host(
     let session = Arc::new(Session::default());
 
     let connected = tokio::time::timeout(limit, async {
-        let stream = target.open().await.map_err(ConnectFailure::Io)?;
+        let (stream, probe) = target.open_probed().await.map_err(ConnectFailure::Io)?;
         let shim = WireShim::new(stream, batch.clone(), session.clone());
         let (client, conn) = pg
             .connect_raw(shim, NoTls)
             .await
             .map_err(ConnectFailure::Pg)?;
         let task = spawn_connection(conn, session.clone());
-        Ok::<_, ConnectFailure>((client, task))
+        Ok::<_, ConnectFailure>((client, task, probe))
     })
     .await;
     let client = match connected {
@@ -325,7 +343,7 @@ async fn connect_host(
         }
         Ok(Ok(connected)) => connected,
     };
-    let (client, task) = client;
+    let (client, task, probe) = client;
 
     let endpoint = format!("{host}:{port}/{database}");
     let conn = PgConnection::from_parts(
@@ -336,7 +354,8 @@ async fn connect_host(
         task,
         settings.clone(),
         endpoint,
-    );
+    )
+    .with_probe(probe);
     for (i, cmd) in config.init_commands.iter().enumerate() {
         let run = tokio::time::timeout(limit, conn.client().batch_execute(cmd)).await;
         let (message, source): (String, Option<BoxError>) = match run {

@@ -22,6 +22,7 @@ use crate::connect::Target;
 use crate::deadline::{deadline_of, Bounded, CANCEL_GRACE};
 use crate::errors::{client_error, params_shown, query_error};
 use crate::json;
+use crate::probe::{SocketProbe, SocketState};
 use crate::row::PgRow;
 use crate::wire::{Batch, Session, TxStatus};
 
@@ -122,6 +123,8 @@ pub struct PgConnection {
     broken: AtomicBool,
     /// `host:port/database`, for messages.
     endpoint: String,
+    /// Peeks at the socket at checkout (`None` where the platform has no file descriptors).
+    probe: Option<SocketProbe>,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -193,6 +196,7 @@ impl PgConnection {
             in_flight: Arc::new(AtomicBool::new(false)),
             broken: AtomicBool::new(false),
             endpoint,
+            probe: None,
         }
     }
 
@@ -374,6 +378,20 @@ impl PgConnection {
                 ))
             }
         }
+    }
+
+    /// Gives the connection a probe on its socket (see [`socket_state`](Self::socket_state)).
+    pub(crate) fn with_probe(mut self, probe: Option<SocketProbe>) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// A non-blocking look at the socket: bytes waiting or the peer gone on a connection that
+    /// should be idle (see [`crate::recycle`]). `Quiet` when the socket cannot be probed.
+    pub(crate) fn socket_state(&self) -> SocketState {
+        self.probe
+            .as_ref()
+            .map_or(SocketState::Quiet, SocketProbe::state)
     }
 
     /// True when the connection is closed (the server or network ended it, or an I/O error or an

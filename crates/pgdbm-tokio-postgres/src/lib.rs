@@ -72,6 +72,7 @@ mod json;
 mod listen;
 mod metrics;
 mod pooled;
+mod probe;
 mod recycle;
 mod row;
 mod stream;

@@ -3,7 +3,7 @@
 //! feature the calls compile to nothing.
 
 /// Counts one connection closed (or refused for reuse) for `reason`: `broken`,
-/// `reset_failed`, `no_runtime`, `max_queries`, `max_lifetime`, `idle`, `liveness_failed`.
+/// `reset_failed`, `no_runtime`, `max_queries`, `max_lifetime`, `idle`, `liveness_failed`, `peer_closed`.
 #[inline]
 pub(crate) fn connection_closed(reason: &'static str) {
     #[cfg(feature = "metrics")]

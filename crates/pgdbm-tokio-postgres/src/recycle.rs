@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use pgdbm_core::{Config, Error, Result};
 
 use crate::connection::PgConnection;
+use crate::probe::SocketState;
 
 /// When a pooled connection may be reused. Shared by `pgdbm-deadpool` and `pgdbm-bb8`.
 #[derive(Debug, Clone)]
@@ -58,7 +59,8 @@ fn reject(label: &'static str, reason: String) -> Error {
 /// In order: a broken connection, `max_queries` reached, `max_lifetime` exceeded or idle longer
 /// than `max_idle` are rejected; a connection that still [needs a reset](PgConnection::needs_reset)
 /// is reset (the release path normally did that already, see [`Pooled`](crate::Pooled)); one
-/// idle longer than `liveness_after` gets a liveness check. Both are bounded by
+/// idle longer than `liveness_after`, or whose socket holds unread bytes, gets a liveness check
+/// (a socket the server closed is rejected at once). Both are bounded by
 /// `reset_timeout`. A connection that passes is marked as checked out by a new borrower.
 pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<()> {
     if conn.is_broken() {
@@ -97,12 +99,18 @@ pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<
             ),
         ));
     }
+    // An idle connection's socket should hold nothing: bytes waiting (often the server's
+    // FATAL goodbye the connection task has not read yet) call for a round trip before reuse.
+    let state = conn.socket_state();
+    if state == SocketState::Closed {
+        return Err(reject("peer_closed", "the server closed it".to_string()));
+    }
     // The rare paths are boxed, so the checkout future that embeds this one stays small.
     if conn.needs_reset() {
         Box::pin(conn.reset(policy.reset_timeout))
             .await
             .map_err(|e| reject("reset_failed", format!("resetting it failed: {e}")))?;
-    } else if idle >= policy.liveness_after {
+    } else if idle >= policy.liveness_after || state == SocketState::Pending {
         Box::pin(conn.check_alive(policy.reset_timeout))
             .await
             .map_err(|e| reject("liveness_failed", format!("liveness check failed: {e}")))?;
