@@ -52,8 +52,14 @@ async fn from_env_then_changing_a_field_connects_with_it<P: Pool>() {
     let db_b = unique_database_name("cfg_env_b").unwrap();
     server.create_database(&db_b).unwrap();
     let role = format!("r_{db_a}");
+    // The same password as the server's user: TCP needs one (SCRAM), and the test changes
+    // only the user field.
+    let password = server.password().unwrap_or_default().replace('\'', "''");
     server
-        .psql(&db_a, &format!("CREATE ROLE \"{role}\" LOGIN"))
+        .psql(
+            &db_a,
+            &format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"),
+        )
         .unwrap();
     let url = format!(
         "{}?sslmode=disable&application_name=from_url&options=-c%20work_mem%3D8MB",

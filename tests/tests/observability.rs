@@ -156,7 +156,8 @@ fn metrics_of(ns: &str) -> HashMap<String, f64> {
         let name = format!("{}{{{}}}", key.name(), labels.join(","));
         let entry = seen.entry((owner, name)).or_insert(0.0);
         match value {
-            DebugValue::Counter(c) => *entry = c as f64,
+            // The debugging recorder drains counters (and gauges) at each snapshot.
+            DebugValue::Counter(c) => *entry += c as f64,
             DebugValue::Gauge(g) => *entry = g.into_inner(),
             DebugValue::Histogram(h) => *entry += h.len() as f64,
         }
@@ -167,7 +168,12 @@ fn metrics_of(ns: &str) -> HashMap<String, f64> {
         .collect()
 }
 
+/// The debugging recorder is process-wide and a snapshot drains it: one metrics test at a
+/// time, so one test's snapshot never takes another's values.
+static METRICS_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn metrics_follow_the_pool_and_the_queries<P: Pool>() {
+    let _one_at_a_time = METRICS_TESTS.lock().await;
     let _ = snapshotter();
     let config = fresh_config("metrics").unwrap();
     let ns = config.database.clone();

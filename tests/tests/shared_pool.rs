@@ -192,7 +192,12 @@ async fn schema_created_on_connect<P: Pool>() {
     server
         .psql(
             &config.database,
-            &format!("CREATE ROLE \"{role}\" LOGIN; GRANT USAGE ON SCHEMA brand_new TO \"{role}\""),
+            // TCP needs a password (SCRAM): the server user's, since only `user` changes.
+            &format!(
+                "CREATE ROLE \"{role}\" LOGIN PASSWORD '{}'; \
+                 GRANT USAGE ON SCHEMA brand_new TO \"{role}\"",
+                server.password().unwrap_or_default().replace('\'', "''")
+            ),
         )
         .unwrap();
     let mut limited = config.clone();
