@@ -9,7 +9,7 @@
 use pgdbm::{Bb8Db, Config, DeadpoolDb, FromRow};
 use pgdbm_testkit::{unique_database_name, TestServer};
 
-const SQL: &str = "SELECT id, name FROM bench_users WHERE id = $1";
+const SQL: &str = "SELECT id, name FROM profile_users WHERE id = $1";
 
 #[derive(FromRow)]
 #[allow(dead_code)] // read only by the mapping
@@ -43,10 +43,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(connection);
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS bench_users (id INT PRIMARY KEY, name TEXT);
-             INSERT INTO bench_users SELECT g, 'user ' || g FROM generate_series(1, 1000) g
+            "CREATE TABLE IF NOT EXISTS profile_users (id INT PRIMARY KEY, name TEXT);
+             INSERT INTO profile_users SELECT g, 'user ' || g FROM generate_series(1, 1000) g
              ON CONFLICT DO NOTHING;
-             ANALYZE bench_users;",
+             ANALYZE profile_users;",
         )
         .await?;
 
