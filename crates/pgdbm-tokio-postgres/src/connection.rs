@@ -887,6 +887,7 @@ impl Connection for PgConnection {
     fn clear_statement_cache(&mut self) {
         self.cache.clear();
     }
+
     type CopyRow = crate::PgCopyRow;
 
     async fn query_stream(

@@ -251,6 +251,7 @@ impl<G: PoolGuard> Connection for Pooled<G> {
     fn clear_statement_cache(&mut self) {
         self.conn_mut().clear_statement_cache()
     }
+
     type CopyRow = crate::PgCopyRow;
 
     async fn query_stream(
