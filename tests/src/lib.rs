@@ -58,3 +58,29 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// The Python with pgdbm 0.5 installed for the interop tests: `PGDBM_PYTHON`, else the venv
+/// `scripts/setup` makes in `target/py-interop`. `None` (after printing SKIPPED) when there is
+/// none; a panic instead when `PGDBM_REQUIRE_PYTHON=1` (CI), so the tests cannot skip there.
+pub fn python_with_pgdbm(what: &str) -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("PGDBM_PYTHON") {
+        return Some(std::path::PathBuf::from(p));
+    }
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-interop/bin/python");
+    let usable = venv.exists()
+        && std::process::Command::new(&venv)
+            .args(["-c", "import pgdbm"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if usable {
+        return Some(venv);
+    }
+    if std::env::var("PGDBM_REQUIRE_PYTHON").as_deref() == Ok("1") {
+        panic!("PGDBM_REQUIRE_PYTHON=1 but no Python with pgdbm: run scripts/setup or set PGDBM_PYTHON");
+    }
+    eprintln!(
+        "SKIPPED: no Python with pgdbm installed (run scripts/setup, or set PGDBM_PYTHON); {what} did not run"
+    );
+    None
+}

@@ -23,26 +23,6 @@ async def main(path, name, content, auto):
 asyncio.run(main(*sys.argv[1:5]))
 "#;
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("PGDBM_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-interop/bin/python");
-    let usable = venv.exists()
-        && Command::new(&venv)
-            .args(["-c", "import pgdbm"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if usable {
-        return Some(venv);
-    }
-    if std::env::var("PGDBM_REQUIRE_PYTHON").as_deref() == Ok("1") {
-        panic!("PGDBM_REQUIRE_PYTHON=1 but no Python with pgdbm: run scripts/setup or set PGDBM_PYTHON");
-    }
-    eprintln!("SKIPPED: no Python with pgdbm installed (run scripts/setup, or set PGDBM_PYTHON)");
-    None
-}
-
 /// The local wall-clock time as `YYYYMMDD_HHMMSS`, from `date` (a source independent of the
 /// code under test).
 fn local_now() -> String {
@@ -69,7 +49,10 @@ const CASES: &[(&str, &str, bool)] = &[
 ];
 
 async fn create_migration_matches_python<P: Pool>() {
-    let Some(py) = python() else { return };
+    let Some(py) = pgdbm_integration_tests::python_with_pgdbm("the create_migration parity test")
+    else {
+        return;
+    };
     let config = fresh_config("py_create").unwrap();
     let db = Database::<P>::connect(config).await.unwrap();
     let base = std::env::temp_dir().join(format!(

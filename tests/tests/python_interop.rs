@@ -35,30 +35,6 @@ async def main(url, path, module, schema):
 asyncio.run(main(*sys.argv[1:5]))
 "#;
 
-fn python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("PGDBM_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-interop/bin/python");
-    let usable = venv.exists()
-        && Command::new(&venv)
-            .args(["-c", "import pgdbm"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-    if usable {
-        return Some(venv);
-    }
-    if std::env::var("PGDBM_REQUIRE_PYTHON").as_deref() == Ok("1") {
-        panic!("PGDBM_REQUIRE_PYTHON=1 but no Python with pgdbm: run scripts/setup or set PGDBM_PYTHON");
-    }
-    eprintln!(
-        "SKIPPED: no Python with pgdbm installed (run scripts/setup, or set PGDBM_PYTHON); \
-         the Python interop test did not run"
-    );
-    None
-}
-
 /// Runs Python pgdbm's `apply_pending_migrations`; returns (status, applied filenames).
 fn py_apply(py: &Path, url: &str, dir: &Path, module: &str, schema: &str) -> (String, Vec<String>) {
     let out = Command::new(py)
@@ -104,7 +80,9 @@ const M3: &str = "-- a third step\nCREATE INDEX orders_user_idx ON {{tables.orde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_then_rust_then_python() {
-    let Some(py) = python() else { return };
+    let Some(py) = pgdbm_integration_tests::python_with_pgdbm("the Python interop test") else {
+        return;
+    };
     let test_db = TestDatabase::create(Some("pyinterop")).await.unwrap();
     let url = test_db.server().connection_url(test_db.name());
     let base = tempdir("interop");
@@ -202,7 +180,9 @@ async fn python_then_rust_then_python() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_rust_exclude_each_other() {
-    let Some(py) = python() else { return };
+    let Some(py) = pgdbm_integration_tests::python_with_pgdbm("the Python interop test") else {
+        return;
+    };
     let test_db = TestDatabase::create(Some("pylock")).await.unwrap();
     let url = test_db.server().connection_url(test_db.name());
     let dir = tempdir("interop_lock");
