@@ -40,6 +40,9 @@ const KNOWN_PARAMS: &[&str] = &[
     "keepalives_interval",
     "keepalives_count",
     "tcp_user_timeout",
+    "hostaddr",
+    "target_session_attrs",
+    "load_balance_hosts",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -448,6 +451,8 @@ pub(crate) struct ParamSink {
     config: Config,
     hosts: Option<Vec<String>>,
     ports: Option<Vec<Option<u16>>>,
+    /// `hostaddr` entries (`None` = an empty entry: resolve that host's name).
+    hostaddrs: Option<Vec<Option<std::net::IpAddr>>>,
     /// Where the values come from, for error messages ("connection URL", "environment").
     source: &'static str,
 }
@@ -459,6 +464,7 @@ impl ParamSink {
             config: base,
             hosts: None,
             ports: None,
+            hostaddrs: None,
             source,
         }
     }
@@ -475,6 +481,35 @@ impl ParamSink {
                     .map(|p| parse_port(p.trim()))
                     .collect::<Result<Vec<_>>>()?;
                 self.ports = Some(ports);
+            }
+            "hostaddr" => {
+                let addrs = value
+                    .split(',')
+                    .enumerate()
+                    .map(|(i, a)| parse_hostaddr(source, i, a.trim()))
+                    .collect::<Result<Vec<_>>>()?;
+                self.hostaddrs = Some(addrs);
+            }
+            "target_session_attrs" => {
+                c.target_session_attrs = value.parse().map_err(|_| {
+                    Error::config(
+                        "target_session_attrs",
+                        format!(
+                            "the {source} has a target_session_attrs that is not one of any, \
+                             read-write, read-only, primary, standby, prefer-standby"
+                        ),
+                    )
+                })?
+            }
+            "load_balance_hosts" => {
+                c.load_balance_hosts = value.parse().map_err(|_| {
+                    Error::config(
+                        "load_balance_hosts",
+                        format!(
+                            "the {source} has a load_balance_hosts that is not disable or random"
+                        ),
+                    )
+                })?
             }
             "dbname" => c.database = value.to_string(),
             "user" => c.user = value.to_string(),
@@ -575,13 +610,44 @@ impl ParamSink {
         })
     }
 
-    /// Combines hosts and ports and returns the config. Without `host` and `port` parameters
-    /// the base config's hosts are kept.
+    /// Combines hosts, ports and addresses as libpq does and returns the config. Without
+    /// `host`, `hostaddr` and `port` parameters the base config's hosts are kept; `hostaddr`
+    /// without `host` makes the addresses the host names too; `host` without `hostaddr`
+    /// clears the base config's addresses (they belonged to its hosts).
     pub(crate) fn finish(mut self) -> Result<Config> {
-        if self.hosts.is_none() && self.ports.is_none() {
+        if self.hosts.is_none() && self.ports.is_none() && self.hostaddrs.is_none() {
             return Ok(self.config);
         }
         let default_port = Config::default().port;
+        if self.hosts.is_none() {
+            if let Some(addrs) = &self.hostaddrs {
+                let names = addrs
+                    .iter()
+                    .map(|a| a.map(|a| a.to_string()).unwrap_or_default())
+                    .collect();
+                self.hosts = Some(names);
+            }
+        }
+        match (&self.hosts, self.hostaddrs.take()) {
+            (Some(hosts), Some(addrs)) if addrs.len() != hosts.len() => {
+                return Err(Error::config(
+                    "hostaddr",
+                    format!(
+                        "the {} has {} hostaddr entries for {} hosts; give one address per host \
+                         (an empty entry resolves that host's name)",
+                        self.source,
+                        addrs.len(),
+                        hosts.len()
+                    ),
+                ))
+            }
+            (_, Some(addrs)) => self.config.hostaddr = addrs,
+            (Some(_), None) => self.config.hostaddr.clear(),
+            (None, None) => {}
+        }
+        if self.hosts.is_none() && self.ports.is_none() {
+            return Ok(self.config);
+        }
         let keep_fallbacks = self.hosts.is_none();
         let hosts = self.hosts.unwrap_or_else(|| vec![self.config.host.clone()]);
         let ports = self.ports.unwrap_or_default();
@@ -621,6 +687,24 @@ impl ParamSink {
         }
         Ok(self.config)
     }
+}
+
+/// Parses entry `index` (0-based) of `hostaddr`: empty (resolve the host name) or a numeric
+/// IPv4 / IPv6 address. The error names the entry, not its text.
+fn parse_hostaddr(source: &str, index: usize, a: &str) -> Result<Option<std::net::IpAddr>> {
+    if a.is_empty() {
+        return Ok(None);
+    }
+    a.parse().map(Some).map_err(|_| {
+        Error::config(
+            "hostaddr",
+            format!(
+                "entry {} of hostaddr in the {source} is not a numeric IP address; hostaddr \
+                 takes addresses such as 10.0.0.5 or ::1 (names go in host)",
+                index + 1
+            ),
+        )
+    })
 }
 
 /// Parses a port; an empty string means "default". The error never echoes the text.
@@ -970,6 +1054,9 @@ pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         ("PGSSLCERT", "sslcert"),
         ("PGSSLKEY", "sslkey"),
         ("PGOPTIONS", "options"),
+        ("PGHOSTADDR", "hostaddr"),
+        ("PGTARGETSESSIONATTRS", "target_session_attrs"),
+        ("PGLOADBALANCEHOSTS", "load_balance_hosts"),
     ];
     let mut sink = ParamSink::new("environment", Config::default());
     for (var, key) in VARS {
@@ -1196,6 +1283,104 @@ mod tests {
     }
 
     #[test]
+    fn multi_host_parameters_follow_libpq() {
+        use crate::config::{LoadBalanceHosts, TargetSessionAttrs};
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // One port per host, one port for all, empty entries are the defaults.
+        let c = Config::from_url("host=a,b port=5432,5433").unwrap();
+        assert_eq!(c.hosts(), vec![("a".into(), 5432), ("b".into(), 5433)]);
+        let c = Config::from_url("host=a,b,c port=6000").unwrap();
+        assert_eq!(
+            c.hosts(),
+            vec![("a".into(), 6000), ("b".into(), 6000), ("c".into(), 6000)]
+        );
+        let c = Config::from_url("host=a,,c port=1,,3").unwrap();
+        assert_eq!(
+            c.hosts(),
+            vec![("a".into(), 1), ("localhost".into(), 5432), ("c".into(), 3)]
+        );
+        let (f, _) = cfg_err(Config::from_url("host=a,b,c port=1,2"));
+        assert_eq!(f, "port");
+        // hostaddr pairs with host by position; an empty entry resolves that host's name.
+        let c = Config::from_url("host=db1,db2 hostaddr=10.0.0.1, port=5432").unwrap();
+        assert_eq!(c.hostaddr, vec![Some(ip("10.0.0.1")), None]);
+        assert_eq!(c.host_specs()[0].host, "db1");
+        assert_eq!(c.host_specs()[0].hostaddr, Some(ip("10.0.0.1")));
+        assert_eq!(c.host_specs()[1].hostaddr, None);
+        // hostaddr alone: the addresses are the names too.
+        let c = Config::from_url("hostaddr=127.0.0.1,::1 port=1,2").unwrap();
+        assert_eq!(c.hosts(), vec![("127.0.0.1".into(), 1), ("::1".into(), 2)]);
+        assert_eq!(c.hostaddr, vec![Some(ip("127.0.0.1")), Some(ip("::1"))]);
+        let c = Config::from_url("postgresql://u@h1,h2/db?hostaddr=10.0.0.1,10.0.0.2").unwrap();
+        assert_eq!(c.hostaddr.len(), 2);
+        let (f, m) = cfg_err(Config::from_url("host=a,b hostaddr=10.0.0.1"));
+        assert_eq!(f, "hostaddr");
+        assert!(m.contains("1 hostaddr entries for 2 hosts"), "{m}");
+        let (f, m) = cfg_err(Config::from_url("host=a hostaddr=db.example.com"));
+        assert_eq!(f, "hostaddr");
+        assert!(m.contains("entry 1") && !m.contains("example"), "{m}");
+        // Hosts given again without hostaddr drop the old addresses (they were for old hosts).
+        let mut c = Config::from_url("host=a hostaddr=10.0.0.1").unwrap();
+        c.apply_url("host=b,c").unwrap();
+        assert!(c.hostaddr.is_empty());
+        // A port alone keeps the hosts and their addresses.
+        c.apply_url("host=a hostaddr=10.0.0.1").unwrap();
+        c.apply_url("port=7").unwrap();
+        assert_eq!((c.port, c.hostaddr.len()), (7, 1));
+
+        let c = Config::from_url(
+            "postgresql://u@a:1,b:2/db?target_session_attrs=read-write&load_balance_hosts=random",
+        )
+        .unwrap();
+        assert_eq!(c.target_session_attrs, TargetSessionAttrs::ReadWrite);
+        assert_eq!(c.load_balance_hosts, LoadBalanceHosts::Random);
+        for attrs in [
+            "any",
+            "read-write",
+            "read-only",
+            "primary",
+            "standby",
+            "prefer-standby",
+        ] {
+            let c = Config::from_url(&format!("host=a target_session_attrs={attrs}")).unwrap();
+            assert_eq!(c.target_session_attrs.as_str(), attrs);
+        }
+        let (f, _) = cfg_err(Config::from_url("host=a target_session_attrs=master"));
+        assert_eq!(f, "target_session_attrs");
+        let (f, _) = cfg_err(Config::from_url("postgres://a/db?load_balance_hosts=rr"));
+        assert_eq!(f, "load_balance_hosts");
+    }
+
+    #[test]
+    fn multi_host_settings_survive_the_dsn() {
+        use crate::config::{LoadBalanceHosts, TargetSessionAttrs};
+        let mut c = Config::from_url("host=db1,db2,::1 port=5432,5433,5434 hostaddr=10.0.0.1,,::1")
+            .unwrap();
+        c.password = Some("pw".into());
+        c.target_session_attrs = TargetSessionAttrs::PreferStandby;
+        c.load_balance_hosts = LoadBalanceHosts::Random;
+        let dsn = c.dsn_with(|_| None).unwrap();
+        assert!(
+            dsn.contains("target_session_attrs=prefer-standby")
+                && dsn.contains("load_balance_hosts=random"),
+            "{dsn}"
+        );
+        let back = Config::from_url(&dsn).unwrap();
+        assert_eq!(back.host_specs(), c.host_specs());
+        assert_eq!(back.target_session_attrs, c.target_session_attrs);
+        assert_eq!(back.load_balance_hosts, c.load_balance_hosts);
+        // Defaults add nothing to the URL.
+        assert!(!Config::default().dsn_masked_with(|_| None).contains('?'));
+        let shown = c.to_string();
+        assert!(
+            shown.contains("target_session_attrs=prefer-standby"),
+            "{shown}"
+        );
+        assert!(!shown.contains("pw"), "{shown}");
+    }
+
+    #[test]
     fn keyword_value_errors() {
         let (f, m) = cfg_err(Config::from_url("host=h password='sekrit"));
         assert_eq!(f, "password");
@@ -1246,8 +1431,20 @@ mod tests {
             ("PGSSLCERT", "/cert"),
             ("PGSSLKEY", "/key"),
             ("PGOPTIONS", "-c work_mem=64MB"),
+            ("PGHOSTADDR", "10.0.0.1,10.0.0.2"),
+            ("PGTARGETSESSIONATTRS", "read-only"),
+            ("PGLOADBALANCEHOSTS", "random"),
         ]))
         .unwrap();
+        assert_eq!(c.hostaddr.len(), 2);
+        assert_eq!(
+            c.target_session_attrs,
+            crate::config::TargetSessionAttrs::ReadOnly
+        );
+        assert_eq!(
+            c.load_balance_hosts,
+            crate::config::LoadBalanceHosts::Random
+        );
         assert_eq!(c.hosts(), vec![("pg1".into(), 6000), ("pg2".into(), 6000)]);
         assert_eq!((c.database.as_str(), c.user.as_str()), ("app", "me"));
         assert_eq!(c.password.as_deref(), Some("pw"));
@@ -1279,10 +1476,13 @@ mod tests {
 
     #[test]
     fn env_errors_name_field_and_variable() {
-        let cases: [(&str, &str, &str); 4] = [
+        let cases: [(&str, &str, &str); 7] = [
             ("PGPORT", "nope", "port"),
             ("PGSSLMODE", "bogus", "ssl_mode"),
             ("PGCONNECT_TIMEOUT", "-1", "connect_timeout"),
+            ("PGTARGETSESSIONATTRS", "master", "target_session_attrs"),
+            ("PGLOADBALANCEHOSTS", "yes", "load_balance_hosts"),
+            ("PGHOSTADDR", "db", "hostaddr"),
             (
                 "DATABASE_URL",
                 "postgres://h/db?xyzzy=1",

@@ -1,8 +1,13 @@
-//! Opening connections: hosts in order, TLS, server settings at startup, init commands, retries.
+//! Opening connections: hosts in order (or shuffled), each address of a host, TLS, server
+//! settings at startup, the `target_session_attrs` check, init commands, retries.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use pgdbm_core::{BoxError, Config, Error, Result, RetrySchedule, SslMode};
+use pgdbm_core::{
+    BoxError, Config, Error, HostSpec, Result, RetrySchedule, ServerState, SslMode,
+    TargetSessionAttrs,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -17,6 +22,13 @@ use crate::probe::SocketProbe;
 use crate::tls;
 use crate::wire::{Batch, Session, WireShim};
 
+mod addresses;
+mod failures;
+mod target_check;
+
+use addresses::{addresses_of, random_below, Address};
+use failures::Failures;
+
 /// One failed attempt.
 struct AttemptError {
     host: String,
@@ -26,6 +38,9 @@ struct AttemptError {
     source: Option<BoxError>,
     /// Retrying cannot help (wrong password, unknown database, bad configuration...).
     permanent: bool,
+    /// The server answered but is not the kind `target_session_attrs` asks for (or the check
+    /// failed): the next host is tried, not the next address of this one.
+    rejected: bool,
 }
 
 impl AttemptError {
@@ -133,6 +148,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 pub(crate) struct Target {
     host: String,
     port: u16,
+    /// The resolved address the connection was opened to (`None` for a Unix socket): cancel
+    /// requests go to this exact address, with no second name lookup.
+    addr: Option<SocketAddr>,
     ssl_mode: SslMode,
     tls: Option<MakeRustlsConnect>,
     socket: SocketOptions,
@@ -191,14 +209,12 @@ impl Target {
 
     /// [`open`](Self::open), plus a [`SocketProbe`] on the stream's socket (below TLS).
     pub(crate) async fn open_probed(&self) -> std::io::Result<(Box<dyn Io>, Option<SocketProbe>)> {
-        if self.host.starts_with('/') {
+        if self.addr.is_none() && self.host.starts_with('/') {
             return open_unix(&self.host, self.port).await;
         }
-        let mut tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| {
-                std::io::Error::new(e.kind(), format!("error connecting to server: {e}"))
-            })?;
+        let mut tcp = self.connect_tcp().await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("error connecting to server: {e}"))
+        })?;
         tcp.set_nodelay(true)?;
         self.socket.apply(&tcp).map_err(|e| {
             std::io::Error::new(
@@ -242,6 +258,22 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The TCP connection: to the recorded address, else (a target built without one) to
+    /// whatever `host` resolves to.
+    async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
+        match self.addr {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect((self.host.as_str(), self.port)).await,
+        }
+    }
+
+    /// The address streams to this server are opened to (`None` for a Unix socket).
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+}
+
 #[cfg(unix)]
 fn probe_of(stream: &impl std::os::fd::AsFd) -> Option<SocketProbe> {
     SocketProbe::of(stream)
@@ -279,15 +311,18 @@ enum ConnectFailure {
     Pg(tokio_postgres::Error),
 }
 
-/// One host, one try.
+/// One address of one host, one try: the stream, TLS, startup and authentication, the
+/// `target_session_attrs` check (one pass of it: `attrs`), then `init_commands`.
 async fn connect_host(
     config: &Config,
     base: &tokio_postgres::Config,
     tls: &Option<MakeRustlsConnect>,
     settings: &Arc<ConnSettings>,
-    host: &str,
-    port: u16,
+    spec: &HostSpec,
+    addr: Address,
+    attrs: TargetSessionAttrs,
 ) -> std::result::Result<PgConnection, AttemptError> {
+    let (host, port) = (spec.host.as_str(), spec.port);
     let database = config.database.clone();
     let fail = |message: String, source: Option<BoxError>, permanent: bool| AttemptError {
         host: host.to_string(),
@@ -296,15 +331,18 @@ async fn connect_host(
         message,
         source,
         permanent,
+        rejected: false,
     };
     let mut pg = base.clone();
     // TLS (if any) is negotiated by `Target::open`, below the wire shim; tokio-postgres gets an
     // already secured stream.
     pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
     let limit = config.connect_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     let target = Target {
         host: host.to_string(),
         port,
+        addr,
         ssl_mode: config.ssl_mode,
         tls: tls.clone(),
         socket: SocketOptions::from_config(config),
@@ -312,15 +350,18 @@ async fn connect_host(
     let batch = Batch::default();
     let session = Arc::new(Session::default());
 
-    let connected = tokio::time::timeout(limit, async {
+    let connected = tokio::time::timeout_at(deadline, async {
         let (stream, probe) = target.open_probed().await.map_err(ConnectFailure::Io)?;
         let shim = WireShim::new(stream, batch.clone(), session.clone());
         let (client, conn) = pg
             .connect_raw(shim, NoTls)
             .await
             .map_err(ConnectFailure::Pg)?;
+        // What the server reported at startup (ParameterStatus), before the connection task
+        // takes the connection.
+        let state = ServerState::from_parameters(|name| conn.parameter(name));
         let task = spawn_connection(conn, session.clone());
-        Ok::<_, ConnectFailure>((client, task, probe))
+        Ok::<_, ConnectFailure>((client, task, probe, state))
     })
     .await;
     let client = match connected {
@@ -343,7 +384,15 @@ async fn connect_host(
         }
         Ok(Ok(connected)) => connected,
     };
-    let (client, task, probe) = client;
+    let (client, task, probe, state) = client;
+    if let Err(reason) = target_check::check_target(&client, attrs, state, deadline).await {
+        // Dropping the client ends the session politely (tokio-postgres sends Terminate) and
+        // then the connection task.
+        drop(client);
+        let mut e = fail(reason, None, false);
+        e.rejected = true;
+        return Err(e);
+    }
 
     let endpoint = format!("{host}:{port}/{database}");
     let conn = PgConnection::from_parts(
@@ -439,44 +488,103 @@ fn prepare(config: &Config) -> Result<Prepared> {
     })
 }
 
-/// One attempt over every host in order; the last host's error when all fail.
+/// One attempt, as libpq makes it: for each pass of `target_session_attrs` (two for
+/// `prefer-standby`), every host in order (shuffled for `load_balance_hosts = random`), and
+/// for each host every address it resolves to until one connects; a server of the wrong kind
+/// moves on to the next host. A permanent failure (authentication, unknown database) ends the
+/// attempt at once, as in libpq. When everything fails, the error lists every host and why.
 async fn attempt(p: &Prepared) -> std::result::Result<PgConnection, AttemptError> {
     let (config, tls) = (&p.config, &p.tls);
     let base = base_config(config);
-    let hosts = config.hosts();
-    let mut last = None;
-    for (host, port) in &hosts {
-        match connect_host(config, &base, tls, &p.settings, host, *port).await {
-            Ok(conn) => return Ok(conn),
-            Err(e) if e.permanent => return Err(e),
-            Err(e) => {
-                tracing::debug!(target: "pgdbm", host = %host, port, error = %e.message, "connection attempt failed");
-                last = Some(e);
+    let mut hosts = config.host_specs();
+    config.load_balance_hosts.order(&mut hosts, random_below);
+    let mut failures = Failures::default();
+    for &pass in config.target_session_attrs.passes() {
+        for spec in &hosts {
+            let addrs = match addresses_of(spec, config.connect_timeout, config.load_balance_hosts)
+                .await
+            {
+                Ok(addrs) => addrs,
+                Err(message) => {
+                    tracing::debug!(target: "pgdbm", host = %spec, error = %message, "host lookup failed");
+                    failures.record(
+                        spec.to_string(),
+                        AttemptError {
+                            host: spec.host.clone(),
+                            port: spec.port,
+                            database: config.database.clone(),
+                            message,
+                            source: None,
+                            permanent: false,
+                            rejected: false,
+                        },
+                    );
+                    continue;
+                }
+            };
+            let several = addrs.len() > 1;
+            for addr in addrs {
+                match connect_host(config, &base, tls, &p.settings, spec, addr, pass).await {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => {
+                        tracing::debug!(target: "pgdbm", host = %spec, ?addr, error = %e.message, "connection attempt failed");
+                        let label = match addr {
+                            Some(a) if several => format!("{spec} at {a}"),
+                            _ => spec.to_string(),
+                        };
+                        let (permanent, next_host) = (e.permanent, e.rejected);
+                        failures.record(label, e);
+                        if permanent {
+                            return Err(failures.into_error().unwrap_or_else(|| no_host(config)));
+                        }
+                        if next_host {
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
-    Err(last.unwrap_or_else(|| AttemptError {
+    Err(failures.into_error().unwrap_or_else(|| no_host(config)))
+}
+
+/// The error of a config with no host at all (which `validate` rules out).
+fn no_host(config: &Config) -> AttemptError {
+    AttemptError {
         host: config.host.clone(),
         port: config.port,
         database: config.database.clone(),
         message: "no host to connect to".to_string(),
         source: None,
         permanent: true,
-    }))
+        rejected: false,
+    }
 }
 
 impl PgConnection {
-    /// One connection attempt: tries the configured hosts in order (`host` then
-    /// `fallback_hosts`), each bounded as a whole (TCP,
-    /// TLS and authentication) by `config.connect_timeout`; passes the server settings in the
-    /// startup packet (no extra round trip) and then runs `config.init_commands`. The
-    /// connection task runs on the current tokio runtime.
+    /// One connection attempt: tries the configured hosts (`host` then `fallback_hosts`, in
+    /// order or shuffled per [`Config::load_balance_hosts`]) and each address a host name
+    /// resolves to (or its [`Config::hostaddr`]), each try bounded as a whole (TCP, TLS,
+    /// authentication and the check) by `config.connect_timeout`; passes the server settings
+    /// in the startup packet (no extra round trip), skips servers that are not what
+    /// [`Config::target_session_attrs`] asks for (judged from the `in_hot_standby` and
+    /// `default_transaction_read_only` the server reports at startup, or by asking older
+    /// servers, as libpq does) and then runs `config.init_commands`. The connection task runs
+    /// on the current tokio runtime. Cancel requests of the connection go to the address
+    /// that served it.
     ///
     /// Errors are [`Error::Connection`] naming host, port, database and `attempts = 1`, never
-    /// the password; an invalid `config` (or TLS file) is an [`Error::Configuration`].
+    /// the password; with several hosts its message lists each host and why it failed. An
+    /// invalid `config` (or TLS file) is an [`Error::Configuration`].
     pub async fn connect_once(config: &Config) -> Result<PgConnection> {
         let p = prepare(config)?;
         attempt(&p).await.map_err(|e| e.into_error(1))
+    }
+
+    /// The address this connection was opened to (`None` for a Unix socket); its cancel
+    /// requests go there.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        self.target().addr()
     }
 
     /// Connects, retrying failed attempts with the backoff schedule of `config`

@@ -8,7 +8,7 @@ use pgdbm_core::{Error, QueryError, QueryErrorKind, Result};
 
 use crate::cancel::{cancel, CancelOutcome};
 use crate::connection::PgConnection;
-use crate::errors::{is_connection_error, query_error, QUERY_CANCELED};
+use crate::errors::{discards_connection, query_error, QUERY_CANCELED};
 
 /// How long a timed-out statement may take to finish after its CancelRequest before the
 /// connection is given up as broken; also the bound on the CancelRequest itself.
@@ -85,7 +85,7 @@ impl PgConnection {
         match outcome {
             Bounded::Done(Ok(v)) => Ok(v),
             Bounded::Done(Err(e)) => {
-                if is_connection_error(&e) {
+                if discards_connection(&e) {
                     self.mark_broken();
                 }
                 Err(query_error(e, sql, n_params))
@@ -96,7 +96,7 @@ impl PgConnection {
                     // The statement completed just as the deadline passed: its outcome stands.
                     Some(Ok(v)) => return Ok(v),
                     Some(Err(e)) if e.code().map(|c| c.code()) != Some(QUERY_CANCELED) => {
-                        if is_connection_error(&e) {
+                        if discards_connection(&e) {
                             self.mark_broken();
                         }
                         return Err(query_error(e, sql, n_params));

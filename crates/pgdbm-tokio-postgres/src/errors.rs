@@ -10,6 +10,10 @@ use crate::wire::ServerError;
 /// SQLSTATE `query_canceled`: what a cancelled or timed-out statement fails with.
 pub(crate) const QUERY_CANCELED: &str = "57014";
 
+/// SQLSTATE `read_only_sql_transaction`: a write reached a read-only session, typically a
+/// server that became a standby in a failover.
+pub(crate) const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+
 /// What a SQLSTATE means for pgdbm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Class {
@@ -17,6 +21,11 @@ pub(crate) struct Class {
     pub(crate) kind: QueryErrorKind,
     /// The session is gone or unusable (class 08, 57P0x): discard the connection.
     pub(crate) ends_session: bool,
+    /// The connection must not be used again (it is marked broken, so the pool discards it):
+    /// every session-ending error, and 25006 (a write on a read-only server), so a pool whose
+    /// server turned into a standby reconnects and finds the new primary instead of sending
+    /// every later write to the standby.
+    pub(crate) discards_connection: bool,
     /// Retrying the connect cannot help (authentication, unknown database, bad settings).
     pub(crate) permanent_connect_failure: bool,
 }
@@ -35,6 +44,7 @@ pub(crate) fn classify(code: &str) -> Class {
     Class {
         kind,
         ends_session,
+        discards_connection: ends_session || code == READ_ONLY_SQL_TRANSACTION,
         permanent_connect_failure: matches!(
             code,
             "28P01" | "28000" | "3D000" | "42501" | "42704" | "22023" | "0A000"
@@ -73,6 +83,14 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     text.starts_with("connection closed")
         || text.starts_with("unexpected message")
         || text.starts_with("error communicating")
+}
+
+/// True when the connection that returned `e` must be discarded: it is unusable
+/// ([`is_connection_error`]) or the server's SQLSTATE [discards it](Class::discards_connection).
+pub(crate) fn discards_connection(e: &tokio_postgres::Error) -> bool {
+    is_connection_error(e)
+        || e.as_db_error()
+            .is_some_and(|db| classify(db.code().code()).discards_connection)
 }
 
 /// Maps a tokio-postgres error from running `sql` with `n_params` parameters.
@@ -152,6 +170,12 @@ mod tests {
         assert_eq!(c.kind, QueryErrorKind::Server);
         assert!(!c.ends_session && !c.permanent_connect_failure);
         assert!(classify("28P01").permanent_connect_failure);
+        // A write on a read-only server: reported as the server's error, connection discarded.
+        let c = classify("25006");
+        assert_eq!(c.kind, QueryErrorKind::Server);
+        assert!(c.discards_connection && !c.ends_session);
+        assert!(classify("57P01").discards_connection && classify("08006").discards_connection);
+        assert!(!classify("23505").discards_connection && !classify("25001").discards_connection);
         assert!(classify("3D000").permanent_connect_failure);
     }
 

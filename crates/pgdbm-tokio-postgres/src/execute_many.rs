@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::connection::{commit_outcome, PgConnection, Stmt};
 use crate::deadline::{deadline_of, Bounded};
 use crate::errors::{
-    classify, client_error, is_connection_error, params_shown, query_error, server_error,
+    classify, client_error, discards_connection, params_shown, query_error, server_error,
 };
 use crate::json;
 use crate::wire::{encode_bind, ArmGuard, Batch, Outcome, Rows, ServerError, TxStatus};
@@ -192,7 +192,7 @@ impl PgConnection {
             .map_or(n_params, |r| r.len());
         let mut err = match many.cause {
             ManyCause::Driver(e) => {
-                if is_connection_error(&e) {
+                if discards_connection(&e) {
                     self.mark_broken();
                 }
                 let err = query_error(e, sql, row_params);
@@ -203,7 +203,7 @@ impl PgConnection {
                 }
             }
             ManyCause::Server(e) => {
-                if classify(&e.code).ends_session {
+                if classify(&e.code).discards_connection {
                     self.mark_broken();
                 }
                 server_error(*e, sql, row_params)

@@ -61,6 +61,7 @@ pub use pgdbm_core::{
     Stream,
 };
 pub use pgdbm_core::{Executor, IsolationLevel, Retried, SqlState, TransactionOptions};
+pub use pgdbm_core::{HostSpec, LoadBalanceHosts, TargetSessionAttrs};
 pub use pgdbm_derive::FromRow;
 pub use pgdbm_tokio_postgres::{PgConnection, PgCopyRow, PgRow};
 /// `serde_json` (feature `serde_json`), for `Value`s and [`Row::to_json`] results.

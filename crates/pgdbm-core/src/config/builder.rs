@@ -94,6 +94,10 @@ impl ConfigBuilder {
         max_connections: usize => |c, v| c.max_connections = v;
         /// Sets [`Config::ssl_mode`].
         ssl_mode: SslMode => |c, v| c.ssl_mode = v;
+        /// Sets [`Config::target_session_attrs`].
+        target_session_attrs: super::TargetSessionAttrs => |c, v| c.target_session_attrs = v;
+        /// Sets [`Config::load_balance_hosts`].
+        load_balance_hosts: super::LoadBalanceHosts => |c, v| c.load_balance_hosts = v;
         /// Sets [`Config::application_name`].
         application_name: impl Into<String> => |c, v| c.application_name = Some(v.into());
         /// Sets [`Config::command_timeout`] (`None` = no client-side timeout).

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,15 +12,21 @@ use crate::error::{Error, Result};
 
 mod builder;
 mod duration;
+mod hosts;
+mod load_balance;
 mod reset_policy;
 mod rules;
 #[cfg(feature = "serde")]
 mod serde_impl;
+mod session_attrs;
 mod ssl_mode;
 
 pub use builder::ConfigBuilder;
 pub use duration::{duration_from_secs, DurationField};
+pub use hosts::HostSpec;
+pub use load_balance::LoadBalanceHosts;
 pub use reset_policy::ResetPolicy;
+pub use session_attrs::{Rejection, ServerState, SessionCheck, SessionQuery, TargetSessionAttrs};
 pub use ssl_mode::SslMode;
 
 /// Connection and pool configuration; the port of Python pgdbm's `DatabaseConfig`.
@@ -45,8 +52,21 @@ pub struct Config {
     pub host: String,
     /// Database port (default 5432).
     pub port: u16,
-    /// Further hosts to try in order after `host` (from multi-host URLs).
+    /// Further hosts to try after `host` (from multi-host URLs and `host=a,b`), in order unless
+    /// [`load_balance_hosts`](Config::load_balance_hosts) is `Random`.
     pub fallback_hosts: Vec<(String, u16)>,
+    /// Numeric addresses of the hosts (libpq `hostaddr`): entry `i` belongs to host `i` of
+    /// [`hosts`](Config::hosts) and is connected to instead of resolving that host's name,
+    /// which stays the name TLS verifies and messages show. Empty (the default) resolves
+    /// every name; a `None` entry resolves that host's name. Non-empty, it must have one entry
+    /// per host.
+    pub hostaddr: Vec<Option<IpAddr>>,
+    /// Which kind of server a connection must reach (libpq `target_session_attrs`, default
+    /// [`TargetSessionAttrs::Any`]); servers of another kind are skipped for the next host.
+    pub target_session_attrs: TargetSessionAttrs,
+    /// The order the hosts are tried in (libpq `load_balance_hosts`, default
+    /// [`LoadBalanceHosts::Disable`]: as given).
+    pub load_balance_hosts: LoadBalanceHosts,
     /// Database name (default `postgres`).
     pub database: String,
     /// Database user (default `postgres`).
@@ -160,6 +180,9 @@ impl Default for Config {
             host: "localhost".to_string(),
             port: 5432,
             fallback_hosts: Vec::new(),
+            hostaddr: Vec::new(),
+            target_session_attrs: TargetSessionAttrs::Any,
+            load_balance_hosts: LoadBalanceHosts::Disable,
             database: "postgres".to_string(),
             user: "postgres".to_string(),
             password: None,
@@ -240,10 +263,15 @@ impl Config {
     /// percent-decoding of every part, IPv6 hosts in brackets (`[::1]:5432`), and the query
     /// parameters `host`, `port`, `dbname`, `user`, `password`, `sslmode`, `application_name`,
     /// `options` (`-c key=value` pairs, which become [`server_settings`](Config::server_settings)),
-    /// `connect_timeout` (seconds), `sslrootcert`, `sslcert`, `sslkey`. `key=value` strings take
-    /// the same parameters, with libpq's quoting (`password='a b\'c'`).
+    /// `connect_timeout` (seconds), `sslrootcert`, `sslcert`, `sslkey`, `hostaddr`,
+    /// `target_session_attrs`, `load_balance_hosts`. `key=value` strings take the same
+    /// parameters, with libpq's quoting (`password='a b\'c'`).
     ///
-    /// The first host becomes `host`/`port`, the others `fallback_hosts`. Fields not given keep
+    /// Hosts, ports and addresses combine as in libpq: `host=a,b port=5432,5433` pairs them by
+    /// position, a single port applies to every host, an empty entry is the default
+    /// (`localhost`, 5432); `hostaddr` has one entry per host (empty entries resolve that
+    /// host's name), and without `host` its addresses are the host names too. The first host
+    /// becomes `host`/`port`, the others `fallback_hosts`. Fields not given keep
     /// their [`Default`]. The string itself is not kept (see [`Config`]). Errors name the part
     /// and position of the problem, never any text of `s`. Unknown parameters, bad ports, an
     /// unknown `sslmode` or a negative `connect_timeout` are an [`Error::Configuration`] naming
@@ -290,7 +318,8 @@ impl Config {
     /// When `DATABASE_URL` is set and not empty it is parsed with [`Config::from_url`] and
     /// nothing else is read. Otherwise `PGHOST` (comma-separated hosts), `PGPORT`, `PGDATABASE`,
     /// `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGAPPNAME`, `PGCONNECT_TIMEOUT`, `PGSSLROOTCERT`,
-    /// `PGSSLCERT`, `PGSSLKEY` and `PGOPTIONS` are read like libpq does, with `DB_PASSWORD` as
+    /// `PGSSLCERT`, `PGSSLKEY`, `PGOPTIONS`, `PGHOSTADDR`, `PGTARGETSESSIONATTRS` and
+    /// `PGLOADBALANCEHOSTS` are read like libpq does, with `DB_PASSWORD` as
     /// the password when `PGPASSWORD` is unset; empty variables count as unset. Invalid values
     /// are an [`Error::Configuration`] naming the field and the variable.
     pub fn from_env_with<F>(env: F) -> Result<Config>
@@ -304,7 +333,7 @@ impl Config {
     /// the field and saying how to fix it.
     ///
     /// Rejected: empty `host`, `database` or `user` (or ones containing NUL), port 0 (also in
-    /// `fallback_hosts`), `max_connections` 0, `min_connections > max_connections`,
+    /// `fallback_hosts`), a non-empty `hostaddr` without one entry per host, `max_connections` 0, `min_connections > max_connections`,
     /// `max_queries` 0, `retry_attempts` 0, `retry_backoff` below 1 or not finite, zero
     /// `connect_timeout`, `acquire_timeout`, `command_timeout` or `max_lifetime`, server-side
     /// timeouts above PostgreSQL's limit (`i32::MAX` ms), a `schema` that is not an identifier
@@ -411,7 +440,9 @@ impl Config {
         self.build_url(has_password.then_some(MASK))
     }
 
-    /// `postgresql://user[:password]@hosts/database` from the fields; `password` already encoded.
+    /// `postgresql://user[:password]@hosts/database[?...]` from the fields; `password` already
+    /// encoded. `hostaddr`, `target_session_attrs` and `load_balance_hosts` become query
+    /// parameters when they differ from the defaults.
     fn build_url(&self, password: Option<&str>) -> String {
         let hosts = self
             .hosts()
@@ -421,9 +452,36 @@ impl Config {
             .join(",");
         let user = percent_encode(&self.user);
         let db = percent_encode(&self.database);
+        let mut query = Vec::new();
+        if !self.hostaddr.is_empty() {
+            let addrs = self
+                .hostaddr
+                .iter()
+                .map(|a| {
+                    a.map(|a| percent_encode(&a.to_string()))
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            query.push(format!("hostaddr={addrs}"));
+        }
+        if self.target_session_attrs != TargetSessionAttrs::Any {
+            query.push(format!(
+                "target_session_attrs={}",
+                self.target_session_attrs
+            ));
+        }
+        if self.load_balance_hosts != LoadBalanceHosts::Disable {
+            query.push(format!("load_balance_hosts={}", self.load_balance_hosts));
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
         match password {
-            Some(pw) => format!("postgresql://{user}:{pw}@{hosts}/{db}"),
-            None => format!("postgresql://{user}@{hosts}/{db}"),
+            Some(pw) => format!("postgresql://{user}:{pw}@{hosts}/{db}{query}"),
+            None => format!("postgresql://{user}@{hosts}/{db}{query}"),
         }
     }
 
@@ -521,6 +579,9 @@ impl fmt::Debug for Config {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("fallback_hosts", &self.fallback_hosts)
+            .field("hostaddr", &self.hostaddr)
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("load_balance_hosts", &self.load_balance_hosts)
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| MASK))
@@ -770,6 +831,7 @@ mod tests {
             ("fallback_hosts", |c| {
                 c.fallback_hosts = vec![(String::new(), 1)]
             }),
+            ("hostaddr", |c| c.hostaddr = vec![None, None]),
             ("retry_backoff", |c| c.retry_backoff = 0.5),
             ("retry_backoff", |c| c.retry_backoff = f64::NAN),
             ("retry_backoff", |c| c.retry_backoff = f64::INFINITY),

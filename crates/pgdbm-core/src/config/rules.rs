@@ -49,6 +49,10 @@ pub(crate) const RULES: &[Rule] = &[
         check: fallback_hosts,
     },
     Rule {
+        field: "hostaddr",
+        check: hostaddr,
+    },
+    Rule {
         field: "max_connections",
         check: max_connections,
     },
@@ -174,6 +178,19 @@ fn fallback_hosts(c: &Config) -> Check {
                 h.escape_debug()
             ));
         }
+    }
+    Ok(())
+}
+
+/// libpq: `hostaddr` has one entry per host, or none at all.
+fn hostaddr(c: &Config) -> Check {
+    let hosts = 1 + c.fallback_hosts.len();
+    if !c.hostaddr.is_empty() && c.hostaddr.len() != hosts {
+        return Err(format!(
+            "hostaddr has {} entries for {hosts} hosts; give one address per host (None / an \
+             empty entry resolves that host's name) or leave hostaddr empty",
+            c.hostaddr.len()
+        ));
     }
     Ok(())
 }

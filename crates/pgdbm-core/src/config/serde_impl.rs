@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, Error as _};
 
-use super::{duration_from_secs, ResetPolicy, SslMode};
+use super::{duration_from_secs, LoadBalanceHosts, ResetPolicy, SslMode, TargetSessionAttrs};
 
 /// `Duration` fields as float seconds.
 pub(super) mod secs {
@@ -55,6 +55,20 @@ impl<'de> Deserialize<'de> for ResetPolicy {
     }
 }
 
+impl<'de> Deserialize<'de> for TargetSessionAttrs {
+    /// libpq's names, as [`TargetSessionAttrs::from_str`](std::str::FromStr).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for LoadBalanceHosts {
+    /// `disable` or `random`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Config;
@@ -72,6 +86,9 @@ mod tests {
             connect_timeout = 3
             reset_on_release = "full"
             server_settings = { work_mem = "64MB" }
+            target_session_attrs = "read-write"
+            load_balance_hosts = "random"
+            fallback_hosts = [["db2", 6433]]
             "#,
         )
         .unwrap();
@@ -82,6 +99,10 @@ mod tests {
         assert_eq!(c.reset_on_release, ResetPolicy::Full);
         assert_eq!(c.server_settings["work_mem"], "64MB");
         assert_eq!(c.database, Config::default().database);
+        assert_eq!(c.target_session_attrs, TargetSessionAttrs::ReadWrite);
+        assert_eq!(c.load_balance_hosts, LoadBalanceHosts::Random);
+        assert_eq!(c.fallback_hosts, vec![("db2".to_string(), 6433)]);
+        assert!(toml::from_str::<Config>("target_session_attrs = \"master\"").is_err());
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         assert!(toml::from_str::<Config>("lock_timeout = -1.0").is_err());
         assert!(toml::from_str::<Config>("ssl_mode = \"sometimes\"").is_err());
