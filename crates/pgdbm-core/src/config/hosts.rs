@@ -80,9 +80,11 @@ mod tests {
 
     #[test]
     fn specs_pair_hosts_with_addresses() {
-        let mut c = Config::default();
-        c.host = "db1".into();
-        c.fallback_hosts = vec![("db2".into(), 5433), ("/run/pg".into(), 5434)];
+        let mut c = Config {
+            host: "db1".into(),
+            fallback_hosts: vec![("db2".into(), 5433), ("/run/pg".into(), 5434)],
+            ..Config::default()
+        };
         assert_eq!(
             c.host_specs(),
             vec![
