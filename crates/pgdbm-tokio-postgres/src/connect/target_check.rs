@@ -42,3 +42,55 @@ pub(super) async fn check_target(
         "could not tell whether the server is what target_session_attrs={attrs} asks for"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PgConnection;
+    use std::time::Duration;
+    use TargetSessionAttrs as T;
+
+    /// The fallback queries older servers get, run here against a real (newer) server by
+    /// pretending it reported nothing: a writable primary, then a session made read-only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fallback_queries_decide_against_a_real_server() {
+        let server = pgdbm_testkit::TestServer::shared().unwrap();
+        let conn = PgConnection::connect_once(&server.config("postgres"))
+            .await
+            .unwrap();
+        let client = conn.client();
+        let unknown = ServerState::default();
+        let deadline = || Instant::now() + Duration::from_secs(10);
+        for (attrs, accepted) in [
+            (T::Any, true),
+            (T::ReadWrite, true),
+            (T::ReadOnly, false),
+            (T::Primary, true),
+            (T::Standby, false),
+            (T::PreferStandby, false),
+        ] {
+            let got = check_target(client, attrs, unknown, deadline()).await;
+            assert_eq!(got.is_ok(), accepted, "{attrs}: {got:?}");
+        }
+        client
+            .batch_execute("SET default_transaction_read_only = on")
+            .await
+            .unwrap();
+        let got = check_target(client, T::ReadWrite, unknown, deadline()).await;
+        let reason = got.unwrap_err();
+        assert!(
+            reason.contains("target_session_attrs=read-write"),
+            "{reason}"
+        );
+        assert!(check_target(client, T::ReadOnly, unknown, deadline())
+            .await
+            .is_ok());
+        // Read-only is not hot standby: primary still accepts it.
+        assert!(check_target(client, T::Primary, unknown, deadline())
+            .await
+            .is_ok());
+        // A deadline already passed: the check fails instead of waiting.
+        let late = check_target(client, T::ReadWrite, unknown, Instant::now()).await;
+        assert!(late.is_err());
+    }
+}
