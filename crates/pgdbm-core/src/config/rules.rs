@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{is_identifier, is_setting_name, millis_ceil, AuthMethod, ChannelBinding, Config, SslMode};
+use super::{
+    is_identifier, is_setting_name, millis_ceil, AuthMethod, ChannelBinding, Config, SslMode,
+};
 use crate::error::{Error, Result};
 
 /// Longest server-side timeout PostgreSQL accepts (an `int` of milliseconds).
@@ -285,7 +287,9 @@ fn tcp_user_timeout(c: &Config) -> Check {
 fn ssl_root_cert(c: &Config, default_exists: bool) -> Check {
     let verify = matches!(c.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull);
     match &c.ssl_root_cert {
-        Some(p) if p.as_os_str() == super::SYSTEM_ROOT_CERT && c.ssl_mode != SslMode::VerifyFull => {
+        Some(p)
+            if p.as_os_str() == super::SYSTEM_ROOT_CERT && c.ssl_mode != SslMode::VerifyFull =>
+        {
             Err(format!(
                 "ssl_root_cert = \"system\" (the bundled Mozilla roots) may only be used with \
                  ssl_mode = verify-full, not {}: a public CA vouches for any host it issued a \
@@ -423,7 +427,9 @@ mod tests {
             c.ssl_root_cert = None;
             assert_eq!(ssl_root_cert(&c, false), Ok(()));
             c.ssl_root_cert = Some("system".into());
-            assert!(ssl_root_cert(&c, false).unwrap_err().contains("verify-full"));
+            assert!(ssl_root_cert(&c, false)
+                .unwrap_err()
+                .contains("verify-full"));
         }
         c.ssl_mode = SslMode::VerifyCa;
         assert!(ssl_root_cert(&c, true).is_err());
