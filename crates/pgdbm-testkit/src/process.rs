@@ -429,6 +429,16 @@ pub(crate) fn accepts_startup(port: u16) -> io::Result<bool> {
         // Terminate, so the server logs no "unexpected EOF".
         let _ = stream.write_all(&[b'X', 0, 0, 0, 4]);
     }
+    if first[0] == b'E' {
+        // Refused by pg_hba (a `hostssl`-only server, `TestServerOptions::hba`): the server is
+        // up, unless the error is "the database system is starting up" (57P03).
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len).saturating_sub(4).min(4096) as usize;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body)?;
+        return Ok(!body.windows(7).any(|w| w == b"C57P03\0"));
+    }
     Ok(first[0] == b'R')
 }
 

@@ -161,3 +161,39 @@ async fn execute_many_over_tls_batches_fails_atomically_and_cancels() {
         .unwrap();
     assert_eq!(r.get_at::<i64>(0).unwrap(), 7000);
 }
+
+#[tokio::test]
+async fn channel_binding_require_over_tls_and_refused_on_a_unix_socket() {
+    let mut config = support::config("postgres");
+    config.ssl_mode = SslMode::Require;
+    config.channel_binding = pgdbm_core::ChannelBinding::Require;
+    let mut c = PgConnection::connect(&config).await.unwrap();
+    assert!(uses_ssl(&mut c).await);
+    // Cancelling a timed-out statement still works over the TLS stream.
+    let e = c
+        .query(
+            "SELECT pg_sleep(30)",
+            &[],
+            Some(std::time::Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(!c.is_broken());
+
+    // The Unix socket is trusted (no password exchange) and never TLS: channel binding is
+    // impossible, and that is said before anything is sent; no retry.
+    config.host = support::server().dir.to_string_lossy().into_owned();
+    config.retry_attempts = 3;
+    config.retry_delay = std::time::Duration::from_secs(30);
+    let e = PgConnection::connect(&config).await.unwrap_err();
+    match &e {
+        Error::Connection {
+            attempts, message, ..
+        } => {
+            assert_eq!(*attempts, 1, "{e}");
+            assert!(message.contains("channel_binding = require"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+}
