@@ -35,6 +35,8 @@ const KNOWN_PARAMS: &[&str] = &[
     "sslrootcert",
     "sslcert",
     "sslkey",
+    "channel_binding",
+    "require_auth",
     "keepalives",
     "keepalives_idle",
     "keepalives_interval",
@@ -554,6 +556,30 @@ impl ParamSink {
             "sslrootcert" => c.ssl_root_cert = Some(value.into()),
             "sslcert" => c.ssl_cert = Some(value.into()),
             "sslkey" => c.ssl_key = Some(value.into()),
+            "channel_binding" => {
+                c.channel_binding = value.parse().map_err(|_| {
+                    Error::config(
+                        "channel_binding",
+                        format!(
+                            "the {source} has a channel_binding that is not one of disable, \
+                             prefer, require"
+                        ),
+                    )
+                })?
+            }
+            "require_auth" => {
+                c.require_auth = Some(value.parse().map_err(|_| {
+                    Error::config(
+                        "require_auth",
+                        format!(
+                            "the {source} has a require_auth that is not a valid list; use \
+                             comma-separated methods among password, md5, gss, sspi, \
+                             scram-sha-256, none, either all plain or all prefixed with `!`, \
+                             each once"
+                        ),
+                    )
+                })?)
+            }
             "keepalives" => {
                 c.keepalives = match value.trim() {
                     "1" => true,
@@ -1053,6 +1079,8 @@ pub(crate) fn from_env_with(env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         ("PGSSLROOTCERT", "sslrootcert"),
         ("PGSSLCERT", "sslcert"),
         ("PGSSLKEY", "sslkey"),
+        ("PGCHANNELBINDING", "channel_binding"),
+        ("PGREQUIREAUTH", "require_auth"),
         ("PGOPTIONS", "options"),
         ("PGHOSTADDR", "hostaddr"),
         ("PGTARGETSESSIONATTRS", "target_session_attrs"),

@@ -68,6 +68,7 @@ pub use config::{
     HostSpec, LoadBalanceHosts, Rejection, ServerState, SessionCheck, SessionQuery,
     TargetSessionAttrs,
 };
+pub use config::{AuthMethod, ChannelBinding, RequireAuth, SYSTEM_ROOT_CERT};
 pub use database::{
     AsQuery, Clock, Database, DbConnection, PreparedQuery, QueryEvent, QueryObserver, RenderedSql,
     RowOf, Savepoint, SystemClock, Transaction,

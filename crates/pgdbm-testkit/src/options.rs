@@ -36,6 +36,14 @@ pub struct TestServerOptions {
     /// Serve TLS with this certificate and private key (PEM files, copied into the server
     /// directory); `None` (default) serves plain connections only.
     pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// A CA certificate (PEM, copied into the server directory) the server trusts for client
+    /// certificates (`ssl_ca_file`), for pg_hba's `cert` method or `clientcert=verify-full`;
+    /// only with [`tls_files`](Self::tls_files).
+    pub tls_ca_file: Option<PathBuf>,
+    /// pg_hba.conf lines for TCP (`host`/`hostssl`/`hostnossl` ...), replacing the default
+    /// `host all all 127.0.0.1/32 scram-sha-256`; the private Unix socket stays trusted (the
+    /// testkit's admin connection uses it). Empty (default) keeps the default.
+    pub hba: Vec<String>,
 }
 
 impl Default for TestServerOptions {
@@ -50,6 +58,8 @@ impl Default for TestServerOptions {
             port: None,
             password_auth: false,
             tls_files: None,
+            tls_ca_file: None,
+            hba: Vec::new(),
         }
     }
 }
@@ -104,6 +114,21 @@ impl TestServerOptions {
     }
 }
 
+impl TestServerOptions {
+    /// Trust client certificates signed by the CA in `ca` (see the field).
+    pub fn tls_ca_file(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(ca.into());
+        self
+    }
+
+    /// Adds a pg_hba.conf line (see the field), e.g.
+    /// `hostssl all all 127.0.0.1/32 scram-sha-256`.
+    pub fn hba(mut self, line: impl Into<String>) -> Self {
+        self.hba.push(line.into());
+        self
+    }
+}
+
 pub(crate) fn validate_options(options: &TestServerOptions) -> Result<()> {
     if options.max_connections == 0 {
         return Err(Error::config(
@@ -115,6 +140,22 @@ pub(crate) fn validate_options(options: &TestServerOptions) -> Result<()> {
         return Err(Error::config(
             "start_timeout",
             "must be positive (default 60 s)",
+        ));
+    }
+    if options.tls_ca_file.is_some() && options.tls_files.is_none() {
+        return Err(Error::config(
+            "tls_ca_file",
+            "a client CA needs TLS: set tls_files (server certificate and key) too",
+        ));
+    }
+    if let Some(line) = options
+        .hba
+        .iter()
+        .find(|l| l.contains('\n') || l.trim().is_empty())
+    {
+        return Err(Error::config(
+            "hba",
+            format!("`{}` is not one pg_hba.conf line", line.escape_debug()),
         ));
     }
     for (name, _) in &options.settings {

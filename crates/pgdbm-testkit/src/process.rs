@@ -27,6 +27,7 @@ const SYSTEM_USER: &str = "postgres";
 /// Names of the TLS files inside the server directory ([`TestServerOptions::tls_files`]).
 const TLS_CERT_FILE: &str = "server.crt";
 const TLS_KEY_FILE: &str = "server.key";
+const TLS_CA_FILE: &str = "client-ca.crt";
 
 /// The parts of a throwaway server.
 pub(crate) struct Local {
@@ -104,9 +105,29 @@ impl Local {
                 tail(&String::from_utf8_lossy(&out.stderr), 20)
             )));
         }
+        if !local.options.hba.is_empty() {
+            let hba = local.data_dir.join("pg_hba.conf");
+            let mut text = String::from(
+                "# Written by pgdbm-testkit (TestServerOptions::hba).\n\
+                 local all all trust\nlocal replication all trust\n",
+            );
+            for line in &local.options.hba {
+                text.push_str(line);
+                text.push('\n');
+            }
+            fs::write(&hba, text).map_err(|e| io_error("cannot write", &hba, e))?;
+        }
         if let Some((cert, key)) = &local.options.tls_files {
             // The server reads them as its own user and refuses a key others can read.
-            for (from, name) in [(cert, TLS_CERT_FILE), (key, TLS_KEY_FILE)] {
+            let ca = local
+                .options
+                .tls_ca_file
+                .as_ref()
+                .map(|ca| (ca, TLS_CA_FILE));
+            for (from, name) in [(cert, TLS_CERT_FILE), (key, TLS_KEY_FILE)]
+                .into_iter()
+                .chain(ca)
+            {
                 let to = local.dir.join(name);
                 fs::copy(from, &to)
                     .and_then(|_| local.chown(&to))
@@ -178,6 +199,12 @@ impl Local {
                     "ssl_key_file={}",
                     self.dir.join(TLS_KEY_FILE).display()
                 ));
+            if self.options.tls_ca_file.is_some() {
+                cmd.arg("-c").arg(format!(
+                    "ssl_ca_file={}",
+                    self.dir.join(TLS_CA_FILE).display()
+                ));
+            }
         }
         for (name, value) in &self.options.settings {
             cmd.arg("-c").arg(format!("{name}={value}"));
@@ -401,6 +428,16 @@ pub(crate) fn accepts_startup(port: u16) -> io::Result<bool> {
     if first[0] == b'R' {
         // Terminate, so the server logs no "unexpected EOF".
         let _ = stream.write_all(&[b'X', 0, 0, 0, 4]);
+    }
+    if first[0] == b'E' {
+        // Refused by pg_hba (a `hostssl`-only server, `TestServerOptions::hba`): the server is
+        // up, unless the error is "the database system is starting up" (57P03).
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len).saturating_sub(4).min(4096) as usize;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body)?;
+        return Ok(!body.windows(7).any(|w| w == b"C57P03\0"));
     }
     Ok(first[0] == b'R')
 }

@@ -11,16 +11,16 @@ use pgdbm_core::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::connection::{ConnSettings, PgConnection};
 use crate::errors::classify;
 use crate::probe::SocketProbe;
 use crate::tls;
-use crate::wire::{Batch, Session, WireShim};
+use crate::wire::{AuthCheck, AuthPolicy, AuthRefused, Batch, Session, WireShim};
 
 mod addresses;
 mod failures;
@@ -99,17 +99,47 @@ fn base_config(config: &Config) -> tokio_postgres::Config {
         ));
     }
     pg.ssl_mode(tls::pg_ssl_mode(config.ssl_mode));
+    pg.channel_binding(match config.channel_binding {
+        pgdbm_core::ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+        pgdbm_core::ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+        pgdbm_core::ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+    });
     pg.connect_timeout(config.connect_timeout);
     pg
 }
 
-/// True for server errors that retrying cannot fix.
+/// True for server errors that retrying cannot fix, and for authentication requests the
+/// configuration refuses (`require_auth`, `channel_binding = require`).
 fn is_permanent(e: &tokio_postgres::Error) -> bool {
     e.code()
         .is_some_and(|c| classify(c.code()).permanent_connect_failure)
+        || auth_refused(e).is_some()
+}
+
+/// The [`AuthRefused`] the wire shim failed the connection with, if that is what happened.
+fn auth_refused(e: &tokio_postgres::Error) -> Option<&AuthRefused> {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(refused) = s.downcast_ref::<AuthRefused>() {
+            return Some(refused);
+        }
+        if let Some(inner) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(refused) = inner.downcast_ref::<AuthRefused>() {
+                return Some(refused);
+            }
+        }
+        src = s.source();
+    }
+    None
 }
 
 fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(refused) = auth_refused(e) {
+        return format!("authentication refused: {refused}");
+    }
     if let Some(db) = e.as_db_error() {
         let hint = match db.code().code() {
             "28P01" | "28000" => {
@@ -154,6 +184,8 @@ pub(crate) struct Target {
     ssl_mode: SslMode,
     tls: Option<MakeRustlsConnect>,
     socket: SocketOptions,
+    /// `require_auth` / `channel_binding = require`, checked by the wire shim.
+    auth: AuthPolicy,
 }
 
 /// TCP options applied to every stream opened to a server (libpq's `keepalives*` and
@@ -194,25 +226,132 @@ impl SocketOptions {
 }
 
 impl Target {
+    /// The target `host:port` of `config` at `addr` (`None`: a Unix socket, or resolve `host`),
+    /// with its TLS connector `tls`.
+    pub(crate) fn new(
+        config: &Config,
+        host: &str,
+        port: u16,
+        addr: Option<SocketAddr>,
+        tls: &Option<MakeRustlsConnect>,
+    ) -> Self {
+        Target {
+            host: host.to_string(),
+            port,
+            addr,
+            ssl_mode: config.ssl_mode,
+            tls: tls.clone(),
+            socket: SocketOptions::from_config(config),
+            auth: AuthPolicy::from_config(config),
+        }
+    }
+
     /// True when streams to this server use TLS (unless the server declines it under `Prefer`).
     pub(crate) fn has_tls(&self) -> bool {
-        self.tls.is_some() && self.ssl_mode != SslMode::Disable
+        self.tls.is_some() && self.ssl_mode != SslMode::Disable && !self.is_unix()
     }
 
-    /// Opens a stream and negotiates TLS like libpq: none for `Disable` and for Unix sockets
-    /// (a `host` starting with `/`), else an SSLRequest; `'S'` means a TLS handshake with the
-    /// rustls configuration of [`tls::connector`] (server name = `host`), `'N'` means plain
-    /// text for `Prefer` and an error for the stricter modes. TCP streams get `TCP_NODELAY`.
+    /// A `host` starting with `/` is a Unix socket directory (unless a TCP address was given
+    /// for it, as `hostaddr`).
+    fn is_unix(&self) -> bool {
+        self.addr.is_none() && self.host.starts_with('/')
+    }
+
+    /// Opens a connection: the socket ([`open_socket`](Self::open_socket)) under a
+    /// [`WireShim`], then tokio-postgres's startup with [`tls::ShimTls`] as its TLS connector
+    /// (it sends the SSLRequest itself; see [`crate::tls`]) and the connection task spawned.
+    /// `ssl_mode = prefer` ending in plaintext is logged as a warning.
+    async fn start(
+        &self,
+        pg: &tokio_postgres::Config,
+        batch: Batch,
+        session: Arc<Session>,
+    ) -> std::result::Result<
+        (
+            tokio_postgres::Client,
+            tokio::task::AbortHandle,
+            Option<SocketProbe>,
+            ServerState,
+        ),
+        ConnectFailure,
+    > {
+        let (stream, probe) = self.open_socket().await.map_err(ConnectFailure::Io)?;
+        let mut pg = pg.clone();
+        if !self.has_tls() {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        let used = Arc::new(AtomicBool::new(false));
+        let shim = WireShim::new(tls::Plain::new(stream), batch, session.clone())
+            .with_auth(AuthCheck::new(self.auth.clone(), false));
+        let connector = tls::ShimTls::new(self.tls.clone(), &self.host, used.clone());
+        let (client, conn) = pg
+            .connect_raw(shim, connector)
+            .await
+            .map_err(ConnectFailure::Pg)?;
+        if self.ssl_mode == SslMode::Prefer && !self.is_unix() && !used.load(Ordering::Acquire) {
+            tracing::warn!(
+                target: "pgdbm",
+                host = %self.host,
+                port = self.port,
+                "ssl_mode = prefer: the server declined TLS, so this connection is unencrypted \
+                 (password exchange and data in plaintext); enable ssl on the server, or set \
+                 ssl_mode = disable to accept plaintext (or require to refuse it)"
+            );
+        }
+        // What the server reported at startup (ParameterStatus), before the connection task
+        // takes the connection.
+        let state = ServerState::from_parameters(|name| conn.parameter(name));
+        let task = spawn_connection(conn, session);
+        Ok((client, task, probe, state))
+    }
+
+    /// Opens a stream and negotiates TLS like libpq, for a CancelRequest: none for `Disable`
+    /// and for Unix sockets, else an SSLRequest; `'S'` means a TLS handshake with the rustls
+    /// configuration of [`tls::connector`] (server name = `host`), `'N'` means plain text for
+    /// `Prefer` and an error for the stricter modes.
     pub(crate) async fn open(&self) -> std::io::Result<Box<dyn Io>> {
-        self.open_probed().await.map(|(stream, _)| stream)
+        let (mut stream, _) = self.open_socket().await?;
+        let Some(tls) = &self.tls else {
+            return Ok(stream);
+        };
+        if !self.has_tls() {
+            return Ok(stream);
+        }
+        stream.write_all(&SSL_REQUEST).await?;
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await?;
+        match answer[0] {
+            b'S' => {
+                let mut make = tls.clone();
+                let connect =
+                    match MakeTlsConnect::<Box<dyn Io>>::make_tls_connect(&mut make, &self.host) {
+                        Ok(c) => c,
+                        Err(never) => match never {},
+                    };
+                let stream = TlsConnect::connect(connect, stream).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("error performing TLS handshake: {e}"))
+                })?;
+                Ok(Box::new(stream))
+            }
+            b'N' if self.ssl_mode == SslMode::Prefer => Ok(stream),
+            b'N' => Err(std::io::Error::other(format!(
+                "error performing TLS handshake: the server does not support TLS but ssl_mode = {:?} requires it",
+                self.ssl_mode
+            ))),
+            other => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("unexpected answer {other:#04x} to the SSLRequest; is this a PostgreSQL server?"),
+            )),
+        }
     }
 
-    /// [`open`](Self::open), plus a [`SocketProbe`] on the stream's socket (below TLS).
-    pub(crate) async fn open_probed(&self) -> std::io::Result<(Box<dyn Io>, Option<SocketProbe>)> {
-        if self.addr.is_none() && self.host.starts_with('/') {
+    /// Opens the socket: TCP (to the recorded address, with `TCP_NODELAY` and the keepalive
+    /// options) or a Unix socket, plus a [`SocketProbe`] on it (below TLS).
+    async fn open_socket(&self) -> std::io::Result<(Box<dyn Io>, Option<SocketProbe>)> {
+        if self.is_unix() {
             return open_unix(&self.host, self.port).await;
         }
-        let mut tcp = self.connect_tcp().await.map_err(|e| {
+        let tcp = self.connect_tcp().await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("error connecting to server: {e}"))
         })?;
         tcp.set_nodelay(true)?;
@@ -223,38 +362,7 @@ impl Target {
             )
         })?;
         let probe = probe_of(&tcp);
-        let Some(tls) = &self.tls else {
-            return Ok((Box::new(tcp), probe));
-        };
-        if self.ssl_mode == SslMode::Disable {
-            return Ok((Box::new(tcp), probe));
-        }
-        tcp.write_all(&SSL_REQUEST).await?;
-        let mut answer = [0u8; 1];
-        tcp.read_exact(&mut answer).await?;
-        match answer[0] {
-            b'S' => {
-                let mut make = tls.clone();
-                let connect =
-                    match MakeTlsConnect::<TcpStream>::make_tls_connect(&mut make, &self.host) {
-                        Ok(c) => c,
-                        Err(never) => match never {},
-                    };
-                let stream = TlsConnect::connect(connect, tcp).await.map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("error performing TLS handshake: {e}"))
-                })?;
-                Ok((Box::new(stream), probe))
-            }
-            b'N' if self.ssl_mode == SslMode::Prefer => Ok((Box::new(tcp), probe)),
-            b'N' => Err(std::io::Error::other(format!(
-                "error performing TLS handshake: the server does not support TLS but ssl_mode = {:?} requires it",
-                self.ssl_mode
-            ))),
-            other => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("unexpected answer {other:#04x} to the SSLRequest; is this a PostgreSQL server?"),
-            )),
-        }
+        Ok((Box::new(tcp), probe))
     }
 }
 
@@ -333,37 +441,15 @@ async fn connect_host(
         permanent,
         rejected: false,
     };
-    let mut pg = base.clone();
-    // TLS (if any) is negotiated by `Target::open`, below the wire shim; tokio-postgres gets an
-    // already secured stream.
-    pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
     let limit = config.connect_timeout;
     let deadline = tokio::time::Instant::now() + limit;
-    let target = Target {
-        host: host.to_string(),
-        port,
-        addr,
-        ssl_mode: config.ssl_mode,
-        tls: tls.clone(),
-        socket: SocketOptions::from_config(config),
-    };
+    let target = Target::new(config, host, port, addr, tls);
     let batch = Batch::default();
     let session = Arc::new(Session::default());
 
-    let connected = tokio::time::timeout_at(deadline, async {
-        let (stream, probe) = target.open_probed().await.map_err(ConnectFailure::Io)?;
-        let shim = WireShim::new(stream, batch.clone(), session.clone());
-        let (client, conn) = pg
-            .connect_raw(shim, NoTls)
-            .await
-            .map_err(ConnectFailure::Pg)?;
-        // What the server reported at startup (ParameterStatus), before the connection task
-        // takes the connection.
-        let state = ServerState::from_parameters(|name| conn.parameter(name));
-        let task = spawn_connection(conn, session.clone());
-        Ok::<_, ConnectFailure>((client, task, probe, state))
-    })
-    .await;
+    let connected =
+        tokio::time::timeout_at(deadline, target.start(base, batch.clone(), session.clone()))
+            .await;
     let client = match connected {
         Err(_) => {
             return Err(fail(

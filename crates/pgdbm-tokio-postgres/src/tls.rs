@@ -12,20 +12,36 @@
 //! | `Disable`    | `Disable`      | no TLS                                                         |
 //! | `Prefer`     | `Prefer`       | TLS when the server offers it; certificate not verified       |
 //! | `Require`    | `Require`      | TLS required; certificate not verified (like libpq)           |
-//! | `VerifyCa`   | `Require`      | chain verified against `ssl_root_cert` (or Mozilla's roots); host name not checked |
+//! | `VerifyCa`   | `Require`      | chain verified against the root certificate; host name not checked |
 //! | `VerifyFull` | `Require`      | chain and host name verified                                   |
 //!
-//! `ssl_cert` + `ssl_key` (PEM) add a client certificate.
+//! `ssl_cert` + `ssl_key` (PEM) add a client certificate. `verify-ca` / `verify-full` need a
+//! root certificate (`ssl_root_cert`, else libpq's `~/.postgresql/root.crt`; checked by
+//! `Config::validate`); `ssl_root_cert = "system"` means the bundled Mozilla roots
+//! (`webpki-roots`), with `verify-full` only.
 //!
-//! pgdbm opens the socket and performs the SSLRequest / TLS handshake itself (server name =
-//! the configured host), then hands the encrypted stream to tokio-postgres, so that a
-//! protocol-aware shim can sit between them (it sends `execute_many`'s rows with one Sync
-//! per chunk; see the crate docs). One consequence: SCRAM channel binding (`SCRAM-SHA-256-PLUS`) is not offered,
-//! authentication uses plain SCRAM-SHA-256 over the TLS stream. Cancel requests for timed-out
-//! statements open a new stream with the same TLS setup. Unix-socket hosts never use TLS.
+//! # How TLS is negotiated
+//!
+//! tokio-postgres negotiates: pgdbm opens the socket and gives tokio-postgres a [`WireShim`]
+//! over it (inside [`Plain`]) plus [`ShimTls`] as its `TlsConnect`. tokio-postgres sends the
+//! SSLRequest through the shim; on `'S'` it calls [`ShimTls`], which takes the socket out of
+//! the shim, performs the rustls handshake (server name = the configured host) and returns a
+//! new shim over the *decrypted* stream. So the protocol-aware shim (it sends `execute_many`'s
+//! rows with one Sync per chunk and checks `require_auth`; see the crate docs) always sees
+//! messages, and tokio-postgres gets the `tls-server-end-point` channel binding from the TLS
+//! stream (computed by `tokio-postgres-rustls` from the server certificate), so SCRAM
+//! authenticates with `SCRAM-SHA-256-PLUS` when the server offers it (`channel_binding`). On
+//! `'N'`, `prefer` continues in plaintext on the first shim (with a warning in the log) and the
+//! stricter modes fail. Cancel requests for timed-out statements open a new stream with the
+//! same TLS setup (`Target::open`). Unix-socket hosts never use TLS.
 
+use std::future::Future;
+use std::io;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use pgdbm_core::{Config, Error, Result, SslMode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -34,7 +50,12 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::connect::Io;
+use crate::wire::WireShim;
 
 /// The tokio-postgres TLS mode for a pgdbm [`SslMode`].
 pub(crate) fn pg_ssl_mode(mode: SslMode) -> tokio_postgres::config::SslMode {
@@ -136,7 +157,13 @@ fn webpki_verifier(
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<WebPkiServerVerifier>> {
     let mut roots = RootCertStore::empty();
-    match &config.ssl_root_cert {
+    let path = match &config.ssl_root_cert {
+        Some(p) if p.as_os_str() == pgdbm_core::SYSTEM_ROOT_CERT => None,
+        Some(p) => Some(p.clone()),
+        // libpq's default; `Config::validate` already refused a missing one.
+        None => Config::default_root_cert(),
+    };
+    match &path {
         Some(path) => {
             for cert in load_certs(path, "ssl_root_cert")? {
                 roots.add(cert).map_err(|e| {
@@ -157,6 +184,115 @@ fn webpki_verifier(
                 format!("cannot build a certificate verifier: {e}"),
             )
         })
+}
+
+/// The stream under the first shim of a connection: the socket, until [`ShimTls`] takes it to
+/// run TLS over it.
+pub(crate) struct Plain(Option<Box<dyn Io>>);
+
+impl Plain {
+    /// Wraps an open socket.
+    pub(crate) fn new(stream: Box<dyn Io>) -> Self {
+        Plain(Some(stream))
+    }
+
+    fn stream(&mut self) -> io::Result<&mut Box<dyn Io>> {
+        self.0
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the socket moved to TLS"))
+    }
+}
+
+impl AsyncRead for Plain {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(s) => Pin::new(s).poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Plain {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().stream() {
+            Ok(s) => Pin::new(s).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(s) => Pin::new(s).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(s) => Pin::new(s).poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// The rustls stream of `tokio-postgres-rustls` over a socket (it computes the channel
+/// binding).
+pub(crate) type RustlsStream = <MakeRustlsConnect as MakeTlsConnect<Box<dyn Io>>>::Stream;
+
+/// pgdbm's `TlsConnect` for tokio-postgres (see the [module docs](self)): the rustls handshake
+/// on the socket under the first shim, then a shim over the TLS stream.
+pub(crate) struct ShimTls {
+    make: Option<MakeRustlsConnect>,
+    host: String,
+    used: Arc<AtomicBool>,
+}
+
+impl ShimTls {
+    /// A connector for `host` (the TLS server name); `used` is set once a handshake succeeded.
+    /// `make` is `None` only with `ssl_mode = disable`, where tokio-postgres never calls it.
+    pub(crate) fn new(make: Option<MakeRustlsConnect>, host: &str, used: Arc<AtomicBool>) -> Self {
+        ShimTls {
+            make,
+            host: host.to_string(),
+            used,
+        }
+    }
+}
+
+impl TlsConnect<WireShim<Plain>> for ShimTls {
+    type Stream = WireShim<RustlsStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Stream>> + Send>>;
+
+    fn connect(self, mut shim: WireShim<Plain>) -> Self::Future {
+        Box::pin(async move {
+            let Some(mut make) = self.make else {
+                return Err(io::Error::other(
+                    "the server accepted TLS but no TLS connector is configured (ssl_mode = disable)",
+                ));
+            };
+            let carry = shim.carry()?;
+            let socket = shim.get_mut().0.take().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotConnected, "the socket moved to TLS")
+            })?;
+            let connect =
+                match MakeTlsConnect::<Box<dyn Io>>::make_tls_connect(&mut make, &self.host) {
+                    Ok(c) => c,
+                    Err(never) => match never {},
+                };
+            let stream = TlsConnect::connect(connect, socket).await?;
+            self.used.store(true, Ordering::Release);
+            Ok(WireShim::resume(stream, carry))
+        })
+    }
 }
 
 /// `require` / `prefer`: encrypt without verifying the certificate, like libpq.
@@ -275,7 +411,9 @@ mod tests {
             SslMode::VerifyCa,
             SslMode::VerifyFull,
         ] {
-            assert!(connector(&cfg(mode)).unwrap().is_some(), "{mode:?}");
+            let mut c = cfg(mode);
+            c.ssl_root_cert = Some(pgdbm_core::SYSTEM_ROOT_CERT.into());
+            assert!(connector(&c).unwrap().is_some(), "{mode:?}");
         }
         assert_eq!(
             pg_ssl_mode(SslMode::Prefer),

@@ -43,10 +43,36 @@ async fn verify_ca_checks_the_chain_but_not_the_host() {
     let mut c = PgConnection::connect(&config).await.unwrap();
     assert!(uses_ssl(&mut c).await);
 
-    // Without the test CA (Mozilla roots) the chain is not trusted.
+    // Without any root certificate (and no ~/.postgresql/root.crt) verify-ca is a
+    // configuration error, as in libpq, and nothing is retried.
     config.ssl_root_cert = None;
+    config.retry_attempts = 5;
+    config.retry_delay = std::time::Duration::from_secs(5);
+    if !pgdbm_core::Config::default_root_cert().is_some_and(|p| p.exists()) {
+        let e = PgConnection::connect(&config).await.unwrap_err();
+        match &e {
+            Error::Configuration { field, message } => {
+                assert_eq!(field, "ssl_root_cert");
+                assert!(message.contains("sslrootcert="), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    // With the bundled public roots (`sslrootcert=system`, verify-full only) the test CA's chain
+    // is not trusted.
+    config.retry_attempts = 1;
+    config.ssl_root_cert = Some(pgdbm_core::SYSTEM_ROOT_CERT.into());
+    let e = PgConnection::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Configuration { field, .. } if field == "ssl_root_cert"),
+        "{e}"
+    );
+    config.ssl_mode = SslMode::VerifyFull;
+    config.host = "localhost".to_string();
     let e = PgConnection::connect(&config).await.unwrap_err();
     assert!(matches!(e, Error::Connection { .. }), "{e}");
+    assert!(e.to_string().contains("certificate"), "{e}");
 }
 
 #[tokio::test]
@@ -134,4 +160,40 @@ async fn execute_many_over_tls_batches_fails_atomically_and_cancels() {
         .unwrap()
         .unwrap();
     assert_eq!(r.get_at::<i64>(0).unwrap(), 7000);
+}
+
+#[tokio::test]
+async fn channel_binding_require_over_tls_and_refused_on_a_unix_socket() {
+    let mut config = support::config("postgres");
+    config.ssl_mode = SslMode::Require;
+    config.channel_binding = pgdbm_core::ChannelBinding::Require;
+    let mut c = PgConnection::connect(&config).await.unwrap();
+    assert!(uses_ssl(&mut c).await);
+    // Cancelling a timed-out statement still works over the TLS stream.
+    let e = c
+        .query(
+            "SELECT pg_sleep(30)",
+            &[],
+            Some(std::time::Duration::from_millis(200)),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(!c.is_broken());
+
+    // The Unix socket is trusted (no password exchange) and never TLS: channel binding is
+    // impossible, and that is said before anything is sent; no retry.
+    config.host = support::server().dir.to_string_lossy().into_owned();
+    config.retry_attempts = 3;
+    config.retry_delay = std::time::Duration::from_secs(30);
+    let e = PgConnection::connect(&config).await.unwrap_err();
+    match &e {
+        Error::Connection {
+            attempts, message, ..
+        } => {
+            assert_eq!(*attempts, 1, "{e}");
+            assert!(message.contains("channel_binding = require"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
 }

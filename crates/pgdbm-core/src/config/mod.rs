@@ -11,9 +11,11 @@ use crate::dsn::{self, percent_encode, url_host, MASK};
 use crate::error::{Error, Result};
 
 mod builder;
+mod channel_binding;
 mod duration;
 mod hosts;
 mod load_balance;
+mod require_auth;
 mod reset_policy;
 mod rules;
 #[cfg(feature = "serde")]
@@ -22,9 +24,11 @@ mod session_attrs;
 mod ssl_mode;
 
 pub use builder::ConfigBuilder;
+pub use channel_binding::ChannelBinding;
 pub use duration::{duration_from_secs, DurationField};
 pub use hosts::HostSpec;
 pub use load_balance::LoadBalanceHosts;
+pub use require_auth::{AuthMethod, RequireAuth};
 pub use reset_policy::ResetPolicy;
 pub use session_attrs::{Rejection, ServerState, SessionCheck, SessionQuery, TargetSessionAttrs};
 pub use ssl_mode::SslMode;
@@ -112,12 +116,24 @@ pub struct Config {
     pub retry_jitter: bool,
     /// TLS mode (default [`SslMode::Prefer`]).
     pub ssl_mode: SslMode,
-    /// CA certificate file (PEM) for `verify-ca` / `verify-full`.
+    /// CA certificate file (PEM) for `verify-ca` / `verify-full` (libpq `sslrootcert`). `None`
+    /// means libpq's default `~/.postgresql/root.crt`; when that file does not exist either,
+    /// `verify-ca` / `verify-full` are a configuration error. The special value `system` uses
+    /// the Mozilla root certificates bundled with pgdbm (`webpki-roots`) and, as in libpq, only
+    /// with `verify-full`.
     pub ssl_root_cert: Option<PathBuf>,
-    /// Client certificate file (PEM).
+    /// Client certificate file (PEM, libpq `sslcert`), sent when the server asks for one; set
+    /// together with [`ssl_key`](Config::ssl_key).
     pub ssl_cert: Option<PathBuf>,
-    /// Client private key file (PEM).
+    /// Client private key file (PEM, libpq `sslkey`).
     pub ssl_key: Option<PathBuf>,
+    /// SCRAM channel binding (libpq `channel_binding`, default [`ChannelBinding::Prefer`]);
+    /// `Require` fails unless the server authenticates with `SCRAM-SHA-256-PLUS` over TLS.
+    pub channel_binding: ChannelBinding,
+    /// Authentication methods the server may use (libpq 16 `require_auth`, e.g.
+    /// `scram-sha-256` or `!password,!md5`); `None` (default) accepts any. Checked on the
+    /// server's request, before a password is sent.
+    pub require_auth: Option<RequireAuth>,
     /// Server-side `statement_timeout` (default 60 s; `None` leaves the server's).
     #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub statement_timeout: Option<Duration>,
@@ -204,6 +220,8 @@ impl Default for Config {
             ssl_root_cert: None,
             ssl_cert: None,
             ssl_key: None,
+            channel_binding: ChannelBinding::Prefer,
+            require_auth: None,
             statement_timeout: Some(Duration::from_secs(60)),
             lock_timeout: Some(Duration::from_secs(5)),
             idle_in_transaction_session_timeout: Some(Duration::from_secs(60)),
@@ -251,6 +269,10 @@ pub(crate) fn millis_ceil(d: Duration) -> u128 {
         ms
     }
 }
+
+/// The [`Config::ssl_root_cert`] value that means "the bundled public root certificates"
+/// (libpq's `sslrootcert=system`).
+pub const SYSTEM_ROOT_CERT: &str = "system";
 
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -485,6 +507,19 @@ impl Config {
         }
     }
 
+    /// libpq's default root certificate file, `~/.postgresql/root.crt` (`$HOME`), used for
+    /// `verify-ca` / `verify-full` when [`ssl_root_cert`](Config::ssl_root_cert) is `None`.
+    pub fn default_root_cert() -> Option<PathBuf> {
+        process_env("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join(".postgresql").join("root.crt"))
+    }
+
+    /// True when [`default_root_cert`](Config::default_root_cert) names an existing file.
+    pub(crate) fn default_root_cert_exists(&self) -> bool {
+        Config::default_root_cert().is_some_and(|p| p.is_file())
+    }
+
     /// The configured schema (Python: `get_schema()`).
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
@@ -606,6 +641,8 @@ impl fmt::Debug for Config {
             .field("ssl_root_cert", &self.ssl_root_cert)
             .field("ssl_cert", &self.ssl_cert)
             .field("ssl_key", &self.ssl_key)
+            .field("channel_binding", &self.channel_binding)
+            .field("require_auth", &self.require_auth)
             .field("statement_timeout", &self.statement_timeout)
             .field("lock_timeout", &self.lock_timeout)
             .field(

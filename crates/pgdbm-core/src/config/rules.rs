@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{is_identifier, is_setting_name, millis_ceil, Config};
+use super::{
+    is_identifier, is_setting_name, millis_ceil, AuthMethod, ChannelBinding, Config, SslMode,
+};
 use crate::error::{Error, Result};
 
 /// Longest server-side timeout PostgreSQL accepts (an `int` of milliseconds).
@@ -120,6 +122,14 @@ pub(crate) const RULES: &[Rule] = &[
     Rule {
         field: "tcp_user_timeout",
         check: tcp_user_timeout,
+    },
+    Rule {
+        field: "ssl_root_cert",
+        check: |c| ssl_root_cert(c, c.default_root_cert_exists()),
+    },
+    Rule {
+        field: "channel_binding",
+        check: channel_binding,
     },
     Rule {
         field: "schema",
@@ -289,6 +299,54 @@ fn tcp_user_timeout(c: &Config) -> Check {
     }
 }
 
+/// libpq: `verify-ca` / `verify-full` need a root certificate (`sslrootcert`, else
+/// `~/.postgresql/root.crt`: `default_exists`); `sslrootcert=system` only with `verify-full`.
+fn ssl_root_cert(c: &Config, default_exists: bool) -> Check {
+    let verify = matches!(c.ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull);
+    match &c.ssl_root_cert {
+        Some(p)
+            if p.as_os_str() == super::SYSTEM_ROOT_CERT && c.ssl_mode != SslMode::VerifyFull =>
+        {
+            Err(format!(
+                "ssl_root_cert = \"system\" (the bundled Mozilla roots) may only be used with \
+                 ssl_mode = verify-full, not {}: a public CA vouches for any host it issued a \
+                 certificate to, so the host name must be checked too",
+                c.ssl_mode
+            ))
+        }
+        None if verify && !default_exists => Err(format!(
+            "ssl_mode = {} verifies the server certificate but no root certificate is set and \
+             the default ~/.postgresql/root.crt does not exist; set ssl_root_cert to the CA file \
+             (PEM; URL/key=value `sslrootcert=/path/ca.crt`, env PGSSLROOTCERT), use \
+             `sslrootcert=system` with verify-full for a publicly signed server, or use \
+             ssl_mode = require to encrypt without verifying",
+            c.ssl_mode
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `channel_binding = require` needs TLS and SCRAM.
+fn channel_binding(c: &Config) -> Check {
+    if c.channel_binding != ChannelBinding::Require {
+        return Ok(());
+    }
+    if c.ssl_mode == SslMode::Disable {
+        return Err(
+            "channel_binding = require needs TLS but ssl_mode = disable; use ssl_mode = require \
+             (or stricter), or channel_binding = prefer"
+                .into(),
+        );
+    }
+    match &c.require_auth {
+        Some(r) if !r.allows(AuthMethod::ScramSha256) => Err(format!(
+            "channel_binding = require needs SCRAM-SHA-256 authentication but require_auth = \
+             {r} does not allow it; allow scram-sha-256 or use channel_binding = prefer"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn schema(c: &Config) -> Check {
     match &c.schema {
         Some(schema) if !is_identifier(schema) => Err(format!(
@@ -366,6 +424,52 @@ mod tests {
             );
             assert_eq!((r.check)(&Config::default()), Ok(()), "{}", r.field);
         }
+    }
+
+    #[test]
+    fn verify_modes_need_a_root_certificate() {
+        let mut c = Config::default();
+        for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+            c.ssl_mode = mode;
+            c.ssl_root_cert = None;
+            let e = ssl_root_cert(&c, false).unwrap_err();
+            assert!(e.contains("sslrootcert=/path/ca.crt"), "{e}");
+            assert!(e.contains(mode.as_str()), "{e}");
+            assert_eq!(ssl_root_cert(&c, true), Ok(()));
+            c.ssl_root_cert = Some("/etc/ca.pem".into());
+            assert_eq!(ssl_root_cert(&c, false), Ok(()));
+        }
+        for mode in [SslMode::Disable, SslMode::Prefer, SslMode::Require] {
+            c.ssl_mode = mode;
+            c.ssl_root_cert = None;
+            assert_eq!(ssl_root_cert(&c, false), Ok(()));
+            c.ssl_root_cert = Some("system".into());
+            assert!(ssl_root_cert(&c, false)
+                .unwrap_err()
+                .contains("verify-full"));
+        }
+        c.ssl_mode = SslMode::VerifyCa;
+        assert!(ssl_root_cert(&c, true).is_err());
+        c.ssl_mode = SslMode::VerifyFull;
+        assert_eq!(ssl_root_cert(&c, false), Ok(()));
+    }
+
+    #[test]
+    fn channel_binding_require_needs_tls_and_scram() {
+        let mut c = Config::default();
+        c.channel_binding = ChannelBinding::Require;
+        assert_eq!(channel_binding(&c), Ok(()));
+        c.ssl_mode = SslMode::Disable;
+        assert!(channel_binding(&c).unwrap_err().contains("needs TLS"));
+        c.ssl_mode = SslMode::Require;
+        c.require_auth = Some("password,md5".parse().unwrap());
+        assert!(channel_binding(&c).unwrap_err().contains("password,md5"));
+        c.require_auth = Some("!password".parse().unwrap());
+        assert_eq!(channel_binding(&c), Ok(()));
+        c.channel_binding = ChannelBinding::Disable;
+        c.ssl_mode = SslMode::Disable;
+        c.require_auth = Some("md5".parse().unwrap());
+        assert_eq!(channel_binding(&c), Ok(()));
     }
 
     #[test]

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, Error as _};
 
-use super::{duration_from_secs, LoadBalanceHosts, ResetPolicy, SslMode, TargetSessionAttrs};
+use super::{
+    duration_from_secs, ChannelBinding, LoadBalanceHosts, RequireAuth, ResetPolicy, SslMode,
+    TargetSessionAttrs,
+};
 
 /// `Duration` fields as float seconds.
 pub(super) mod secs {
@@ -43,6 +46,20 @@ pub(super) mod opt_secs {
 
 impl<'de> Deserialize<'de> for SslMode {
     /// libpq's names, as [`SslMode::from_str`](std::str::FromStr).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChannelBinding {
+    /// libpq's names, as [`ChannelBinding::from_str`](std::str::FromStr).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequireAuth {
+    /// libpq's list, as [`RequireAuth::from_str`](std::str::FromStr).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(D::Error::custom)
     }

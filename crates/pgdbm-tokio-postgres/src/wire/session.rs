@@ -35,8 +35,9 @@ pub(crate) struct Session {
     pub(crate) notifications: crate::listen::Inbox,
 }
 
-/// How many body bytes of a message [`Session::on_message`] needs to see.
-pub(super) const PEEK: usize = 16;
+/// How many body bytes of a message [`Session::on_message`] (and the authentication check, for
+/// the SASL mechanism list) needs to see.
+pub(super) const PEEK: usize = 64;
 
 impl Session {
     /// True for the backend message tags whose body [`on_message`](Self::on_message) reads.

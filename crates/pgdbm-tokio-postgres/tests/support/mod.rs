@@ -5,13 +5,12 @@
 //! signal) and its directory is reaped by the next start.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use pgdbm_core::{Config, Connection, SslMode};
-use pgdbm_testkit::{TestServer, TestServerOptions};
+use pgdbm_testkit::{TestCerts, TestServer, TestServerOptions};
 use pgdbm_tokio_postgres::PgConnection;
 
 pub(crate) struct Server {
@@ -26,21 +25,16 @@ static SERVER: OnceLock<Server> = OnceLock::new();
 
 pub(crate) fn server() -> &'static Server {
     SERVER.get_or_init(|| {
-        let certs =
-            std::env::temp_dir().join(format!("pgdbm-adapter-certs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&certs);
-        std::fs::create_dir_all(&certs).unwrap();
-        make_certs(&certs);
+        let certs = TestCerts::generate("postgres").expect("generate test certificates");
         let server = TestServer::start_with(
             TestServerOptions::default()
                 .password_auth(true)
-                .tls_files(certs.join("server.crt"), certs.join("server.key")),
+                .tls_files(certs.server_cert(), certs.server_key()),
         )
         .expect("start the test server");
-        // Keep the CA next to the server (deleted with it) and drop the rest of the certs.
+        // Keep the CA next to the server (deleted with it); the rest goes with `certs`.
         let ca_cert = server.dir().expect("a local server").join("test-ca.crt");
-        std::fs::copy(certs.join("ca.crt"), &ca_cert).unwrap();
-        std::fs::remove_dir_all(&certs).unwrap();
+        std::fs::copy(certs.ca_cert(), &ca_cert).unwrap();
         let dir = server.socket_dir().expect("a local server").to_path_buf();
         Server {
             port: server.port(),
@@ -49,72 +43,6 @@ pub(crate) fn server() -> &'static Server {
             server,
         }
     })
-}
-
-/// A CA and a server certificate it signed, valid for DNS name `localhost` only (not for the
-/// IP 127.0.0.1, so verify-full to 127.0.0.1 fails while verify-ca passes).
-fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=pgdbm test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
 }
 
 /// The CA certificate that signed the server's certificate.
