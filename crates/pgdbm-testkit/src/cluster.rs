@@ -98,6 +98,7 @@ impl TestCluster {
         for i in 1..=standbys {
             let standby =
                 TestServer::start_standby(&members[0], &slot_name(i), options.clone())?;
+            wait_streaming(&members[0], i, timeout)?;
             members.push(standby);
         }
         Ok(TestCluster {
@@ -353,6 +354,28 @@ impl std::fmt::Debug for TestCluster {
             .field("primary", &self.primary_index())
             .field("members", &self.members)
             .finish()
+    }
+}
+
+/// Waits, polling, until standby `i` streams from `primary` (its slot is active).
+fn wait_streaming(primary: &TestServer, i: usize, timeout: Duration) -> Result<()> {
+    let sql = format!(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+        slot_name(i)
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        if primary.psql("postgres", &sql)? == "1" {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(cluster_error(format!(
+                "standby {i} does not stream from the primary within {timeout:?} (its slot \
+                 `{}` is not active)",
+                slot_name(i)
+            )));
+        }
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
