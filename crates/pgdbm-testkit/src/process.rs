@@ -136,7 +136,8 @@ impl Local {
         let out = cmd.output().map_err(|e| Error::TestDatabase {
             name: None,
             message: format!(
-                "cannot run {}: {e}",
+                "cannot run {}: {e}; it comes with the PostgreSQL binaries (Debian: the \
+                 postgresql-client-<version> package, which the postgresql package installs)",
                 self.bin_dir.join("pg_basebackup").display()
             ),
             source: Some(Box::new(e)),
