@@ -101,12 +101,8 @@ async fn writes_survive_failover<P: Pool>() {
     let next_id = Arc::new(AtomicI64::new(1));
     let mut tasks = Vec::new();
     for task in 0..8i32 {
-        let (db, outcomes, stop, next_id) = (
-            db.clone(),
-            outcomes.clone(),
-            stop.clone(),
-            next_id.clone(),
-        );
+        let (db, outcomes, stop, next_id) =
+            (db.clone(), outcomes.clone(), stop.clone(), next_id.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let id = next_id.fetch_add(1, Ordering::SeqCst);
@@ -328,13 +324,20 @@ async fn replica_view_reads_standbys_and_refuses_writes<P: Pool>() {
     // Writes through the replica view are refused by the server and say where to write.
     let insert = "INSERT INTO {{tables.items}} (id, v) VALUES (11, 'x')";
     let e = replica.execute(insert, &[]).await.unwrap_err();
-    assert_eq!(e.sql_state(), Some(SqlState::READ_ONLY_SQL_TRANSACTION), "{e}");
+    assert_eq!(
+        e.sql_state(),
+        Some(SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{e}"
+    );
     let text = e.to_string();
     assert!(
         text.contains("read replica view") && text.contains("primary"),
         "{text}"
     );
-    assert!(text.contains("read-only"), "the server's message is kept: {text}");
+    assert!(
+        text.contains("read-only"),
+        "the server's message is kept: {text}"
+    );
     let mut tx = replica.transaction().await.unwrap();
     let e = tx.execute(insert, &[]).await.unwrap_err();
     assert!(e.to_string().contains("read replica view"), "{e}");

@@ -84,7 +84,10 @@ impl TestCluster {
             ),
             ("hot_standby".to_string(), "on".to_string()),
             ("shared_buffers".to_string(), "16MB".to_string()),
-            ("wal_retrieve_retry_interval".to_string(), "100ms".to_string()),
+            (
+                "wal_retrieve_retry_interval".to_string(),
+                "100ms".to_string(),
+            ),
             // A commit's WAL is written before it is acknowledged (a standalone TestServer
             // turns this off), so `pg_current_wal_lsn()` after a commit covers it.
             ("synchronous_commit".to_string(), "on".to_string()),
@@ -96,8 +99,7 @@ impl TestCluster {
         let primary = TestServer::start_with(options.clone())?;
         let mut members = vec![primary];
         for i in 1..=standbys {
-            let standby =
-                TestServer::start_standby(&members[0], &slot_name(i), options.clone())?;
+            let standby = TestServer::start_standby(&members[0], &slot_name(i), options.clone())?;
             wait_streaming(&members[0], i, timeout)?;
             members.push(standby);
         }

@@ -28,7 +28,11 @@ async fn primary_and_standby_replicate_promote_and_restart() {
 
     let in_recovery = |i: usize| {
         let m = cluster.member(i).unwrap();
-        async move { m.query_async("postgres", "SELECT pg_is_in_recovery()").await.unwrap() }
+        async move {
+            m.query_async("postgres", "SELECT pg_is_in_recovery()")
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(in_recovery(0).await, "f");
     assert_eq!(in_recovery(1).await, "t");
@@ -104,7 +108,9 @@ async fn primary_and_standby_replicate_promote_and_restart() {
         vec![("127.0.0.1".to_string(), primary.port())]
     );
     assert_eq!(c.password.as_deref(), primary.password());
-    let shown = cluster.display_multi_host_url(&[0, 1], "clusterdb").unwrap();
+    let shown = cluster
+        .display_multi_host_url(&[0, 1], "clusterdb")
+        .unwrap();
     assert_eq!(
         shown,
         format!(
@@ -154,7 +160,10 @@ async fn primary_and_standby_replicate_promote_and_restart() {
 #[test]
 fn a_fixed_port_is_refused() {
     let e = TestCluster::start_with(1, TestServerOptions::default().port(5999)).unwrap_err();
-    assert!(matches!(e, Error::Configuration { ref field, .. } if field == "port"), "{e}");
+    assert!(
+        matches!(e, Error::Configuration { ref field, .. } if field == "port"),
+        "{e}"
+    );
 }
 
 const ROLE: &str = "PGDBM_TESTKIT_CLUSTER_HOLDER";

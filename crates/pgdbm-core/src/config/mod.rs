@@ -1021,6 +1021,7 @@ mod tests {
             c.read_hosts = vec![("r1".into(), 6000), ("r2".into(), 6001)];
             c.password = Some("pw".into());
             c.schema = Some("app".into());
+            c.min_connections = 2;
             c.max_connections = 7;
         });
         c.validate().unwrap();

@@ -248,7 +248,8 @@ impl Ctx {
         let result = match result {
             Err(Error::Query(mut q))
                 if self.replica.is_some()
-                    && q.sqlstate.as_deref() == Some(crate::SqlState::READ_ONLY_SQL_TRANSACTION.code()) =>
+                    && q.sqlstate.as_deref()
+                        == Some(crate::SqlState::READ_ONLY_SQL_TRANSACTION.code()) =>
             {
                 q.message = format!("{}; {REPLICA_WRITE_REFUSED}", q.message);
                 Err(Error::Query(q))
