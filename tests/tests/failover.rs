@@ -220,7 +220,7 @@ async fn writes_survive_failover<P: Pool>() {
     let message = outcomes.first_read_only.lock().unwrap().clone().unwrap();
     assert!(message.contains("read-only"), "{message}");
     eprintln!(
-        "failover ({}): {} acked ({} before the stop, {} after the promotion), {} refused as \
+        "failover ({}): {} acked ({} before the stop, {} after promote() returned), {} refused as \
          read-only, {} failed otherwise",
         backend::<P>(),
         acked.len(),
