@@ -253,7 +253,11 @@ async fn replica_view_reads_standbys_and_refuses_writes<P: Pool>() {
     config.min_connections = 1;
     config.max_connections = 2;
     config.schema = Some("rr".to_string());
-    config.read_hosts = vec![(standby.host().to_string(), standby.port())];
+    config.read_hosts = cluster.hosts(&[1]).unwrap();
+    assert_eq!(
+        config.read_hosts,
+        vec![(standby.host().to_string(), standby.port())]
+    );
 
     // Without read hosts there is no replica view, and the error says how to get one.
     let plain = Database::<P>::connect(cluster.config(0, "routing").unwrap())

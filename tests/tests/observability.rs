@@ -268,11 +268,10 @@ async fn replica_pool_has_its_own_gauges<P: Pool>() {
         .unwrap();
     let ns = pgdbm::testkit::unique_database_name("rmetrics_").unwrap();
     cluster.create_database(&ns).await.unwrap();
-    let standby = cluster.member(1).unwrap();
     let mut config = cluster.config(0, &ns).unwrap();
     config.min_connections = 1;
     config.max_connections = 4;
-    config.read_hosts = vec![(standby.host().to_string(), standby.port())];
+    config.read_hosts = cluster.hosts(&[1]).unwrap();
     let db = Database::<P>::connect(config).await.unwrap();
     let replica = db.replica().unwrap();
 

@@ -33,10 +33,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// let cluster = TestCluster::start(1)?;
 /// cluster.create_database("app").await?; // on the primary, replayed by the standby
 /// let writes = cluster.multi_host_config(&[0, 1], "app")?; // hosts: primary, standby
-/// let reads = cluster.config(1, "app")?; // the standby only
+/// let mut routed = cluster.config(0, "app")?; // writes on the primary ...
+/// routed.read_hosts = cluster.hosts(&[1])?; // ... and Database::replica() on the standby
 /// cluster.stop(0)?;
 /// cluster.promote(1).await?;
-/// # let _ = (writes, reads);
+/// # let _ = (writes, routed);
 /// # Ok(())
 /// # }
 /// ```
@@ -208,12 +209,16 @@ impl TestCluster {
     /// Waits, polling, until member `i` has replayed the current primary's WAL up to the
     /// primary's `pg_current_wal_lsn()` read now (`pg_last_wal_replay_lsn()` at or past it):
     /// everything committed on the primary before the call is then visible on member `i`.
+    /// For the primary itself it returns at once.
     ///
     /// # Errors
     /// [`Error::TestDatabase`] when the primary cannot be asked, or member `i` has not caught
     /// up within the start timeout (with both positions).
     pub async fn wait_for_replay(&self, i: usize) -> Result<()> {
         let member = self.member(i)?;
+        if i == self.primary_index() {
+            return Ok(()); // the primary has its own WAL
+        }
         let primary = self.primary();
         let lsn = primary
             .query_async("postgres", "SELECT pg_current_wal_lsn()")
@@ -282,6 +287,18 @@ impl TestCluster {
         Ok(self.member(i)?.config(database))
     }
 
+    /// `(host, port)` of the members `order`, in that order: for
+    /// [`Config::read_hosts`](pgdbm_core::Config::read_hosts) or `fallback_hosts`.
+    ///
+    /// # Errors
+    /// An unknown member.
+    pub fn hosts(&self, order: &[usize]) -> Result<Vec<(String, u16)>> {
+        order
+            .iter()
+            .map(|&i| self.member(i).map(|m| (m.host().to_string(), m.port())))
+            .collect()
+    }
+
     /// A pgdbm [`Config`] for `database` whose hosts are the members `order`, in that order
     /// (the first is `host`/`port`, the others `fallback_hosts`).
     ///
@@ -292,10 +309,7 @@ impl TestCluster {
             Error::config("hosts", "name at least one cluster member, e.g. &[0, 1]")
         })?;
         let mut config = self.config(*first, database)?;
-        config.fallback_hosts = rest
-            .iter()
-            .map(|&i| self.member(i).map(|m| (m.host().to_string(), m.port())))
-            .collect::<Result<_>>()?;
+        config.fallback_hosts = self.hosts(rest)?;
         Ok(config)
     }
 

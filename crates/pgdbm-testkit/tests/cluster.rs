@@ -123,6 +123,13 @@ async fn primary_and_standby_replicate_promote_and_restart() {
     assert!(url.contains(primary.password().unwrap()));
     assert!(!format!("{cluster:?}").contains(primary.password().unwrap()));
     assert!(cluster.multi_host_config(&[], "clusterdb").is_err());
+    assert_eq!(
+        cluster.hosts(&[1]).unwrap(),
+        vec![("127.0.0.1".to_string(), standby.port())]
+    );
+    assert!(cluster.hosts(&[5]).is_err());
+    // The primary has nothing to wait for.
+    cluster.wait_for_replay(0).await.unwrap();
 
     // Failover: the primary goes away, the standby is promoted and takes writes.
     cluster.stop(0).unwrap();

@@ -48,7 +48,8 @@ pub type RowOf<C> = <C as Connection>::Row;
 /// Cloning is cheap and shares the pool. [`with_schema`](Database::with_schema) makes a view on
 /// the same pool that renders templates for another schema; views never change each other's
 /// behaviour (templates are rendered to schema-qualified names, nothing relies on a
-/// per-connection `search_path`).
+/// per-connection `search_path`). [`replica`](Database::replica) is the view on the read
+/// replica pool ([`Config::read_hosts`]): reads the application sends to standbys.
 pub struct Database<P: Pool> {
     pool: P,
     ctx: Ctx,
