@@ -256,3 +256,50 @@ async fn metrics_follow_the_pool_and_the_queries<P: Pool>() {
     db.close().await;
 }
 both_backends!(metrics, metrics_follow_the_pool_and_the_queries);
+
+/// The read replica view (`Database::replica`) shares the query metrics and the namespace, and
+/// its pool's gauges carry `db.pool.role=replica`, so they do not overwrite the primary pool's.
+async fn replica_pool_has_its_own_gauges<P: Pool>() {
+    let _one_at_a_time = METRICS_TESTS.lock().await;
+    let _ = snapshotter();
+    let cluster = tokio::task::spawn_blocking(|| pgdbm::testkit::TestCluster::start(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let ns = pgdbm::testkit::unique_database_name("rmetrics_").unwrap();
+    cluster.create_database(&ns).await.unwrap();
+    let mut config = cluster.config(0, &ns).unwrap();
+    config.min_connections = 1;
+    config.max_connections = 4;
+    config.read_hosts = cluster.hosts(&[1]).unwrap();
+    let db = Database::<P>::connect(config).await.unwrap();
+    let replica = db.replica().unwrap();
+
+    let on_primary = pgdbm_integration_tests::hold_connections(&db, 1)
+        .await
+        .unwrap();
+    let on_replica = pgdbm_integration_tests::hold_connections(&replica, 3)
+        .await
+        .unwrap();
+    let m = metrics_of(&ns);
+    assert_eq!(m.get("pgdbm.pool.in_use{}"), Some(&1.0), "{m:?}");
+    assert_eq!(
+        m.get("pgdbm.pool.in_use{db.pool.role=replica}"),
+        Some(&3.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.get("pgdbm.pool.acquire.wait{db.pool.role=replica}"),
+        Some(&3.0),
+        "{m:?}"
+    );
+    // Query metrics are shared: 1 + 3 statements by `hold_connections`.
+    assert_eq!(
+        m.get("pgdbm.query.duration{operation=execute}"),
+        Some(&4.0),
+        "{m:?}"
+    );
+    drop((on_primary, on_replica));
+    db.close().await;
+}
+both_backends!(replica_metrics, replica_pool_has_its_own_gauges);

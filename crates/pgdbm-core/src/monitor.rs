@@ -675,6 +675,7 @@ mod tests {
             duration: Duration::from_millis(ms),
             rows: if error.is_some() { None } else { Some(1) },
             error,
+            replica: false,
         }
     }
 

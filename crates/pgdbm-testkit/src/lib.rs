@@ -32,6 +32,7 @@
 mod admin;
 mod assertions;
 mod certs;
+mod cluster;
 mod config;
 mod database;
 mod discover;
@@ -48,6 +49,7 @@ mod template;
 
 pub use assertions::{assert_table_unchanged, table_diff};
 pub use certs::TestCerts;
+pub use cluster::TestCluster;
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};

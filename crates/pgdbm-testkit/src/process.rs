@@ -140,6 +140,40 @@ impl Local {
         Ok(())
     }
 
+    /// Fills the data directory with `pg_basebackup -R` of the server listening in
+    /// `socket_dir` on `port` (trusted there), WAL streamed, creating the replication slot
+    /// `slot` and naming it as the standby's `primary_slot_name`; a fast checkpoint, no fsync.
+    pub(crate) fn base_backup(&self, socket_dir: &Path, port: u16, slot: &str) -> Result<()> {
+        let mut cmd = self.command("pg_basebackup");
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-h")
+            .arg(socket_dir)
+            .arg("-p")
+            .arg(port.to_string())
+            .args(["-U", SUPERUSER, "-X", "stream", "-R", "-C", "-S", slot])
+            .args(["--checkpoint=fast", "--no-sync", "-w"])
+            .stdin(Stdio::null());
+        let out = cmd.output().map_err(|e| Error::TestDatabase {
+            name: None,
+            message: format!(
+                "cannot run {}: {e}; it comes with the PostgreSQL binaries (Debian: the \
+                 postgresql-client-<version> package, which the postgresql package installs)",
+                self.bin_dir.join("pg_basebackup").display()
+            ),
+            source: Some(Box::new(e)),
+        })?;
+        if !out.status.success() {
+            return Err(start_error(format!(
+                "pg_basebackup of the primary on port {port} failed ({}):\n{}{}",
+                out.status,
+                tail(&String::from_utf8_lossy(&out.stdout), 10),
+                tail(&String::from_utf8_lossy(&out.stderr), 20)
+            )));
+        }
+        Ok(())
+    }
+
     /// A command for the server binary `name`, as the `postgres` user when root, dying with
     /// the calling thread when so configured.
     fn command(&self, name: &str) -> Command {
@@ -257,14 +291,17 @@ impl Local {
         }
     }
 
-    /// The postmaster wrote `ready` in its pid file and answers a startup message.
+    /// The postmaster wrote `ready` (or `standby`) in its pid file and answers a startup message.
     fn is_ready(&self, pid: u32, port: u16) -> bool {
         let Ok(text) = fs::read_to_string(self.data_dir.join("postmaster.pid")) else {
             return false;
         };
         let lines: Vec<&str> = text.lines().collect();
         let pid_matches = lines.first().is_some_and(|l| l.trim() == pid.to_string());
-        let ready = lines.get(7).is_some_and(|l| l.trim() == "ready");
+        // `standby`: a hot standby that accepts read-only connections.
+        let ready = lines
+            .get(7)
+            .is_some_and(|l| matches!(l.trim(), "ready" | "standby"));
         pid_matches && ready && accepts_startup(port).unwrap_or(false)
     }
 

@@ -108,6 +108,40 @@ impl TestServer {
     /// # Errors
     /// As [`start`](Self::start), and [`Error::Configuration`] for invalid options.
     pub fn start_with(options: TestServerOptions) -> Result<TestServer> {
+        let server = Self::prepare(options)?;
+        // From here on, dropping `server` deletes the directory.
+        if let (Some(local), Some(password)) = (&server.local, &server.password) {
+            local.init_db(password)?;
+        }
+        server.launch_on_free_port()
+    }
+
+    /// Starts a streaming standby of `primary` (a running throwaway server): its data
+    /// directory is a `pg_basebackup -R` of the primary through the primary's private socket,
+    /// replicating through the replication slot `slot` (created by the backup), with the
+    /// primary's password. Used by [`TestCluster`](crate::TestCluster).
+    pub(crate) fn start_standby(
+        primary: &TestServer,
+        slot: &str,
+        options: TestServerOptions,
+    ) -> Result<TestServer> {
+        let socket_dir = primary.socket_dir().ok_or_else(|| Error::TestDatabase {
+            name: None,
+            message: "a standby needs a throwaway primary (TestServer::start), not an external \
+                      server"
+                .to_string(),
+            source: None,
+        })?;
+        let mut server = Self::prepare(options)?;
+        server.password = primary.password.clone();
+        if let Some(local) = &server.local {
+            local.base_backup(socket_dir, primary.port, slot)?;
+        }
+        server.launch_on_free_port()
+    }
+
+    /// The directory and the (not yet started) value of a throwaway server.
+    fn prepare(options: TestServerOptions) -> Result<TestServer> {
         validate_options(&options)?;
         let bin_dir = find_pg_bin(options.pg_bin.as_deref())?;
         let run_as = RunAs::detect()?;
@@ -129,7 +163,7 @@ impl TestServer {
             options,
             running: Mutex::new(None),
         };
-        let mut server = TestServer {
+        Ok(TestServer {
             host: "127.0.0.1".to_string(),
             port: 0,
             user: SUPERUSER.to_string(),
@@ -137,12 +171,14 @@ impl TestServer {
             local: Some(local),
             admin: OnceLock::new(),
             admin_start: Mutex::new(()),
-        };
-        // From here on, dropping `server` deletes the directory.
-        if let (Some(local), Some(password)) = (&server.local, &server.password) {
-            local.init_db(password)?;
-        }
-        let attempts = if server_fixed_port(&server) {
+        })
+    }
+
+    /// Starts the prepared data directory on a free port (or the fixed one), retrying when
+    /// another process takes the port first.
+    fn launch_on_free_port(mut self) -> Result<TestServer> {
+        let server = &mut self;
+        let attempts = if server_fixed_port(server) {
             1
         } else {
             PORT_ATTEMPTS
@@ -157,7 +193,7 @@ impl TestServer {
             match local.launch(server.port) {
                 Ok(r) => {
                     *lock(&local.running) = Some(r);
-                    return Ok(server);
+                    return Ok(self);
                 }
                 Err(StartFailure::PortTaken(log)) => last = log,
                 Err(StartFailure::Other(e)) => return Err(e),

@@ -177,6 +177,12 @@ pub struct Config {
     /// (libpq `tcp_user_timeout`, Linux `TCP_USER_TIMEOUT`; default `None`, the OS default).
     #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub tcp_user_timeout: Option<Duration>,
+    /// Read replicas (streaming standbys), tried in order like `host` then `fallback_hosts`
+    /// (default none). When set, [`Database::connect`](crate::Database::connect) also opens a
+    /// pool on them, used by the view [`Database::replica`](crate::Database::replica); the
+    /// user chooses that view for reads, nothing is guessed from the SQL. See
+    /// [`replica_config`](Config::replica_config).
+    pub read_hosts: Vec<(String, u16)>,
 }
 
 /// A `search_path` that resolves no user schema (Python 0.5's `NEUTRAL_SEARCH_PATH`):
@@ -237,6 +243,7 @@ impl Default for Config {
             keepalives_interval: Duration::from_secs(10),
             keepalives_count: 3,
             tcp_user_timeout: None,
+            read_hosts: Vec::new(),
         }
     }
 }
@@ -533,6 +540,35 @@ impl Config {
         v
     }
 
+    /// The configuration of the read replica pool: this one with
+    /// [`read_hosts`](Config::read_hosts) as its hosts (the first becomes `host`/`port`, the
+    /// others `fallback_hosts`), no `read_hosts` and no `hostaddr` (those addresses belong to
+    /// the primary's hosts), and `target_session_attrs = prefer-standby`, so a standby is taken
+    /// when one of the read hosts is up and a primary among them only when none is; `None` when
+    /// there are no read hosts. Everything else (database, user, password, TLS, pool sizes,
+    /// timeouts, schema) is the primary's.
+    ///
+    /// ```
+    /// use pgdbm_core::Config;
+    /// let mut c = Config::default();
+    /// c.read_hosts = vec![("replica1".into(), 5432), ("replica2".into(), 5433)];
+    /// let r = c.replica_config().unwrap();
+    /// assert_eq!((r.host.as_str(), r.fallback_hosts.len()), ("replica1", 1));
+    /// assert_eq!(r.target_session_attrs, pgdbm_core::TargetSessionAttrs::PreferStandby);
+    /// assert!(Config::default().replica_config().is_none());
+    /// ```
+    pub fn replica_config(&self) -> Option<Config> {
+        let (first, rest) = self.read_hosts.split_first()?;
+        let mut c = self.clone();
+        c.host = first.0.clone();
+        c.port = first.1;
+        c.fallback_hosts = rest.to_vec();
+        c.read_hosts = Vec::new();
+        c.hostaddr = Vec::new();
+        c.target_session_attrs = TargetSessionAttrs::PreferStandby;
+        Some(c)
+    }
+
     /// The run-time settings to send at connection startup (Python: `get_server_settings()`).
     ///
     /// The user's [`server_settings`](Config::server_settings), plus, for each of these the user
@@ -661,6 +697,7 @@ impl fmt::Debug for Config {
             .field("keepalives_interval", &self.keepalives_interval)
             .field("keepalives_count", &self.keepalives_count)
             .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("read_hosts", &self.read_hosts)
             .finish()
     }
 }
@@ -869,6 +906,8 @@ mod tests {
                 c.fallback_hosts = vec![(String::new(), 1)]
             }),
             ("hostaddr", |c| c.hostaddr = vec![None, None]),
+            ("read_hosts", |c| c.read_hosts = vec![("r".into(), 0)]),
+            ("read_hosts", |c| c.read_hosts = vec![(String::new(), 1)]),
             ("retry_backoff", |c| c.retry_backoff = 0.5),
             ("retry_backoff", |c| c.retry_backoff = f64::NAN),
             ("retry_backoff", |c| c.retry_backoff = f64::INFINITY),
@@ -1073,5 +1112,30 @@ mod tests {
         assert_eq!(duration_from_secs("x", -0.0).unwrap(), Duration::ZERO);
         assert!(duration_from_secs("x", -1.0).is_err());
         assert!(duration_from_secs("x", f64::NAN).is_err());
+    }
+
+    #[test]
+    fn replica_config_takes_the_read_hosts_and_keeps_the_rest() {
+        let c = with(|c| {
+            c.host = "primary".into();
+            c.fallback_hosts = vec![("primary2".into(), 5433)];
+            c.read_hosts = vec![("r1".into(), 6000), ("r2".into(), 6001)];
+            c.password = Some("pw".into());
+            c.schema = Some("app".into());
+            c.min_connections = 2;
+            c.max_connections = 7;
+        });
+        c.validate().unwrap();
+        let r = c.replica_config().unwrap();
+        assert_eq!(
+            r.hosts(),
+            vec![("r1".to_string(), 6000), ("r2".to_string(), 6001)]
+        );
+        assert!(r.read_hosts.is_empty());
+        assert_eq!(r.password.as_deref(), Some("pw"));
+        assert_eq!(r.schema.as_deref(), Some("app"));
+        assert_eq!(r.max_connections, 7);
+        assert!(Config::default().replica_config().is_none());
+        assert!(!format!("{c:?}").contains("\"pw\""));
     }
 }

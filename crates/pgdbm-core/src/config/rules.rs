@@ -55,6 +55,10 @@ pub(crate) const RULES: &[Rule] = &[
         check: hostaddr,
     },
     Rule {
+        field: "read_hosts",
+        check: |c| host_list(&c.read_hosts),
+    },
+    Rule {
         field: "max_connections",
         check: max_connections,
     },
@@ -181,7 +185,12 @@ fn port(c: &Config) -> Check {
 }
 
 fn fallback_hosts(c: &Config) -> Check {
-    for (h, p) in &c.fallback_hosts {
+    host_list(&c.fallback_hosts)
+}
+
+/// Every `(host, port)` non-empty, without NUL, port not 0.
+fn host_list(hosts: &[(String, u16)]) -> Check {
+    for (h, p) in hosts {
         if h.is_empty() || h.contains('\0') || *p == 0 {
             return Err(format!(
                 "`{}:{p}` is not a valid host and port; hosts must be non-empty and ports 1-65535",

@@ -45,6 +45,8 @@ pub struct QueryEvent<'a> {
     pub rows: Option<u64>,
     /// The error, when it failed.
     pub error: Option<&'a Error>,
+    /// True when it ran through the read replica view ([`Database::replica`](crate::Database::replica)).
+    pub replica: bool,
 }
 
 /// Receives a [`QueryEvent`](crate::QueryEvent) after every query of a [`Database`](crate::Database) (and its views, connections and
@@ -182,11 +184,33 @@ pub(super) struct Ctx {
     pub(super) schema: Option<Arc<str>>,
     pub(super) timeout: Option<Duration>,
     pub(super) shared: Arc<Shared>,
+    /// Set on the read replica view ([`Database::replica`](crate::Database::replica)).
+    pub(super) replica: Option<Arc<ReplicaCtx>>,
 }
+
+/// What the read replica view has of its own: its pool's counters, for the pool gauges.
+pub(super) struct ReplicaCtx {
+    #[cfg(feature = "metrics")]
+    pub(super) pool_stats: Arc<dyn Fn() -> crate::PoolStats + Send + Sync>,
+}
+
+/// Appended to the message of a write refused (SQLSTATE 25006) on the read replica view.
+pub(super) const REPLICA_WRITE_REFUSED: &str = "this is the read replica view \
+     (Database::replica()), whose servers are read-only standbys: run writes through the \
+     primary Database it was made from";
 
 impl Ctx {
     pub(super) fn render<'q, Q: AsQuery + ?Sized>(&self, sql: &'q Q) -> Result<RenderedSql<'q>> {
         sql.render(self.schema.as_deref(), &self.shared.templates)
+    }
+
+    /// The counters of this view's pool (the replica pool on the replica view).
+    #[cfg(feature = "metrics")]
+    pub(super) fn pool_stats(&self) -> crate::PoolStats {
+        match &self.replica {
+            Some(r) => (r.pool_stats)(),
+            None => (self.shared.pool_stats)(),
+        }
     }
 
     pub(super) fn observed(&self) -> bool {
@@ -221,6 +245,17 @@ impl Ctx {
             }
             other => other,
         };
+        let result = match result {
+            Err(Error::Query(mut q))
+                if self.replica.is_some()
+                    && q.sqlstate.as_deref()
+                        == Some(crate::SqlState::READ_ONLY_SQL_TRANSACTION.code()) =>
+            {
+                q.message = format!("{}; {REPLICA_WRITE_REFUSED}", q.message);
+                Err(Error::Query(q))
+            }
+            other => other,
+        };
         let row_count = result.as_ref().ok().and_then(rows);
         super::telemetry::record_outcome(
             span,
@@ -243,7 +278,7 @@ impl Ctx {
                 duration.unwrap_or_default(),
                 result.as_ref().err(),
             );
-            super::metrics::pool_gauges(self, (self.shared.pool_stats)());
+            super::metrics::pool_gauges(self, self.pool_stats());
         }
         if self.observed() {
             let event = QueryEvent {
@@ -253,6 +288,7 @@ impl Ctx {
                 duration: duration.unwrap_or_default(),
                 rows: row_count,
                 error: result.as_ref().err(),
+                replica: self.replica.is_some(),
             };
             let observers = match self.shared.observers.read() {
                 Ok(g) => g.clone(),

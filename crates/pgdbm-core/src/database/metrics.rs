@@ -12,24 +12,34 @@ fn namespace(ctx: &Ctx) -> String {
     ctx.shared.config.database.clone()
 }
 
+/// The labels of a pool's metrics: `db.namespace`, plus `db.pool.role` = `replica` for the
+/// read replica pool ([`Database::replica`](crate::Database::replica)), so its gauges do not
+/// overwrite the primary pool's.
+fn pool_labels(ctx: &Ctx) -> Vec<metrics::Label> {
+    let mut labels = vec![metrics::Label::new("db.namespace", namespace(ctx))];
+    if ctx.replica.is_some() {
+        labels.push(metrics::Label::new("db.pool.role", "replica"));
+    }
+    labels
+}
+
 /// Publishes the pool gauges: `pgdbm.pool.size`, `.idle`, `.in_use`, `.waiting`, `.max_size`.
 pub(super) fn pool_gauges(ctx: &Ctx, stats: PoolStats) {
-    let ns = namespace(ctx);
-    metrics::gauge!("pgdbm.pool.size", "db.namespace" => ns.clone()).set(stats.size as f64);
-    metrics::gauge!("pgdbm.pool.idle", "db.namespace" => ns.clone()).set(stats.idle as f64);
-    metrics::gauge!("pgdbm.pool.in_use", "db.namespace" => ns.clone()).set(stats.in_use as f64);
-    metrics::gauge!("pgdbm.pool.waiting", "db.namespace" => ns.clone()).set(stats.waiting as f64);
-    metrics::gauge!("pgdbm.pool.max_size", "db.namespace" => ns).set(stats.max_size as f64);
+    let labels = pool_labels(ctx);
+    metrics::gauge!("pgdbm.pool.size", labels.clone()).set(stats.size as f64);
+    metrics::gauge!("pgdbm.pool.idle", labels.clone()).set(stats.idle as f64);
+    metrics::gauge!("pgdbm.pool.in_use", labels.clone()).set(stats.in_use as f64);
+    metrics::gauge!("pgdbm.pool.waiting", labels.clone()).set(stats.waiting as f64);
+    metrics::gauge!("pgdbm.pool.max_size", labels).set(stats.max_size as f64);
 }
 
 /// One checkout: `pgdbm.pool.acquire.wait` (seconds), and `pgdbm.pool.acquire.timeouts` when
 /// it failed with a pool error.
 pub(super) fn acquired(ctx: &Ctx, waited: Duration, error: Option<&Error>, stats: PoolStats) {
-    let ns = namespace(ctx);
-    metrics::histogram!("pgdbm.pool.acquire.wait", "db.namespace" => ns.clone())
-        .record(waited.as_secs_f64());
+    let labels = pool_labels(ctx);
+    metrics::histogram!("pgdbm.pool.acquire.wait", labels.clone()).record(waited.as_secs_f64());
     if let Some(Error::Pool { .. }) = error {
-        metrics::counter!("pgdbm.pool.acquire.timeouts", "db.namespace" => ns).increment(1);
+        metrics::counter!("pgdbm.pool.acquire.timeouts", labels).increment(1);
     }
     pool_gauges(ctx, stats);
 }

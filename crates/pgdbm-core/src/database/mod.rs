@@ -26,7 +26,7 @@ pub use context::{
 };
 pub use transaction::{Savepoint, Transaction};
 
-use context::{client_error, Ctx, Shared};
+use context::{client_error, Ctx, ReplicaCtx, Shared};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,13 +48,17 @@ pub type RowOf<C> = <C as Connection>::Row;
 /// Cloning is cheap and shares the pool. [`with_schema`](Database::with_schema) makes a view on
 /// the same pool that renders templates for another schema; views never change each other's
 /// behaviour (templates are rendered to schema-qualified names, nothing relies on a
-/// per-connection `search_path`).
+/// per-connection `search_path`). [`replica`](Database::replica) is the view on the read
+/// replica pool ([`Config::read_hosts`]): reads the application sends to standbys.
 pub struct Database<P: Pool> {
     pool: P,
     ctx: Ctx,
     /// Made by [`connect`](Database::connect) (and clones of it): [`close`](Database::close)
     /// closes the pool. Views and [`from_pool`](Database::from_pool) managers do not own it.
     owns_pool: bool,
+    /// The read replica pool ([`replica`](Database::replica)), if any, and whether
+    /// [`close`](Database::close) of an owning manager closes it (opened by `connect`).
+    replica: Option<(P, bool)>,
 }
 
 impl<P: Pool> Clone for Database<P> {
@@ -63,6 +67,7 @@ impl<P: Pool> Clone for Database<P> {
             pool: self.pool.clone(),
             ctx: self.ctx.clone(),
             owns_pool: self.owns_pool,
+            replica: self.replica.clone(),
         }
     }
 }
@@ -73,6 +78,7 @@ impl<P: Pool> fmt::Debug for Database<P> {
             .field("schema", &self.ctx.schema)
             .field("timeout", &self.ctx.timeout)
             .field("pool", &self.pool.stats())
+            .field("replica_view", &self.ctx.replica.is_some())
             .field("dsn", &self.ctx.shared.config.dsn_masked())
             .finish()
     }
@@ -91,11 +97,26 @@ impl<P: Pool> Database<P> {
     /// Validates `config`, opens a pool and returns the manager that owns it (Python:
     /// `connect()`). When `config.schema` is set and the schema does not exist it is created
     /// (an [`Error::Schema`](crate::Error::Schema) says so when the role may not).
+    ///
+    /// With [`Config::read_hosts`] it also opens the read replica pool on them
+    /// ([`Config::replica_config`]), used by the [`replica`](Database::replica) view and
+    /// closed with this manager.
     pub async fn connect(config: Config) -> Result<Self> {
         // `Pool::connect` validates the config (its contract), before any I/O.
         let pool = P::connect(&config).await?;
+        let replica = match config.replica_config() {
+            Some(replica_config) => match P::connect(&replica_config).await {
+                Ok(replica) => Some(replica),
+                Err(e) => {
+                    pool.close().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         let mut db = Self::from_pool(pool, config)?;
         db.owns_pool = true;
+        db.replica = replica.map(|p| (p, true));
         if let Err(e) = db.create_configured_schema().await {
             db.close().await;
             return Err(e);
@@ -144,9 +165,57 @@ impl<P: Pool> Database<P> {
                     #[cfg(feature = "metrics")]
                     pool_stats: Arc::new(move || stats_pool.stats()),
                 }),
+                replica: None,
             },
             owns_pool: false,
+            replica: None,
         })
+    }
+
+    /// Attaches `pool` (on read replicas: streaming standbys) as the pool of the
+    /// [`replica`](Database::replica) view of this manager and the views made from it. The
+    /// caller owns `pool` and closes it; [`connect`](Database::connect) with
+    /// [`Config::read_hosts`] does this itself.
+    pub fn with_replica_pool(mut self, pool: P) -> Self {
+        self.replica = Some((pool, false));
+        self
+    }
+
+    /// The read replica view: the same manager (schema, timeout, templates, prepared
+    /// statements, observers, clock, metrics namespace) on the read replica pool, for reads
+    /// the application chooses to send to standbys; nothing is routed by looking at the SQL.
+    /// Reads there may lag the primary by the replication delay. A write through it is
+    /// refused by the server (SQLSTATE 25006), and the error says that this is the replica
+    /// view and to use the primary. [`close`](Database::close) on the view does nothing: the
+    /// manager that opened the pools closes both. Calling `replica()` on the replica view
+    /// returns it again.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`](crate::Error::Configuration) for `read_hosts` when this
+    /// manager has no replica pool.
+    pub fn replica(&self) -> Result<Self> {
+        let Some((pool, _)) = &self.replica else {
+            return Err(crate::Error::config(
+                "read_hosts",
+                "this Database has no read replica pool: set Config::read_hosts before \
+                 Database::connect, or attach a pool with Database::with_replica_pool",
+            ));
+        };
+        let mut view = self.clone();
+        view.pool = pool.clone();
+        view.owns_pool = false;
+        #[cfg(feature = "metrics")]
+        let stats_pool = pool.clone();
+        view.ctx.replica = Some(Arc::new(ReplicaCtx {
+            #[cfg(feature = "metrics")]
+            pool_stats: Arc::new(move || stats_pool.stats()),
+        }));
+        Ok(view)
+    }
+
+    /// True for the read replica view ([`replica`](Database::replica)) and views made from it.
+    pub fn is_replica(&self) -> bool {
+        self.ctx.replica.is_some()
     }
 
     /// A view on the same pool whose templates render for `schema` (Python:
@@ -185,6 +254,7 @@ impl<P: Pool> Database<P> {
             pool,
             mut ctx,
             owns_pool: self_owns,
+            replica,
         } = self;
         let old = &ctx.shared;
         let shared = Shared {
@@ -208,6 +278,7 @@ impl<P: Pool> Database<P> {
             pool,
             ctx,
             owns_pool: self_owns,
+            replica,
         }
     }
 
@@ -242,13 +313,17 @@ impl<P: Pool> Database<P> {
     }
 
     /// Closes the pool when this manager owns it (made by [`connect`](Database::connect), or a
-    /// clone of that), which closes it for every view (Python: `disconnect()`). On a view
+    /// clone of that), which closes it for every view (Python: `disconnect()`), and the read
+    /// replica pool `connect` opened for [`Config::read_hosts`]. On a view
     /// ([`with_schema`](Database::with_schema), ...) or a [`from_pool`](Database::from_pool)
     /// manager it does nothing, as Python's external-pool `disconnect()`: the pool's owner
     /// closes it.
     pub async fn close(&self) {
         if self.owns_pool {
             self.pool.close().await;
+            if let Some((replica, true)) = &self.replica {
+                replica.close().await;
+            }
         } else {
             tracing::debug!(target: "pgdbm", "close() on a view or external-pool manager: the pool is left open");
         }
