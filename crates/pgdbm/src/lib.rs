@@ -134,3 +134,14 @@ pub use pgdbm_migrate as migrate;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub use pgdbm_testkit as testkit;
+
+/// `#[pgdbm::test]`: an async test on a fresh database of its own, cloned from a template
+/// migrated once (feature `testkit`; see `docs/testing.md`).
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub use pgdbm_test_macros::test;
+
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+#[path = "test_support.rs"]
+pub mod __test;
