@@ -267,10 +267,17 @@ where
 /// Keeps the database of a failed test and says where it is.
 fn keep(test: &str, mut test_db: TestDatabase, how: &str) {
     test_db.keep();
+    let server = test_db.server();
+    let note = if server.is_local() {
+        "; the throwaway server stops when the test process exits: run the tests against a \
+         server of your own (TEST_DB_HOST) to inspect it afterwards"
+    } else {
+        ""
+    };
     eprintln!(
-        "pgdbm-testkit: test `{test}` {how}; kept its database {} ({})",
+        "pgdbm-testkit: test `{test}` {how}; kept its database {} ({}){note}",
         test_db.name(),
-        test_db.server().display_url(test_db.name())
+        server.display_url(test_db.name())
     );
 }
 

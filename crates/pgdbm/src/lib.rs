@@ -102,7 +102,7 @@ pub mod __private {
 
 #[cfg(feature = "deadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
-pub use pgdbm_deadpool::DeadpoolPool;
+pub use pgdbm_deadpool::{DeadpoolConnection, DeadpoolPool};
 /// The manager on the deadpool backend.
 #[cfg(feature = "deadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
@@ -110,7 +110,7 @@ pub type DeadpoolDb = Database<DeadpoolPool>;
 
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
-pub use pgdbm_bb8::Bb8Pool;
+pub use pgdbm_bb8::{Bb8Connection, Bb8Pool};
 /// The manager on the bb8 backend.
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
@@ -124,6 +124,23 @@ pub type Db = DeadpoolDb;
 #[cfg(all(feature = "bb8", not(feature = "deadpool")))]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub type Db = Bb8Db;
+
+/// A connection checked out of a [`Db`] (`db.acquire()`), e.g. a `#[pgdbm::test]` argument.
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub type DbConn = DbConnection<DeadpoolConnection>;
+/// A connection checked out of a [`Db`] (`db.acquire()`), e.g. a `#[pgdbm::test]` argument.
+#[cfg(all(feature = "bb8", not(feature = "deadpool")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
+pub type DbConn = DbConnection<Bb8Connection>;
+/// A transaction on a [`Db`] (`db.transaction()`), e.g. a `#[pgdbm::test]` argument.
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub type DbTransaction = Transaction<DeadpoolConnection>;
+/// A transaction on a [`Db`] (`db.transaction()`), e.g. a `#[pgdbm::test]` argument.
+#[cfg(all(feature = "bb8", not(feature = "deadpool")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
+pub type DbTransaction = Transaction<Bb8Connection>;
 
 /// SQL-file migrations (feature `migrate`).
 #[cfg(feature = "migrate")]

@@ -43,30 +43,30 @@ pub fn migrations_dir<P: Pool>(manifest_dir: &str, dir: &str) -> Result<TestMigr
             content: Box::leak(m.content.into_boxed_str()),
         })
         .collect();
-    Ok(migrations_embedded(Box::leak(embedded.into_boxed_slice())))
+    migrations_embedded(Box::leak(embedded.into_boxed_slice()))
 }
 
 /// Embedded migrations (`pgdbm::migrate::embed_migrations!`).
+///
+/// # Errors
+/// The migration source's error (none for embedded files today).
 #[cfg(feature = "migrate")]
 pub fn migrations_embedded<P: Pool>(
     files: &'static [pgdbm_migrate::EmbeddedMigration],
-) -> TestMigrations<P> {
+) -> Result<TestMigrations<P>> {
     let source = pgdbm_migrate::MigrationSource::Embedded(files);
-    let names = match source.load() {
-        Ok(list) => list
-            .into_iter()
-            .map(|m| (m.filename, m.checksum))
-            .collect(),
-        // Embedded files load without I/O; keep the error for the migrator to report.
-        Err(_) => Vec::new(),
-    };
-    TestMigrations::new(names, move |db| async move {
+    let names = source
+        .load()?
+        .into_iter()
+        .map(|m| (m.filename, m.checksum))
+        .collect();
+    Ok(TestMigrations::new(names, move |db| async move {
         pgdbm_migrate::Migrator::new(&db)
             .source(source)
             .apply_pending()
             .await
             .map(drop)
-    })
+    }))
 }
 
 /// Without the `migrate` feature: the error that says to enable it.
