@@ -168,15 +168,24 @@ fn the_database_is_dropped_on_success_and_kept_on_failure() {
             "pgdbm-testkit: test `test_attr::{test}` {how}; kept its database {kept} ({url})"
         );
         assert!(stderr.contains(&line), "no `{line}` in:\n{stderr}");
-        assert!(!stderr.contains(&password), "the password was printed:\n{stderr}");
+        assert!(
+            !stderr.contains(&password),
+            "the password was printed:\n{stderr}"
+        );
         assert!(
             database_exists(&server, &kept),
             "{kept} was dropped after a failing test"
         );
         if test == "child_panics" {
             // Its fixture was loaded before the body ran, and is still there to look at.
-            assert_eq!(server.psql(&kept, "SELECT count(*) FROM items").unwrap(), "3");
-            assert_eq!(server.psql(&kept, "SELECT sum(qty) FROM stock").unwrap(), "14");
+            assert_eq!(
+                server.psql(&kept, "SELECT count(*) FROM items").unwrap(),
+                "3"
+            );
+            assert_eq!(
+                server.psql(&kept, "SELECT sum(qty) FROM stock").unwrap(),
+                "14"
+            );
         }
     }
 }
@@ -256,10 +265,7 @@ fn is_template(name: &str) -> bool {
 }
 
 fn a_changed_migration_gives_a_new_template_on<P: Pool>(backend: &str) {
-    let dir = std::env::temp_dir().join(format!(
-        "pgdbm-testattr-{backend}-{}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("pgdbm-testattr-{backend}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("001_t.sql");
@@ -303,16 +309,14 @@ fn a_missing_migrations_directory_fails_the_test_with_its_path() {
     let e = migrations.unwrap_err().to_string();
     assert!(e.contains("/nonexistent/m"), "{e}");
     let f: fn(Db) -> _ = sees_only_a::<pgdbm::DeadpoolPool>;
-    let panic = std::panic::catch_unwind(|| {
-        f.run_test(TestArgs::new("test_attr::missing").migrations(
-            pgdbm::__test::migrations_dir::<pgdbm::DeadpoolPool>("/nonexistent", "m"),
-        ))
-    })
-    .unwrap_err();
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let panic =
+        std::panic::catch_unwind(|| {
+            f.run_test(TestArgs::new("test_attr::missing").migrations(
+                pgdbm::__test::migrations_dir::<pgdbm::DeadpoolPool>("/nonexistent", "m"),
+            ))
+        })
+        .unwrap_err();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("test_attr::missing"), "{message}");
     assert!(message.contains("/nonexistent/m"), "{message}");
 }
@@ -332,7 +336,12 @@ async fn migrated<P: Pool>(test_db: &TestDatabase, schema: Option<&str>) -> Data
                 .join(file),
         )
         .unwrap();
-        db.acquire().await.unwrap().batch_execute(&sql).await.unwrap();
+        db.acquire()
+            .await
+            .unwrap()
+            .batch_execute(&sql)
+            .await
+            .unwrap();
     }
     db
 }
@@ -457,7 +466,10 @@ async fn fixture_errors_name_file_table_and_row<P: Pool>() {
     assert!(e.contains("neg.json") && e.contains("table `stock`"), "{e}");
 
     for (json, needle) in [
-        (r#"{"users; DROP TABLE items": [{"a": 1}]}"#, "users; DROP TABLE items"),
+        (
+            r#"{"users; DROP TABLE items": [{"a": 1}]}"#,
+            "users; DROP TABLE items",
+        ),
         (r#"{"items": [{"id": 1, "na\"me": "x"}]}"#, "table `items`"),
         (r#"{"items": {"id": 1}}"#, "array of row objects"),
         (r#"{"items": [1]}"#, "row 1"),
@@ -502,7 +514,11 @@ async fn fixtures_are_loaded_in_the_schema(db: Db) {
     assert_eq!(n, Some(4));
 }
 
-#[pgdbm::test(migrations = "testattr/migrations", backend = "bb8", fixtures("testattr/items.json"))]
+#[pgdbm::test(
+    migrations = "testattr/migrations",
+    backend = "bb8",
+    fixtures("testattr/items.json")
+)]
 async fn fixtures_are_loaded_on_bb8(db: Bb8Db) -> pgdbm::Result<()> {
     let n: Option<i64> = db.fetch_value("SELECT count(*) FROM items", &[]).await?;
     assert_eq!(n, Some(3));

@@ -256,9 +256,12 @@ mod tests {
     #[test]
     fn expands_to_one_runner_call() {
         let a = args(quote! { migrations = "m", fixtures("u.sql") }).unwrap();
-        let out = expand(&a, item(quote! { #[ignore] async fn t(db: Db) -> Result<(), E> { body } }))
-            .unwrap()
-            .to_string();
+        let out = expand(
+            &a,
+            item(quote! { #[ignore] async fn t(db: Db) -> Result<(), E> { body } }),
+        )
+        .unwrap()
+        .to_string();
         assert!(out.contains("run_test"), "{out}");
         assert!(out.contains("migrations_dir"), "{out}");
         assert!(out.contains("\"/fixtures/u.sql\""), "{out}");

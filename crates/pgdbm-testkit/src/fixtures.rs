@@ -218,11 +218,16 @@ async fn load_json<P: Pool>(db: &Database<P>, file: &str, contents: &str) -> Res
 }
 
 /// Runs of consecutive rows naming the same columns, with the index of their first row.
-fn column_groups<'a, T: AsColumns>(rows: &'a [T]) -> Vec<(usize, &'a [T])> {
+fn column_groups<'r, 'v>(
+    rows: &'r [&'v Map<String, Value>],
+) -> Vec<(usize, &'r [&'v Map<String, Value>])> {
+    let same = |a: &Map<String, Value>, b: &Map<String, Value>| {
+        a.len() == b.len() && a.keys().eq(b.keys())
+    };
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..=rows.len() {
-        if i == rows.len() || !rows[i].same_columns(&rows[start]) {
+        if i == rows.len() || !same(rows[i], rows[start]) {
             if i > start {
                 out.push((start, &rows[start..i]));
             }
@@ -230,16 +235,6 @@ fn column_groups<'a, T: AsColumns>(rows: &'a [T]) -> Vec<(usize, &'a [T])> {
         }
     }
     out
-}
-
-trait AsColumns {
-    fn same_columns(&self, other: &Self) -> bool;
-}
-
-impl AsColumns for &Map<String, Value> {
-    fn same_columns(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.keys().eq(other.keys())
-    }
 }
 
 /// One JSON value bound to a COPY column: encoded for the column's type (see [`load_fixture`]).
@@ -256,9 +251,8 @@ impl fmt::Debug for Cell<'_> {
 
 impl ToSql for Cell<'_> {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> EncodeResult {
-        encode(self.value, ty, out).map_err(|problem| {
-            format!("column `{}` ({ty}): {problem}", self.column).into()
-        })
+        encode(self.value, ty, out)
+            .map_err(|problem| format!("column `{}` ({ty}): {problem}", self.column).into())
     }
 
     fn accepts(_ty: &Type) -> bool {
@@ -472,15 +466,15 @@ fn encode_numeric(text: &str, out: &mut BytesMut) -> std::result::Result<(), Str
         _ => (false, text),
     };
     let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(i) => (
-            &rest[..i],
-            rest[i + 1..].parse::<i32>().map_err(|_| bad())?,
-        ),
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i32>().map_err(|_| bad())?),
         None => (rest, 0),
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     if int_part.is_empty() && frac_part.is_empty()
-        || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit())
+        || !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return Err(bad());
     }
@@ -539,7 +533,7 @@ fn encode_numeric(text: &str, out: &mut BytesMut) -> std::result::Result<(), Str
 }
 
 fn parse_hex(hex: &str) -> std::result::Result<Vec<u8>, String> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(format!("{hex:?} has an odd number of hex digits"));
     }
     (0..hex.len())
@@ -573,7 +567,20 @@ fn parse_date(s: &str) -> std::result::Result<i32, String> {
         d.parse().map_err(|_| bad())?,
     );
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&m) || d < 1 || d > days_in_month[(m - 1) as usize] {
         return Err(bad());
     }
@@ -706,11 +713,17 @@ mod tests {
     #[test]
     fn values_are_checked_against_the_column_type() {
         let mut out = BytesMut::new();
-        let e = encode(&Value::from("x"), &Type::INT4, &mut out).err().unwrap();
+        let e = encode(&Value::from("x"), &Type::INT4, &mut out)
+            .err()
+            .unwrap();
         assert!(e.contains("integer"), "{e}");
-        let e = encode(&Value::from(1), &Type::INET, &mut out).err().unwrap();
+        let e = encode(&Value::from(1), &Type::INET, &mut out)
+            .err()
+            .unwrap();
         assert!(e.contains(".sql fixture"), "{e}");
-        let e = encode(&Value::from(1i64 << 40), &Type::INT4, &mut out).err().unwrap();
+        let e = encode(&Value::from(1i64 << 40), &Type::INT4, &mut out)
+            .err()
+            .unwrap();
         assert!(e.contains("out of range"), "{e}");
         assert!(matches!(
             encode(&Value::Null, &Type::INT4, &mut out),
@@ -742,7 +755,9 @@ mod tests {
         expected.extend_from_slice(&1i32.to_be_bytes());
         expected.extend_from_slice(&(-1i32).to_be_bytes());
         assert_eq!(&out[..], &expected[..]);
-        let e = encode(&serde_json::json!([[1]]), &Type::INT4_ARRAY, &mut out).err().unwrap();
+        let e = encode(&serde_json::json!([[1]]), &Type::INT4_ARRAY, &mut out)
+            .err()
+            .unwrap();
         assert!(e.contains("one-dimensional"), "{e}");
     }
 

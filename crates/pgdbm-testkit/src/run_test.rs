@@ -249,7 +249,9 @@ where
     match outcome {
         Ok(output) if !output.is_failure() => {
             if let Err(e) = runtime.block_on(test_db.drop_async()) {
-                eprintln!("pgdbm-testkit: test `{name}` passed but its database was not dropped: {e}");
+                eprintln!(
+                    "pgdbm-testkit: test `{name}` passed but its database was not dropped: {e}"
+                );
             }
             output
         }

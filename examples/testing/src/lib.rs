@@ -6,10 +6,7 @@ use pgdbm::{Database, Pool, Result};
 /// The number of active users.
 pub async fn active_users<P: Pool>(db: &Database<P>) -> Result<i64> {
     let n: Option<i64> = db
-        .fetch_value(
-            "SELECT count(*) FROM {{tables.users}} WHERE is_active",
-            &[],
-        )
+        .fetch_value("SELECT count(*) FROM {{tables.users}} WHERE is_active", &[])
         .await?;
     Ok(n.unwrap_or(0))
 }

@@ -13,13 +13,20 @@ async fn counts_active_users(db: Db) {
     assert_eq!(active_users(&db).await.unwrap(), 2);
 }
 
-#[pgdbm::test(migrations = "migrations", schema = "shop", fixtures("users.sql", "orders.json"))]
+#[pgdbm::test(
+    migrations = "migrations",
+    schema = "shop",
+    fixtures("users.sql", "orders.json")
+)]
 async fn sums_orders_in_a_schema(db: Db) {
     assert_eq!(db.schema(), Some("shop"));
     assert_eq!(total_spent(&db, 1).await.unwrap(), "24.99");
     assert_eq!(total_spent(&db, 3).await.unwrap(), "0.00");
     let tags: Option<Vec<String>> = db
-        .fetch_value("SELECT tags FROM {{tables.orders}} WHERE total = 120.50", &[])
+        .fetch_value(
+            "SELECT tags FROM {{tables.orders}} WHERE total = 120.50",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(tags.unwrap(), ["desk", "office"]);
@@ -44,7 +51,9 @@ async fn takes_a_connection(mut conn: DbConn) {
 
 #[pgdbm::test(migrations = "migrations", fixtures("users.sql"))]
 async fn takes_a_transaction(mut tx: DbTransaction) {
-    tx.execute("DELETE FROM {{tables.users}}", &[]).await.unwrap();
+    tx.execute("DELETE FROM {{tables.users}}", &[])
+        .await
+        .unwrap();
     let n: Option<i64> = tx
         .fetch_value("SELECT count(*) FROM {{tables.users}}", &[])
         .await
@@ -58,5 +67,9 @@ async fn takes_a_transaction(mut tx: DbTransaction) {
 #[pgdbm::test(migrations = "migrations", fixtures("users.sql"))]
 #[ignore = "fails on purpose: shows the kept database"]
 async fn fails_and_keeps_its_database(db: Db) {
-    assert_eq!(active_users(&db).await.unwrap(), 99, "look at the kept database");
+    assert_eq!(
+        active_users(&db).await.unwrap(),
+        99,
+        "look at the kept database"
+    );
 }
