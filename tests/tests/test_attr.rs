@@ -445,7 +445,11 @@ async fn fixture_errors_name_file_table_and_row<P: Pool>() {
     );
     assert!(e.contains("bad_row.json"), "{e}");
     assert!(e.contains("table `items`, row 2"), "{e}");
-    assert!(e.contains("price"), "{e}");
+    assert!(e.contains("column `price` (numeric)"), "{e}");
+    assert!(
+        !e.contains("params"),
+        "the copy's own numbering and parameters leaked: {e}"
+    );
     // The file ran in one transaction: its first row is not there either.
     let n: Option<i64> = db
         .fetch_value("SELECT count(*) FROM items", &[])
@@ -541,4 +545,46 @@ async fn without_migrations_the_database_is_empty(db: Db) {
 #[should_panic(expected = "inside the test")]
 async fn a_panic_reaches_the_harness(_db: Db) {
     panic!("inside the test");
+}
+
+#[test]
+fn a_failing_fixture_fails_the_test_and_keeps_the_database() {
+    const BAD: &[pgdbm::testkit::Fixture] = &[pgdbm::testkit::Fixture {
+        name: "testattr/bad_row.json",
+        contents: include_str!("../fixtures/testattr/bad_row.json"),
+    }];
+    let f: fn(Db) -> _ = sees_only_a::<pgdbm::DeadpoolPool>;
+    let panic = std::panic::catch_unwind(|| {
+        f.run_test(
+            TestArgs::new("test_attr::bad_fixture_keeps")
+                .migrations(pgdbm::__test::migrations_dir::<pgdbm::DeadpoolPool>(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "testattr/migrations",
+                ))
+                .fixtures(BAD),
+        )
+    })
+    .unwrap_err();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("fixture `testattr/bad_row.json`, table `items`, row 2"),
+        "{message}"
+    );
+    let server = TestServer::shared().unwrap();
+    let kept = server
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_bad\\_fixture\\_keeps\\_{}\\_%'",
+                std::process::id()
+            ),
+        )
+        .unwrap();
+    assert!(!kept.is_empty() && !kept.contains('\n'), "kept: {kept:?}");
+    // The copy ran in one transaction: nothing of the bad file is in the kept database.
+    assert_eq!(
+        server.psql(&kept, "SELECT count(*) FROM items").unwrap(),
+        "0"
+    );
+    server.drop_database(&kept).unwrap();
 }
