@@ -588,3 +588,91 @@ fn a_failing_fixture_fails_the_test_and_keeps_the_database() {
     );
     server.drop_database(&kept).unwrap();
 }
+
+async fn numeric_and_time_values_match_the_servers_own_parsing<P: Pool>() {
+    let test_db = TestDatabase::create(Some("fixnum")).await.unwrap();
+    let db = test_db.manager::<P>(None).await.unwrap();
+    db.execute(
+        "CREATE TABLE n (i INT, v NUMERIC, d DATE, ts TIMESTAMP, tz TIMESTAMPTZ, t TIME)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let numbers = [
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "0.1",
+        "-0.0001",
+        "123456789.123456789",
+        "1e10",
+        "1.5E-7",
+        "99999999999999999999.99",
+        "10000",
+        "0.00010000",
+        "1e-20",
+        "NaN",
+        "+3.25",
+        "00012.50",
+        "-98765.4321e3",
+        "5e0",
+    ];
+    let times = [
+        (
+            "1999-12-31",
+            "1999-12-31 23:59:59.999999",
+            "2000-01-01T00:00:00Z",
+            "00:00",
+        ),
+        (
+            "2000-02-29",
+            "2000-02-29 12:00",
+            "2026-12-02 10:30:00.5+05:30",
+            "23:59:59.5",
+        ),
+        (
+            "1970-01-01",
+            "1970-01-01T00:00:01",
+            "1969-07-20 20:17:40-04",
+            "12:34:56",
+        ),
+        (
+            "2400-12-31",
+            "1900-03-01 01:02:03",
+            "2100-01-01 00:00:00+0000",
+            "01:00:00.000001",
+        ),
+    ];
+    let rows: Vec<serde_json::Value> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (d, ts, tz, t) = times[i % times.len()];
+            serde_json::json!({"i": i, "v": v, "d": d, "ts": ts, "tz": tz, "t": t})
+        })
+        .collect();
+    let json = serde_json::json!({ "n": rows }).to_string();
+    load_fixture(&db, "n.json", &json).await.unwrap();
+    for (i, v) in numbers.iter().enumerate() {
+        let (d, ts, tz, t) = times[i % times.len()];
+        let i = i as i32;
+        let same: Option<bool> = db
+            .fetch_value(
+                "SELECT v::text = $2::text::numeric::text AND d = $3::text::date \
+                 AND ts = $4::text::timestamp AND tz = $5::text::timestamptz \
+                 AND t = $6::text::time FROM n WHERE i = $1",
+                &[&i, &v, &d, &ts, &tz, &t],
+            )
+            .await
+            .unwrap();
+        assert_eq!(same, Some(true), "row {i}: {v} {d} {ts} {tz} {t}");
+    }
+    db.close().await;
+    test_db.drop_async().await.unwrap();
+}
+
+both_backends!(
+    json_values_match_the_server,
+    numeric_and_time_values_match_the_servers_own_parsing
+);
