@@ -7,7 +7,8 @@
 //!   [`Transaction`], [`Savepoint`], [`PreparedQuery`];
 //! - [`Config`], [`Error`] and the [`Pool`] / [`Connection`] / [`Row`] traits from `pgdbm-core`;
 //! - `#[derive(FromRow)]`;
-//! - `migrate` (feature `migrate`, on by default) and `testkit` (feature `testkit`).
+//! - `migrate` (feature `migrate`, on by default) and `testkit` (feature `testkit`, with the
+//!   `#[pgdbm::test]` attribute: a fresh database per test cloned from a migrated template).
 //!
 //! Pick the pool backend with Cargo features: `deadpool` (default) or `bb8`. Both give the same
 //! behaviour: first-come-first-served waiters, acquire timeouts that say how many connections are
