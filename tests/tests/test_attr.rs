@@ -676,3 +676,30 @@ both_backends!(
     json_values_match_the_server,
     numeric_and_time_values_match_the_servers_own_parsing
 );
+
+#[test]
+fn a_failing_migration_fails_the_test_and_leaves_no_template() {
+    let dir = std::env::temp_dir().join(format!("pgdbm-testattr-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("001_ok.sql"), "CREATE TABLE t (a INT);").unwrap();
+    std::fs::write(dir.join("002_bad.sql"), "CREATE TABLE t (a INT);").unwrap();
+    let dir_text = dir.to_str().unwrap();
+    let migrations = || pgdbm::__test::migrations_dir::<pgdbm::Bb8Pool>("/", dir_text);
+    let template = migrations().unwrap().template_name(None);
+    let f: fn(Bb8Db) -> _ = sees_only_a::<pgdbm::Bb8Pool>;
+    let panic = std::panic::catch_unwind(|| {
+        f.run_test(TestArgs::new("test_attr::bad_migration").migrations(migrations()))
+    })
+    .unwrap_err();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("test_attr::bad_migration"), "{message}");
+    assert!(message.contains("002_bad.sql"), "{message}");
+    assert!(message.contains("already exists"), "{message}");
+    let server = TestServer::shared().unwrap();
+    assert!(
+        !database_exists(server, &template),
+        "a half-built template was left"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
