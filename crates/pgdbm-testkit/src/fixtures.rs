@@ -203,18 +203,35 @@ async fn load_json<P: Pool>(db: &Database<P>, file: &str, contents: &str) -> Res
                 .map(|row| row.iter().map(|c| c as Param<'_>).collect())
                 .collect();
             if let Err(e) = tx.copy_records_to_table(table, &columns, &params).await {
-                let rows = match &e {
-                    Error::Query(q) if q.row.is_some() => {
-                        format!(", row {}", start + q.row.unwrap_or(0) + 1)
-                    }
-                    _ if group.len() == 1 => format!(", row {}", start + 1),
-                    _ => format!(", rows {}-{}", start + 1, start + group.len()),
-                };
-                return Err(fixture_error(file, &format!("{place}{rows}"), e));
+                return Err(copy_error(file, &place, start, group.len(), e));
             }
         }
     }
     tx.commit().await.map_err(|e| fixture_error(file, "", e))
+}
+
+/// The error of a copy of `count` rows starting at row index `start`: the row that could not
+/// be encoded (the copy names it) or the range, and the cause without the copy's own row
+/// numbering (0-based, within the run).
+fn copy_error(file: &str, place: &str, start: usize, count: usize, e: Error) -> Error {
+    let (rows, cause) = match &e {
+        Error::Query(q) if q.row.is_some() => {
+            let i = q.row.unwrap_or(0);
+            let prefix = format!("row {i}: ");
+            let cause = q.message.strip_prefix(&prefix).unwrap_or(&q.message);
+            (format!(", row {}", start + i + 1), cause.to_string())
+        }
+        _ if count == 1 => (format!(", row {}", start + 1), e.to_string()),
+        _ => (
+            format!(", rows {}-{}", start + 1, start + count),
+            e.to_string(),
+        ),
+    };
+    Error::TestDatabase {
+        name: None,
+        message: format!("fixture `{file}`{place}{rows}: {cause}"),
+        source: Some(Box::new(e)),
+    }
 }
 
 /// Runs of consecutive rows naming the same columns, with the index of their first row.
