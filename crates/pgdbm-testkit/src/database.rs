@@ -65,6 +65,19 @@ impl TestDatabase {
         Ok(Self::created(server, name))
     }
 
+    /// Creates a fresh database on the shared test server as a copy of the template database
+    /// `template` (see [`TestServer::ensure_template`] and [`TestServer::clone_database`]),
+    /// named like [`create`](Self::create) does, without blocking the runtime.
+    pub async fn create_from_template(
+        template: &str,
+        suffix: Option<&str>,
+    ) -> Result<TestDatabase> {
+        let server = TestServer::shared()?;
+        let name = Self::new_name(suffix)?;
+        server.clone_database(template, &name).await?;
+        Ok(Self::created(server, name))
+    }
+
     /// Creates a fresh database on `server`, blocking the calling thread (for synchronous
     /// code; async code should use [`create`](Self::create)).
     pub fn create_on(server: &'static TestServer, suffix: Option<&str>) -> Result<TestDatabase> {

@@ -7,7 +7,8 @@
 //!   [`Transaction`], [`Savepoint`], [`PreparedQuery`];
 //! - [`Config`], [`Error`] and the [`Pool`] / [`Connection`] / [`Row`] traits from `pgdbm-core`;
 //! - `#[derive(FromRow)]`;
-//! - `migrate` (feature `migrate`, on by default) and `testkit` (feature `testkit`).
+//! - `migrate` (feature `migrate`, on by default) and `testkit` (feature `testkit`, with the
+//!   `#[pgdbm::test]` attribute: a fresh database per test cloned from a migrated template).
 //!
 //! Pick the pool backend with Cargo features: `deadpool` (default) or `bb8`. Both give the same
 //! behaviour: first-come-first-served waiters, acquire timeouts that say how many connections are
@@ -104,7 +105,7 @@ pub mod __private {
 
 #[cfg(feature = "deadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
-pub use pgdbm_deadpool::DeadpoolPool;
+pub use pgdbm_deadpool::{DeadpoolConnection, DeadpoolPool};
 /// The manager on the deadpool backend.
 #[cfg(feature = "deadpool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
@@ -112,7 +113,7 @@ pub type DeadpoolDb = Database<DeadpoolPool>;
 
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
-pub use pgdbm_bb8::Bb8Pool;
+pub use pgdbm_bb8::{Bb8Connection, Bb8Pool};
 /// The manager on the bb8 backend.
 #[cfg(feature = "bb8")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
@@ -127,6 +128,23 @@ pub type Db = DeadpoolDb;
 #[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
 pub type Db = Bb8Db;
 
+/// A connection checked out of a [`Db`] (`db.acquire()`), e.g. a `#[pgdbm::test]` argument.
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub type DbConn = DbConnection<DeadpoolConnection>;
+/// A connection checked out of a [`Db`] (`db.acquire()`), e.g. a `#[pgdbm::test]` argument.
+#[cfg(all(feature = "bb8", not(feature = "deadpool")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
+pub type DbConn = DbConnection<Bb8Connection>;
+/// A transaction on a [`Db`] (`db.transaction()`), e.g. a `#[pgdbm::test]` argument.
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub type DbTransaction = Transaction<DeadpoolConnection>;
+/// A transaction on a [`Db`] (`db.transaction()`), e.g. a `#[pgdbm::test]` argument.
+#[cfg(all(feature = "bb8", not(feature = "deadpool")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
+pub type DbTransaction = Transaction<Bb8Connection>;
+
 /// SQL-file migrations (feature `migrate`).
 #[cfg(feature = "migrate")]
 #[cfg_attr(docsrs, doc(cfg(feature = "migrate")))]
@@ -136,3 +154,14 @@ pub use pgdbm_migrate as migrate;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub use pgdbm_testkit as testkit;
+
+/// `#[pgdbm::test]`: an async test on a fresh database of its own, cloned from a template
+/// migrated once (feature `testkit`; see `docs/testing.md`).
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub use pgdbm_test_macros::test;
+
+#[cfg(feature = "testkit")]
+#[doc(hidden)]
+#[path = "test_support.rs"]
+pub mod __test;
