@@ -229,6 +229,7 @@ async fn error_lists_every_host<P: Pool>() {
     let hosts = [("127.0.0.1".to_string(), dead), at(&p.read_only)];
     let mut c = multi(&p.primary, "mh_err", &hosts);
     c.target_session_attrs = TargetSessionAttrs::ReadWrite;
+    c.application_name = Some("mh_rejected".to_string());
     let password = c.password.clone().unwrap();
     let err = match Database::<P>::connect(c).await {
         Err(e) => e,
@@ -251,6 +252,22 @@ async fn error_lists_every_host<P: Pool>() {
     assert!(message.contains(&first), "{message}");
     assert!(message.contains(&second), "{message}");
     assert!(!text.contains(&password) && !format!("{err:?}").contains(&password));
+    // The rejected session was closed, not left open on the server.
+    let mut open = String::new();
+    for _ in 0..200 {
+        open = p
+            .read_only
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mh_rejected'",
+            )
+            .unwrap();
+        if open == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(open, "0", "a rejected connection stayed open");
 }
 
 both_backends!(error_lists_hosts, error_lists_every_host);

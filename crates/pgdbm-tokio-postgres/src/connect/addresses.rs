@@ -29,10 +29,12 @@ pub(crate) async fn addresses_of(
     let lookup = tokio::net::lookup_host((spec.host.as_str(), spec.port));
     let mut addrs: Vec<Address> = match tokio::time::timeout(limit, lookup).await {
         Ok(Ok(found)) => found.map(Some).collect(),
-        Ok(Err(e)) => return Err(format!(
+        Ok(Err(e)) => {
+            return Err(format!(
             "could not resolve host name {:?}: {e}; check the name or give its address in hostaddr",
             spec.host
-        )),
+        ))
+        }
         Err(_) => {
             return Err(format!(
                 "resolving host name {:?} took longer than connect_timeout = {limit:?}",
