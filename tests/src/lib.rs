@@ -41,6 +41,32 @@ pub async fn hold_connections<P: Pool>(
     Ok(out)
 }
 
+/// Log lines written by a tracing subscriber (`tracing_subscriber::fmt().with_writer(...)`),
+/// shared with the test that reads them.
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything written since the last call (lossy UTF-8).
+    pub fn take(&self) -> String {
+        let bytes = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
 /// Runs a generic async test body `fn body<P: Pool>()` once per backend:
 /// `both_backends!(name, body);` makes `name::deadpool` and `name::bb8`.
 #[macro_export]

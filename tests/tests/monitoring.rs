@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use pgdbm::{Database, Debugger, Error, Monitor, MonitorConfig, Pool};
-use pgdbm_integration_tests::{both_backends, fresh_database};
+use pgdbm_integration_tests::{both_backends, fresh_database, Captured};
 
 async fn db<P: Pool>(prefix: &str) -> Database<P> {
     fresh_database::<P>(prefix, |_| {})
@@ -617,26 +617,6 @@ both_backends!(
     monitor_threshold_filter,
     slow_threshold_per_call_and_error_filter
 );
-
-/// Log lines written by a tracing subscriber, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
 
 async fn timing_helper_logs_slow_and_failed_calls<P: Pool>() {
     use pgdbm::log_query_performance;

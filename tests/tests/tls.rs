@@ -12,7 +12,7 @@
 use std::sync::OnceLock;
 
 use pgdbm::{ChannelBinding, Config, Database, Error, Pool, SslMode};
-use pgdbm_integration_tests::both_backends;
+use pgdbm_integration_tests::{both_backends, Captured};
 use pgdbm_testkit::{unique_database_name, TestCerts, TestServer, TestServerOptions};
 
 struct Servers {
@@ -296,26 +296,6 @@ async fn client_certificate<P: Pool>() {
 }
 
 both_backends!(client_certificate_authentication, client_certificate);
-
-/// Log lines written by a tracing subscriber, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn take(&self) -> String {
-        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
-    }
-}
 
 async fn prefer_plaintext_warns<P: Pool>(captured: &Captured) {
     let s = servers();

@@ -1503,6 +1503,39 @@ mod tests {
     }
 
     #[test]
+    fn channel_binding_and_require_auth_parameters() {
+        use crate::{AuthMethod, ChannelBinding};
+        let c = Config::from_url(
+            "postgresql://u@h/db?channel_binding=require&require_auth=%21password,%21md5",
+        )
+        .unwrap();
+        assert_eq!(c.channel_binding, ChannelBinding::Require);
+        let r = c.require_auth.unwrap();
+        assert!(!r.allows(AuthMethod::Password) && r.allows(AuthMethod::ScramSha256));
+        let c =
+            Config::from_url("host=h channel_binding=disable require_auth=scram-sha-256").unwrap();
+        assert_eq!(c.channel_binding, ChannelBinding::Disable);
+        assert_eq!(c.require_auth.unwrap().to_string(), "scram-sha-256");
+        for (url, field) in [
+            ("postgres://h/db?channel_binding=maybe", "channel_binding"),
+            ("postgres://h/db?require_auth=password,!md5", "require_auth"),
+            ("host=h require_auth=secretpw", "require_auth"),
+        ] {
+            let (f, msg) = cfg_err(Config::from_url(url));
+            assert_eq!(f, field, "{url}");
+            assert!(!msg.contains("secretpw") && !msg.contains("maybe"), "{msg}");
+        }
+        let env = |k: &str| match k {
+            "PGCHANNELBINDING" => Some("require".to_string()),
+            "PGREQUIREAUTH" => Some("scram-sha-256,none".to_string()),
+            _ => None,
+        };
+        let c = Config::from_env_with(env).unwrap();
+        assert_eq!(c.channel_binding, ChannelBinding::Require);
+        assert!(c.require_auth.unwrap().allows(AuthMethod::None));
+    }
+
+    #[test]
     fn env_errors_name_field_and_variable() {
         let cases: [(&str, &str, &str); 7] = [
             ("PGPORT", "nope", "port"),

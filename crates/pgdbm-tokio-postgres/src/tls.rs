@@ -22,9 +22,9 @@
 //!
 //! # How TLS is negotiated
 //!
-//! tokio-postgres negotiates: pgdbm opens the socket and gives tokio-postgres a [`WireShim`]
-//! over it (inside [`Plain`]) plus [`ShimTls`] as its `TlsConnect`. tokio-postgres sends the
-//! SSLRequest through the shim; on `'S'` it calls [`ShimTls`], which takes the socket out of
+//! tokio-postgres negotiates: pgdbm opens the socket and gives tokio-postgres a `WireShim`
+//! over it (inside `Plain`) plus `ShimTls` as its `TlsConnect`. tokio-postgres sends the
+//! SSLRequest through the shim; on `'S'` it calls `ShimTls`, which takes the socket out of
 //! the shim, performs the rustls handshake (server name = the configured host) and returns a
 //! new shim over the *decrypted* stream. So the protocol-aware shim (it sends `execute_many`'s
 //! rows with one Sync per chunk and checks `require_auth`; see the crate docs) always sees

@@ -465,8 +465,10 @@ mod tests {
 
     #[test]
     fn channel_binding_require_needs_tls_and_scram() {
-        let mut c = Config::default();
-        c.channel_binding = ChannelBinding::Require;
+        let mut c = Config {
+            channel_binding: ChannelBinding::Require,
+            ..Config::default()
+        };
         assert_eq!(channel_binding(&c), Ok(()));
         c.ssl_mode = SslMode::Disable;
         assert!(channel_binding(&c).unwrap_err().contains("needs TLS"));

@@ -99,6 +99,8 @@ mod tests {
             port = 6432
             schema = "app"
             ssl_mode = "verify-full"
+            channel_binding = "require"
+            require_auth = "scram-sha-256"
             command_timeout = 2.5
             connect_timeout = 3
             reset_on_release = "full"
@@ -110,6 +112,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.host.as_str(), c.port), ("db", 6432));
+        assert_eq!(c.channel_binding, ChannelBinding::Require);
+        assert_eq!(
+            c.require_auth.as_ref().map(ToString::to_string).as_deref(),
+            Some("scram-sha-256")
+        );
         assert_eq!(c.ssl_mode, SslMode::VerifyFull);
         assert_eq!(c.command_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
