@@ -31,6 +31,8 @@
 
 mod admin;
 mod assertions;
+mod budget;
+mod clones;
 mod config;
 mod database;
 mod discover;
@@ -38,6 +40,7 @@ mod fault_proxy;
 mod isolation;
 mod names;
 mod options;
+mod pools;
 mod process;
 mod procfs;
 mod reap;
@@ -55,3 +58,7 @@ pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use options::TestServerOptions;
 pub use server::{TestServer, TEST_DB_ALLOW_REMOTE_ENV};
 pub use template::{template_name, CLONE_STRATEGY};
+pub use budget::TEST_MAX_CONNECTIONS_ENV;
+pub use clones::{DEFAULT_PREPARED_CLONES, PREPARED_CLONES_ENV};
+pub use pools::{TEST_POOL_MAX_CONNECTIONS, TEST_POOL_MIN_CONNECTIONS};
+pub use template::{DEFAULT_TEMPLATE_MAX_IDLE, TEMPLATE_MAX_IDLE_ENV};
