@@ -47,6 +47,7 @@ mod reap;
 mod server;
 mod sys;
 mod template;
+mod test_dbs;
 
 pub use assertions::{assert_table_unchanged, table_diff};
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
@@ -62,3 +63,7 @@ pub use budget::TEST_MAX_CONNECTIONS_ENV;
 pub use clones::{DEFAULT_PREPARED_CLONES, PREPARED_CLONES_ENV};
 pub use pools::{TEST_POOL_MAX_CONNECTIONS, TEST_POOL_MIN_CONNECTIONS};
 pub use template::{DEFAULT_TEMPLATE_MAX_IDLE, TEMPLATE_MAX_IDLE_ENV};
+pub use test_dbs::{
+    test_db, test_db_factory, test_db_isolated, test_db_with_data, test_db_with_schema,
+    test_db_with_tables, TestDb, TestDbFactory, COMMON_TABLES_SQL, SAMPLE_DATA_SQL, TEST_SCHEMA,
+};
