@@ -141,10 +141,15 @@ async fn drop_stale_locked(
         return Ok(None); // used meanwhile
     }
     let quoted = quote_catalog_name(name)?;
-    let sql = format!(
-        "ALTER DATABASE {quoted} WITH IS_TEMPLATE false; DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
-    );
-    match client.batch_execute(&sql).await {
+    // Two requests: DROP DATABASE cannot run in the implicit transaction of a multi-statement
+    // query.
+    let unmark = format!("ALTER DATABASE {quoted} WITH IS_TEMPLATE false");
+    let drop = format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)");
+    let result = match client.batch_execute(&unmark).await {
+        Ok(()) => client.batch_execute(&drop).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => {
             tracing::info!(target: "pgdbm::testkit", template = %name,
                 "dropped a template no test used for a while");
