@@ -57,7 +57,9 @@ impl Clones {
     }
 
     fn ready(&self, template: &str) -> usize {
-        lock(&self.spares).get(template).map_or(0, |s| s.ready.len())
+        lock(&self.spares)
+            .get(template)
+            .map_or(0, |s| s.ready.len())
     }
 
     fn is_ensured(&self, template: &str) -> bool {

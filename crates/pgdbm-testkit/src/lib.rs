@@ -50,6 +50,8 @@ mod template;
 mod test_dbs;
 
 pub use assertions::{assert_table_unchanged, table_diff};
+pub use budget::TEST_MAX_CONNECTIONS_ENV;
+pub use clones::{DEFAULT_PREPARED_CLONES, PREPARED_CLONES_ENV};
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};
@@ -57,11 +59,9 @@ pub use fault_proxy::{Direction, FaultProxy, FaultProxyStats};
 pub use isolation::run_isolated;
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use options::TestServerOptions;
+pub use pools::{TEST_POOL_MAX_CONNECTIONS, TEST_POOL_MIN_CONNECTIONS};
 pub use server::{TestServer, TEST_DB_ALLOW_REMOTE_ENV};
 pub use template::{template_name, CLONE_STRATEGY};
-pub use budget::TEST_MAX_CONNECTIONS_ENV;
-pub use clones::{DEFAULT_PREPARED_CLONES, PREPARED_CLONES_ENV};
-pub use pools::{TEST_POOL_MAX_CONNECTIONS, TEST_POOL_MIN_CONNECTIONS};
 pub use template::{DEFAULT_TEMPLATE_MAX_IDLE, TEMPLATE_MAX_IDLE_ENV};
 pub use test_dbs::{
     test_db, test_db_factory, test_db_isolated, test_db_with_data, test_db_with_schema,

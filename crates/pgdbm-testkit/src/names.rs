@@ -52,7 +52,11 @@ pub fn validate_database_name(name: &str) -> Result<()> {
 pub fn unique_database_name(prefix: &str) -> Result<String> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{prefix}{}_{n}_{:08x}", std::process::id(), random_u32_salted(n));
+    let name = format!(
+        "{prefix}{}_{n}_{:08x}",
+        std::process::id(),
+        random_u32_salted(n)
+    );
     if prefix.is_empty() || prefix.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(Error::TestDatabase {
             name: Some(prefix.to_string()),

@@ -356,7 +356,9 @@ mod tests {
         assert!(is_template_marker(&fresh));
         assert!(is_template_marker("pgdbm-testkit v1 template"));
         assert!(!is_template_marker("pgdbm-testkit v1 templates"));
-        assert!(!is_template_marker("pgdbm-testkit v1 pid=1 start=1 created=1"));
+        assert!(!is_template_marker(
+            "pgdbm-testkit v1 pid=1 start=1 created=1"
+        ));
         assert!(!is_template_marker("template"));
         let day = DEFAULT_TEMPLATE_MAX_IDLE;
         assert!(!is_stale(&fresh, now + 3600, day));
@@ -366,7 +368,11 @@ mod tests {
         assert!(!is_stale(&other, now + 3600, day));
         assert!(is_stale(&other, now + 3 * 3600, day));
         assert!(is_stale("pgdbm-testkit v1 template", now, day));
-        assert!(!is_stale("pgdbm-testkit v1 pid=1 start=1 created=0", now, day));
+        assert!(!is_stale(
+            "pgdbm-testkit v1 pid=1 start=1 created=0",
+            now,
+            day
+        ));
         // A shorter limit applies to every version.
         assert!(is_stale(&fresh, now + 61, Duration::from_secs(60)));
     }

@@ -222,8 +222,7 @@ impl<P: Pool> TestDbFactory<P> {
         schema: Option<&str>,
     ) -> Result<Database<P>> {
         let database =
-            TestDatabase::create_with(TestServer::shared()?, self.settings.clone(), suffix)
-                .await?;
+            TestDatabase::create_with(TestServer::shared()?, self.settings.clone(), suffix).await?;
         let db = database.manager::<P>(schema).await?;
         self.made.push(TestDb {
             db: db.clone(),

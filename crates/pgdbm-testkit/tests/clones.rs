@@ -226,13 +226,19 @@ async fn stale_templates_are_swept_and_rebuilt_on_next_use() {
     make_template(
         server,
         stale_other,
-        &format!("pgdbm-testkit v1 template version=0.0.0-old used={}", now - 3 * 3600),
+        &format!(
+            "pgdbm-testkit v1 template version=0.0.0-old used={}",
+            now - 3 * 3600
+        ),
     )
     .await;
     make_template(
         server,
         stale_old,
-        &format!("pgdbm-testkit v1 template version={version} used={}", now - 25 * 3600),
+        &format!(
+            "pgdbm-testkit v1 template version={version} used={}",
+            now - 25 * 3600
+        ),
     )
     .await;
     make_template(
@@ -259,7 +265,10 @@ async fn stale_templates_are_swept_and_rebuilt_on_next_use() {
     let mut dropped = a.unwrap();
     dropped.extend(b.unwrap());
     dropped.sort();
-    assert_eq!(dropped, vec![stale_other.to_string(), stale_old.to_string()]);
+    assert_eq!(
+        dropped,
+        vec![stale_other.to_string(), stale_old.to_string()]
+    );
     for kept in [recent_other, "users_own_template", template.as_str()] {
         assert!(exists(server, kept).await, "{kept} was dropped");
     }
@@ -276,7 +285,10 @@ async fn stale_templates_are_swept_and_rebuilt_on_next_use() {
         )
         .await
         .unwrap();
-    assert_eq!(server.sweep_orphans().await.unwrap(), vec![template.clone()]);
+    assert_eq!(
+        server.sweep_orphans().await.unwrap(),
+        vec![template.clone()]
+    );
     assert!(!exists(server, &template).await);
     let mut dbs = vec![used];
     for _ in 0..=target() + 1 {

@@ -111,7 +111,11 @@ async fn cap_holds<P: Pool>() {
     stop.store(true, Ordering::SeqCst);
     let peak = watch.await.unwrap();
     eprintln!("cap {cap}, peak {peak:?}");
-    assert!(failures.is_empty(), "{} tests failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} tests failed: {failures:#?}",
+        failures.len()
+    );
     assert!(
         !failures.iter().any(|f| f.contains("too many clients")),
         "{failures:?}"
@@ -128,7 +132,10 @@ async fn cap_holds<P: Pool>() {
     // Every permit comes back once the pools are gone (polled: given back in the background).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while server.connections_available().await.unwrap() < cap {
-        assert!(std::time::Instant::now() < deadline, "permits not given back");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "permits not given back"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     server.stop().unwrap();
