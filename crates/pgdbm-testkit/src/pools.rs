@@ -144,8 +144,8 @@ impl TestServer {
         config
     }
 
-    /// A connected manager on `database` with a test-sized pool ([`test_config`]
-    /// (Self::test_config)), counted against the connection cap, with the SQL logging of the
+    /// A connected manager on `database` with a test-sized pool
+    /// ([`test_config`](Self::test_config)), counted against the connection cap, with the SQL logging of the
     /// environment's [`TestConfig`] (`TEST_DB_LOG_SQL`). With a schema, the schema is created
     /// first if missing. Use it, for example, in the build function of
     /// [`migrated_database`](Self::migrated_database).
