@@ -117,9 +117,17 @@ impl Admin {
                     while let Some(job) = rx.recv().await {
                         let ctx = Arc::clone(&ctx);
                         tokio::spawn(async move {
-                            let result = match ctx.slots.acquire().await {
-                                Ok(_slot) => run(&ctx, job.op).await,
-                                Err(_) => Err(admin_error(None, "the admin thread ended".into())),
+                            let result = match job.op {
+                                // Takes a slot for each poll only, not while it waits.
+                                Op::WaitGone { application_name } => {
+                                    wait_gone(&ctx, &application_name).await
+                                }
+                                op => match ctx.slots.acquire().await {
+                                    Ok(_slot) => run(&ctx, op).await,
+                                    Err(_) => {
+                                        Err(admin_error(None, "the admin thread ended".into()))
+                                    }
+                                },
                             };
                             match job.reply {
                                 Reply::Sync(tx) => drop(tx.send(result)),
@@ -200,32 +208,38 @@ async fn run(ctx: &Ctx, op: Op) -> Result<Rows> {
             let client = connect(&ctx.target, "postgres").await?;
             sweep(&client, ctx.target.same_host).await
         }
-        Op::WaitGone { application_name } => {
-            let client = ctx.take().await?;
-            let result = wait_gone(&client, &application_name).await;
-            ctx.give_back(client);
-            result
-        }
+        Op::WaitGone { application_name } => wait_gone(ctx, &application_name).await,
     }
 }
 
-/// Polls `pg_stat_activity` until no session has `application_name` (or the timeout).
-async fn wait_gone(client: &Client, application_name: &str) -> Result<Rows> {
+/// Polls `pg_stat_activity` until no session has `application_name` (or the timeout), holding
+/// an admin slot only while it asks.
+async fn wait_gone(ctx: &Ctx, application_name: &str) -> Result<Rows> {
     let deadline = tokio::time::Instant::now() + WAIT_GONE_TIMEOUT;
+    let mut pause = Duration::from_millis(2);
     loop {
-        let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                &[&application_name],
-            )
-            .await
-            .map_err(|e| pg_error("postgres", "cannot read pg_stat_activity", e))?
-            .try_get(0)
-            .map_err(|e| pg_error("postgres", "cannot read pg_stat_activity", e))?;
+        let n: i64 = {
+            let _slot = ctx
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| admin_error(None, "the admin thread ended".into()))?;
+            let client = ctx.take().await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&application_name],
+                )
+                .await;
+            ctx.give_back(client);
+            row.and_then(|r| r.try_get(0))
+                .map_err(|e| pg_error("postgres", "cannot read pg_stat_activity", e))?
+        };
         if n == 0 || tokio::time::Instant::now() >= deadline {
             return Ok(vec![vec![Some(n.to_string())]]);
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

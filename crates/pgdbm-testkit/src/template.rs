@@ -213,6 +213,10 @@ impl TestServer {
     /// template and a re-check under it mean one builder; the others wait and reuse its result.
     /// `build` must close its connections before it returns; any left are terminated, and the
     /// finished template accepts no connections, so clones never fail on a busy template.
+    /// The finished template's comment records the pgdbm version and when a process last made
+    /// sure of it (`used=`, rewritten at most hourly), which the template sweep goes by (see
+    /// `docs/testing.md`, "Sweeps"). In a process, one call per template at a time talks to
+    /// the server; the others wait for it without holding a connection.
     ///
     /// # Errors
     /// [`Error::TestDatabase`] naming the template when the server fails, and `build`'s error
