@@ -62,6 +62,8 @@ pub(crate) struct Budget {
 
 impl Budget {
     pub(crate) fn new(cap: usize) -> Budget {
+        // A semaphore holds at most `MAX_PERMITS`, and permits are taken as a `u32`.
+        let cap = cap.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         Budget {
             semaphore: Arc::new(Semaphore::new(cap)),
             cap,
@@ -142,5 +144,6 @@ mod tests {
         drop(p);
         assert_eq!(b.available(), 3);
         assert!(b.take(4).await.is_err());
+        assert_eq!(Budget::new(usize::MAX).cap(), u32::MAX as usize);
     }
 }

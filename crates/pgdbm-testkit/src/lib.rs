@@ -24,6 +24,12 @@
 //! # }
 //! ```
 //!
+//! [`TestServer::migrated_database`] gives a test a fresh migrated database, usually by taking
+//! one of the clones of a migrated template the process keeps ready. Pools the testkit builds
+//! are small (min 0, max 2) and counted against a per-server connection cap
+//! ([`TestServer::connection_cap`]); `docs/testing.md` describes the cap, prepared clones and
+//! the sweeps. The counterparts of Python pgdbm's pytest fixtures are [`test_db`] and friends.
+//!
 //! Binaries are searched in `PGDBM_PG_BIN`, then `pg_config --bindir`, then the newest
 //! `/usr/lib/postgresql/<version>/bin` ([`find_pg_bin`]). Tests may run as root: the server
 //! then runs as the `postgres` system user. A server dies with its test process, even when that
