@@ -92,8 +92,10 @@ impl TestServer {
                             .admin()?
                             .call_async(Op::Query {
                                 database: "postgres".to_string(),
+                                // `reserved_connections` exists from PostgreSQL 16 on.
                                 sql: "SELECT current_setting('max_connections'), \
-                                      current_setting('superuser_reserved_connections')"
+                                      current_setting('superuser_reserved_connections'), \
+                                      current_setting('reserved_connections', true)"
                                     .to_string(),
                             })
                             .await?;
@@ -103,7 +105,7 @@ impl TestServer {
                                 .and_then(|v| v.parse().ok())
                                 .unwrap_or(0)
                         };
-                        budget::cap_for(setting(0), setting(1))
+                        budget::cap_for(setting(0), setting(1) + setting(2))
                     }
                 };
                 tracing::debug!(target: "pgdbm::testkit", cap, "test connection cap");
@@ -113,8 +115,9 @@ impl TestServer {
     }
 
     /// How many connections the pools the testkit builds on this server may hold together:
-    /// the server's `max_connections` minus `superuser_reserved_connections` minus 6 (the
-    /// testkit's admin connections and two spare), at least 2; or
+    /// the server's `max_connections` minus `superuser_reserved_connections` (and
+    /// `reserved_connections` on PostgreSQL 16+) minus 6 (the testkit's admin connections and
+    /// two spare), at least 2; or
     /// `PGDBM_TEST_MAX_CONNECTIONS` when set.
     ///
     /// # Errors
