@@ -10,7 +10,7 @@ async fn test_database_lifecycle<P: Pool>() {
     assert!(name.starts_with("test_kit"), "{name}");
     let db = test_db.manager::<P>(Some("app")).await.unwrap();
     db.execute(
-        "CREATE TABLE {{tables.users}} (id SERIAL PRIMARY KEY, email TEXT NOT NULL, name TEXT, is_active BOOL DEFAULT true)",
+        "CREATE TABLE {{tables.users}} (id SERIAL PRIMARY KEY, email TEXT NOT NULL, name TEXT, full_name TEXT, is_active BOOL DEFAULT true)",
         &[],
     )
     .await

@@ -12,11 +12,13 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgdbm_core::{quote_catalog_name, Error, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+use crate::budget::ADMIN_CONNECTIONS;
 use crate::names::validate_database_name;
 use crate::procfs;
+use crate::template;
 
 /// The start of the `COMMENT ON DATABASE` text marking a database the testkit created.
 pub(crate) const MARKER_PREFIX: &str = "pgdbm-testkit v1";
@@ -56,13 +58,24 @@ pub(crate) enum Op {
     },
     /// Drops `name` (if it exists) after checking its marker.
     Drop { name: String },
-    /// Drops marked databases of dead test processes; returns their names.
+    /// Drops marked databases of dead test processes and stale templates; returns their names.
     Sweep,
+    /// Waits (polling, at most [`WAIT_GONE_TIMEOUT`]) until the server shows no session with
+    /// this `application_name`; returns one row with the count left.
+    WaitGone { application_name: String },
 }
+
+/// How long [`Op::WaitGone`] polls before giving up.
+const WAIT_GONE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to do with a result computed on the admin thread.
+type Callback = Box<dyn FnOnce(Result<Rows>) + Send>;
 
 enum Reply {
     Sync(std::sync::mpsc::Sender<Result<Rows>>),
     Async(oneshot::Sender<Result<Rows>>),
+    /// Run on the admin thread when the operation is done (background work).
+    Detached(Callback),
 }
 
 struct Job {
@@ -70,7 +83,8 @@ struct Job {
     reply: Reply,
 }
 
-/// The admin thread of one server.
+/// The admin thread of one server (cloning gives another handle on the same thread).
+#[derive(Clone)]
 pub(crate) struct Admin {
     tx: mpsc::UnboundedSender<Job>,
 }
@@ -79,6 +93,8 @@ struct Ctx {
     target: Target,
     /// Idle connections to the `postgres` maintenance database.
     idle: Mutex<Vec<Client>>,
+    /// Bounds the connections the admin thread holds at once (see [`ADMIN_CONNECTIONS`]).
+    slots: Semaphore,
 }
 
 impl Admin {
@@ -92,6 +108,7 @@ impl Admin {
         let ctx = Arc::new(Ctx {
             target,
             idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(ADMIN_CONNECTIONS),
         });
         thread::Builder::new()
             .name("pgdbm-testkit-admin".to_string())
@@ -100,10 +117,22 @@ impl Admin {
                     while let Some(job) = rx.recv().await {
                         let ctx = Arc::clone(&ctx);
                         tokio::spawn(async move {
-                            let result = run(&ctx, job.op).await;
+                            let result = match job.op {
+                                // Takes a slot for each poll only, not while it waits.
+                                Op::WaitGone { application_name } => {
+                                    wait_gone(&ctx, &application_name).await
+                                }
+                                op => match ctx.slots.acquire().await {
+                                    Ok(_slot) => run(&ctx, op).await,
+                                    Err(_) => {
+                                        Err(admin_error(None, "the admin thread ended".into()))
+                                    }
+                                },
+                            };
                             match job.reply {
                                 Reply::Sync(tx) => drop(tx.send(result)),
                                 Reply::Async(tx) => drop(tx.send(result)),
+                                Reply::Detached(callback) => callback(result),
                             }
                         });
                     }
@@ -127,6 +156,14 @@ impl Admin {
         self.submit(op, Reply::Async(tx))?;
         rx.await
             .map_err(|_| admin_error(None, "the admin thread ended".to_string()))?
+    }
+
+    /// Runs `op` in the background and hands its result to `callback` on the admin thread
+    /// (which must not block). An error submitting is logged (the admin thread is gone).
+    pub(crate) fn spawn(&self, op: Op, callback: impl FnOnce(Result<Rows>) + Send + 'static) {
+        if let Err(e) = self.submit(op, Reply::Detached(Box::new(callback))) {
+            tracing::warn!(target: "pgdbm::testkit", error = %e, "background admin work lost");
+        }
     }
 
     fn submit(&self, op: Op, reply: Reply) -> Result<()> {
@@ -171,6 +208,38 @@ async fn run(ctx: &Ctx, op: Op) -> Result<Rows> {
             let client = connect(&ctx.target, "postgres").await?;
             sweep(&client, ctx.target.same_host).await
         }
+        Op::WaitGone { application_name } => wait_gone(ctx, &application_name).await,
+    }
+}
+
+/// Polls `pg_stat_activity` until no session has `application_name` (or the timeout), holding
+/// an admin slot only while it asks.
+async fn wait_gone(ctx: &Ctx, application_name: &str) -> Result<Rows> {
+    let deadline = tokio::time::Instant::now() + WAIT_GONE_TIMEOUT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let n: i64 = {
+            let _slot = ctx
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| admin_error(None, "the admin thread ended".into()))?;
+            let client = ctx.take().await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&application_name],
+                )
+                .await;
+            ctx.give_back(client);
+            row.and_then(|r| r.try_get(0))
+                .map_err(|e| pg_error("postgres", "cannot read pg_stat_activity", e))?
+        };
+        if n == 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(vec![vec![Some(n.to_string())]]);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -378,6 +447,13 @@ async fn sweep(client: &Client, same_host: bool) -> Result<Rows> {
     result
 }
 
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 async fn sweep_locked(client: &Client, same_host: bool) -> Result<Rows> {
     let rows = client
         .query(
@@ -399,6 +475,14 @@ async fn sweep_locked(client: &Client, same_host: bool) -> Result<Rows> {
         ) else {
             continue;
         };
+        if template::is_template_marker(&marker) {
+            if template::is_stale(&marker, now, template::max_idle()) {
+                if let Some(name) = template::drop_stale(client, &name, now).await? {
+                    dropped.push(vec![Some(name)]);
+                }
+            }
+            continue;
+        }
         if !is_orphan(&marker, same_host, now) {
             continue;
         }
@@ -427,7 +511,7 @@ fn admin_error(name: Option<&str>, message: String) -> Error {
     }
 }
 
-fn pg_error(name: &str, what: &str, e: tokio_postgres::Error) -> Error {
+pub(crate) fn pg_error(name: &str, what: &str, e: tokio_postgres::Error) -> Error {
     let detail = match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => e.to_string(),

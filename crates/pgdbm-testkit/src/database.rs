@@ -7,6 +7,7 @@ use std::fmt;
 use pgdbm_core::ident::{parse_qualified_name, quote_identifier, validate_identifier};
 use pgdbm_core::{Config, Database, Error, Param, Pool, Result, Row, RowOf};
 
+use crate::names::random_u32;
 use crate::{unique_database_name, TestConfig, TestServer};
 
 /// A database created for one test, dropped when the value is dropped (Python:
@@ -26,7 +27,11 @@ use crate::{unique_database_name, TestConfig, TestServer};
 /// async fn users_test<P: Pool>() -> pgdbm_core::Result<()> {
 ///     let test_db = TestDatabase::create(Some("users")).await?;
 ///     let db: Database<P> = test_db.manager(Some("app")).await?;
-///     db.execute("CREATE TABLE {{tables.users}} (id SERIAL, email TEXT)", &[]).await?;
+///     db.execute(
+///         "CREATE TABLE {{tables.users}} (id SERIAL, email TEXT, full_name TEXT, is_active BOOL)",
+///         &[],
+///     )
+///     .await?;
 ///     let helpers = TestHelpers::new(&db);
 ///     helpers.create_test_user("a@example.com", &[]).await?;
 ///     assert_eq!(helpers.count_rows("users", None).await?, 1);
@@ -38,6 +43,8 @@ pub struct TestDatabase {
     server: &'static TestServer,
     name: String,
     keep: bool,
+    /// Prefix, `verbose` and `log_sql` it was made with.
+    settings: TestConfig,
 }
 
 impl fmt::Debug for TestDatabase {
@@ -59,35 +66,35 @@ impl TestDatabase {
     /// the environment; default `test_`). Creation goes through the testkit's admin thread and
     /// does not block the runtime.
     pub async fn create(suffix: Option<&str>) -> Result<TestDatabase> {
-        let server = TestServer::shared()?;
-        let name = Self::new_name(suffix)?;
-        server.create_database_async(&name).await?;
-        Ok(Self::created(server, name))
+        Self::create_with(TestServer::shared()?, TestConfig::from_env()?, suffix).await
     }
 
-    /// Creates a fresh database on the shared test server as a copy of the template database
-    /// `template` (see [`TestServer::ensure_template`] and [`TestServer::clone_database`]),
-    /// named like [`create`](Self::create) does, without blocking the runtime.
-    pub async fn create_from_template(
-        template: &str,
+    /// Creates a fresh database on `server` with explicit settings (Python:
+    /// `AsyncTestDatabase(config).create_test_database(suffix)`): the name starts with
+    /// `settings.test_prefix`, `settings.verbose` logs the creation, the drop and each
+    /// manager's query count, and `settings.log_sql` logs the SQL of the managers made by
+    /// [`manager`](Self::manager). (`settings`' host, port, user and password choose a server
+    /// only through [`TestServer::external`] or `TEST_DB_HOST`.)
+    pub async fn create_with(
+        server: &'static TestServer,
+        settings: TestConfig,
         suffix: Option<&str>,
     ) -> Result<TestDatabase> {
-        let server = TestServer::shared()?;
-        let name = Self::new_name(suffix)?;
-        server.clone_database(template, &name).await?;
-        Ok(Self::created(server, name))
+        let name = Self::new_name(&settings, suffix)?;
+        server.create_database_async(&name).await?;
+        Ok(Self::created(server, name, settings))
     }
 
     /// Creates a fresh database on `server`, blocking the calling thread (for synchronous
     /// code; async code should use [`create`](Self::create)).
     pub fn create_on(server: &'static TestServer, suffix: Option<&str>) -> Result<TestDatabase> {
-        let name = Self::new_name(suffix)?;
+        let settings = TestConfig::from_env()?;
+        let name = Self::new_name(&settings, suffix)?;
         server.create_database(&name)?;
-        Ok(Self::created(server, name))
+        Ok(Self::created(server, name, settings))
     }
 
-    fn new_name(suffix: Option<&str>) -> Result<String> {
-        let config = TestConfig::from_env()?;
+    fn new_name(config: &TestConfig, suffix: Option<&str>) -> Result<String> {
         let mut prefix = config.test_prefix.clone();
         if let Some(s) = suffix {
             validate_identifier(s)?;
@@ -97,8 +104,13 @@ impl TestDatabase {
         unique_database_name(&prefix)
     }
 
-    fn created(server: &'static TestServer, name: String) -> TestDatabase {
-        if TestConfig::from_env().is_ok_and(|c| c.verbose) {
+    /// Takes charge of the (already created and marked) database `name`.
+    pub(crate) fn created(
+        server: &'static TestServer,
+        name: String,
+        settings: TestConfig,
+    ) -> TestDatabase {
+        if settings.verbose {
             tracing::info!(target: "pgdbm::testkit", database = %name,
                 url = %server.display_url(&name), "created test database");
         }
@@ -106,7 +118,13 @@ impl TestDatabase {
             server,
             name,
             keep: false,
+            settings,
         }
+    }
+
+    /// The settings it was made with (prefix, `verbose`, `log_sql`).
+    pub fn settings(&self) -> &TestConfig {
+        &self.settings
     }
 
     /// The database name.
@@ -124,39 +142,32 @@ impl TestDatabase {
         self.keep = true;
     }
 
-    /// A config for this database (Python: `get_test_db_config`), with a small pool suited to
-    /// tests and the given `schema`.
+    /// A config for this database (Python: `get_test_db_config`), with the given `schema` and
+    /// a small pool suited to tests: min [`TEST_POOL_MIN_CONNECTIONS`](crate::TEST_POOL_MIN_CONNECTIONS)
+    /// (0), max [`TEST_POOL_MAX_CONNECTIONS`](crate::TEST_POOL_MAX_CONNECTIONS) (2); see
+    /// [`TestServer::test_config`].
     pub fn config(&self, schema: Option<&str>) -> Config {
-        let mut config = self.server.config(&self.name);
-        config.schema = schema.map(str::to_string);
-        config.min_connections = 1;
-        config.max_connections = 5;
-        config
+        self.server.test_config(&self.name, schema)
     }
 
-    /// A connected manager on this database (Python: `get_test_db_manager`). With a schema, the
-    /// schema is created first if missing.
+    /// A connected manager on this database (Python: `get_test_db_manager`), with the pool of
+    /// [`config`](Self::config), counted against the server's connection cap and logging its
+    /// SQL when `log_sql` is on (see [`TestServer::manager_with`]). With a schema, the schema is
+    /// created first if missing.
     pub async fn manager<P: Pool>(&self, schema: Option<&str>) -> Result<Database<P>> {
         self.manager_with::<P>(self.config(schema)).await
     }
 
-    /// A connected manager from a config (e.g. [`config`](TestDatabase::config) with changes).
+    /// A connected manager from a config (e.g. [`config`](TestDatabase::config) with changes),
+    /// counted against the connection cap like [`manager`](Self::manager).
     pub async fn manager_with<P: Pool>(&self, config: Config) -> Result<Database<P>> {
-        let schema = config.schema.clone();
-        let db = Database::<P>::connect(config).await?;
-        if let Some(schema) = schema {
-            db.execute(
-                &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_identifier(&schema)?),
-                &[],
-            )
-            .await?;
-        }
-        Ok(db)
+        self.server.manager_with(config, &self.settings).await
     }
 
     /// Drops the database now (Python: `drop_test_database`), blocking the calling thread.
     pub fn drop_database(mut self) -> Result<()> {
         self.keep = true; // Drop has nothing left to do
+        self.log_drop();
         self.server.drop_database(&self.name)
     }
 
@@ -164,12 +175,24 @@ impl TestDatabase {
     /// implicit drop on `Drop` waits for the admin thread).
     pub async fn drop_async(mut self) -> Result<()> {
         self.keep = true; // Drop has nothing left to do
+        self.log_drop();
         self.server.drop_database_async(&self.name).await
+    }
+
+    fn log_drop(&self) {
+        if self.settings.verbose {
+            tracing::info!(target: "pgdbm::testkit", database = %self.name,
+                "dropping test database");
+        }
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if self.keep && self.settings.verbose {
+            tracing::info!(target: "pgdbm::testkit", database = %self.name,
+                url = %self.server.display_url(&self.name), "kept test database");
+        }
         if !self.keep && std::thread::panicking() {
             // The test failed: keep its database for inspection and say where it is.
             eprintln!(
@@ -180,6 +203,7 @@ impl Drop for TestDatabase {
             return;
         }
         if !self.keep {
+            self.log_drop();
             if let Err(e) = self.server.drop_database(&self.name) {
                 tracing::warn!(target: "pgdbm::testkit", database = %self.name, error = %e,
                     "could not drop the test database");
@@ -286,16 +310,39 @@ impl<P: Pool> TestHelpers<P> {
         TestHelpers { db: db.clone() }
     }
 
-    /// Inserts a user into the `users` table with `email` and the given extra columns, and
-    /// returns the inserted row (Python: `create_test_user(email, **kwargs)`).
-    pub async fn create_test_user(
+    /// Inserts a user into the `users` table and returns the inserted row (Python:
+    /// `create_test_user(email=None, **kwargs)`), with the reference's defaults: `email`
+    /// `None` becomes `test_<8 hex digits>@example.com`, `full_name` is `"Test User"` and
+    /// `is_active` is `true` unless `fields` gives them; further `fields` are more columns.
+    /// The table needs `email`, `full_name` and `is_active` columns (as
+    /// [`test_db_with_tables`](crate::test_db_with_tables) makes it).
+    ///
+    /// `email` may be a `&str` or an `Option<&str>`.
+    pub async fn create_test_user<'e>(
         &self,
-        email: &str,
+        email: impl Into<Option<&'e str>>,
         fields: &[(&str, Param<'_>)],
     ) -> Result<RowOf<P::Connection>> {
+        let email: String = match email.into() {
+            Some(e) => e.to_string(),
+            None => format!("test_{:08x}@example.com", random_u32()),
+        };
+        let full_name = "Test User";
+        let is_active = true;
         let mut columns = vec![quote_identifier("email")?];
-        for (name, _) in fields {
+        let mut params: Vec<Param<'_>> = vec![&email];
+        let given = |c: &str| fields.iter().any(|(n, _)| *n == c);
+        if !given("full_name") {
+            columns.push(quote_identifier("full_name")?);
+            params.push(&full_name);
+        }
+        if !given("is_active") {
+            columns.push(quote_identifier("is_active")?);
+            params.push(&is_active);
+        }
+        for (name, value) in fields {
             columns.push(quote_identifier(name)?);
+            params.push(*value);
         }
         let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
@@ -304,8 +351,6 @@ impl<P: Pool> TestHelpers<P> {
             columns.join(", "),
             placeholders.join(", ")
         );
-        let mut params: Vec<Param<'_>> = vec![&email];
-        params.extend(fields.iter().map(|(_, v)| *v));
         self.db
             .fetch_one(&sql, &params)
             .await?

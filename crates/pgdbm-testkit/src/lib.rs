@@ -24,6 +24,12 @@
 //! # }
 //! ```
 //!
+//! [`TestServer::migrated_database`] gives a test a fresh migrated database, usually by taking
+//! one of the clones of a migrated template the process keeps ready. Pools the testkit builds
+//! are small (min 0, max 2) and counted against a per-server connection cap
+//! ([`TestServer::connection_cap`]); `docs/testing.md` describes the cap, prepared clones and
+//! the sweeps. The counterparts of Python pgdbm's pytest fixtures are [`test_db`] and friends.
+//!
 //! Binaries are searched in `PGDBM_PG_BIN`, then `pg_config --bindir`, then the newest
 //! `/usr/lib/postgresql/<version>/bin` ([`find_pg_bin`]). Tests may run as root: the server
 //! then runs as the `postgres` system user. A server dies with its test process, even when that
@@ -33,6 +39,8 @@ mod admin;
 mod assertions;
 mod certs;
 mod cluster;
+mod budget;
+mod clones;
 mod config;
 mod database;
 mod discover;
@@ -41,6 +49,7 @@ mod fixtures;
 mod isolation;
 mod names;
 mod options;
+mod pools;
 mod process;
 mod procfs;
 mod reap;
@@ -48,10 +57,13 @@ mod run_test;
 mod server;
 mod sys;
 mod template;
+mod test_dbs;
 
 pub use assertions::{assert_table_unchanged, table_diff};
 pub use certs::TestCerts;
 pub use cluster::TestCluster;
+pub use budget::TEST_MAX_CONNECTIONS_ENV;
+pub use clones::{DEFAULT_PREPARED_CLONES, PREPARED_CLONES_ENV};
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};
@@ -61,5 +73,11 @@ pub use isolation::run_isolated;
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use options::TestServerOptions;
 pub use run_test::{Fixture, TestArgs, TestFn, TestMigrations, TestOutcome};
+pub use pools::{TEST_POOL_MAX_CONNECTIONS, TEST_POOL_MIN_CONNECTIONS};
 pub use server::{TestServer, TEST_DB_ALLOW_REMOTE_ENV};
 pub use template::{template_name, CLONE_STRATEGY};
+pub use template::{DEFAULT_TEMPLATE_MAX_IDLE, TEMPLATE_MAX_IDLE_ENV};
+pub use test_dbs::{
+    test_db, test_db_factory, test_db_isolated, test_db_with_data, test_db_with_schema,
+    test_db_with_tables, TestDb, TestDbFactory, COMMON_TABLES_SQL, SAMPLE_DATA_SQL, TEST_SCHEMA,
+};

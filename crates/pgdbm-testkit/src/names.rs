@@ -52,7 +52,11 @@ pub fn validate_database_name(name: &str) -> Result<()> {
 pub fn unique_database_name(prefix: &str) -> Result<String> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{prefix}{}_{n}_{:08x}", std::process::id(), random_u32(n));
+    let name = format!(
+        "{prefix}{}_{n}_{:08x}",
+        std::process::id(),
+        random_u32_salted(n)
+    );
     if prefix.is_empty() || prefix.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(Error::TestDatabase {
             name: Some(prefix.to_string()),
@@ -74,8 +78,14 @@ pub fn unique_database_name(prefix: &str) -> Result<String> {
     Ok(name)
 }
 
+/// 32 random-enough bits (a fresh salt each call), e.g. for generated e-mail addresses.
+pub(crate) fn random_u32() -> u32 {
+    static SALT: AtomicU64 = AtomicU64::new(0);
+    random_u32_salted(SALT.fetch_add(1, Ordering::Relaxed) | (1 << 63))
+}
+
 /// 32 random-enough bits from std's per-process random hasher keys, the clock and `salt`.
-fn random_u32(salt: u64) -> u32 {
+fn random_u32_salted(salt: u64) -> u32 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(salt);
     if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {

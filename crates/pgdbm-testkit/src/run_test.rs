@@ -297,19 +297,38 @@ async fn prepare<P: Pool>(
             let template = migrations.template_name(args.schema);
             let started = Instant::now();
             let count = migrations.files.len();
-            let apply = migrations.apply;
+            // `migrated_database` may build twice (when its clone finds the template swept);
+            // the migrations can be applied once, so a second build reports that.
+            let apply = std::sync::Mutex::new(Some(migrations.apply));
             let schema = args.schema;
-            let built = server
-                .ensure_template(&template, |name| build::<P>(server, name, schema, apply))
+            let built = std::cell::Cell::new(false);
+            let test_db = server
+                .migrated_database(&template, |name| {
+                    let apply = apply.lock().ok().and_then(|mut a| a.take());
+                    built.set(true);
+                    async move {
+                        match apply {
+                            Some(apply) => build::<P>(server, name, schema, apply).await,
+                            None => Err(Error::TestDatabase {
+                                name: Some(name),
+                                message: "the template was dropped while this test was starting \
+                                          and its migrations were already applied once; run the \
+                                          test again"
+                                    .to_string(),
+                                source: None,
+                            }),
+                        }
+                    }
+                })
                 .await?;
-            if built {
+            if built.get() {
                 eprintln!(
                     "pgdbm-testkit: built the template database {template} ({count} \
                      migration(s)) in {} ms",
                     started.elapsed().as_millis()
                 );
             }
-            TestDatabase::create_from_template(&template, Some(&suffix)).await?
+            test_db
         }
     };
     let db = test_db.manager::<P>(args.schema).await?;

@@ -47,6 +47,10 @@ pub struct TestServer {
     admin: OnceLock<std::result::Result<Admin, String>>,
     /// Serialises starting the admin thread (the `OnceLock` cannot fail).
     admin_start: Mutex<()>,
+    /// The connection cap of testkit-built pools, read from the server on first use.
+    pub(crate) budget: tokio::sync::OnceCell<crate::budget::Budget>,
+    /// Templates this process uses and their prepared clones.
+    pub(crate) clones: crate::clones::Clones,
 }
 
 static SHARED: OnceLock<std::result::Result<TestServer, String>> = OnceLock::new();
@@ -171,6 +175,8 @@ impl TestServer {
             local: Some(local),
             admin: OnceLock::new(),
             admin_start: Mutex::new(()),
+            budget: tokio::sync::OnceCell::new(),
+            clones: crate::clones::Clones::default(),
         })
     }
 
@@ -253,6 +259,8 @@ impl TestServer {
             local: None,
             admin: OnceLock::new(),
             admin_start: Mutex::new(()),
+            budget: tokio::sync::OnceCell::new(),
+            clones: crate::clones::Clones::default(),
         })
     }
 
