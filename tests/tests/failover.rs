@@ -374,3 +374,69 @@ async fn replica_view_reads_standbys_and_refuses_writes<P: Pool>() {
     assert!(replica.fetch_value::<i64, _>(count, &[]).await.is_err());
 }
 both_backends!(read_routing, replica_view_reads_standbys_and_refuses_writes);
+
+/// `target_session_attrs` against a real hot standby (`in_hot_standby` reported at startup),
+/// hosts listed standby first: each kind picks the server it names (checked with
+/// `pg_is_in_recovery()` and the server's port), and with the standby stopped `prefer-standby`
+/// falls back to the primary while `standby` fails naming both hosts.
+async fn session_attrs_on_a_real_standby<P: Pool>() {
+    use pgdbm::TargetSessionAttrs as A;
+    let cluster = cluster("attrs").await;
+    let (primary, standby) = (cluster.member(0).unwrap(), cluster.member(1).unwrap());
+    let landed = |attrs: A| {
+        let mut config = cluster.multi_host_config(&[1, 0], "attrs").unwrap();
+        config.target_session_attrs = attrs;
+        config.min_connections = 0;
+        config.max_connections = 2;
+        config.retry_attempts = 1;
+        async move {
+            let db = Database::<P>::connect(config).await?;
+            let row = db
+                .fetch_one("SELECT pg_is_in_recovery(), inet_server_port()", &[])
+                .await;
+            db.close().await;
+            let row = row?.expect("SELECT returns a row");
+            Ok::<_, Error>((
+                row.try_get::<_, bool>(0)?,
+                u16::try_from(row.try_get::<_, i32>(1)?).unwrap(),
+            ))
+        }
+    };
+    let on_standby = (true, standby.port());
+    let on_primary = (false, primary.port());
+    for (attrs, want) in [
+        (A::Any, on_standby),
+        (A::ReadWrite, on_primary),
+        (A::Primary, on_primary),
+        (A::ReadOnly, on_standby),
+        (A::Standby, on_standby),
+        (A::PreferStandby, on_standby),
+    ] {
+        assert_eq!(landed(attrs).await.unwrap(), want, "{attrs:?}");
+    }
+    // Listed primary first, prefer-standby still finds the standby (its first pass).
+    let mut config = cluster.multi_host_config(&[0, 1], "attrs").unwrap();
+    config.target_session_attrs = A::PreferStandby;
+    config.min_connections = 0;
+    let db = Database::<P>::connect(config).await.unwrap();
+    let recovery = db
+        .fetch_value::<bool, _>("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap();
+    db.close().await;
+    assert_eq!(recovery, Some(true));
+
+    let stop = cluster.clone();
+    tokio::task::spawn_blocking(move || stop.stop(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(landed(A::PreferStandby).await.unwrap(), on_primary);
+    let e = landed(A::Standby).await.unwrap_err().to_string();
+    for port in [primary.port(), standby.port()] {
+        assert!(e.contains(&format!(":{port}")), "{e}");
+    }
+    assert!(e.contains("target_session_attrs=standby"), "{e}");
+}
+
+both_backends!(real_standby_attrs, session_attrs_on_a_real_standby);

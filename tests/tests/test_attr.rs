@@ -218,6 +218,13 @@ fn the_template_is_built_once_for_eight_tests_in_two_processes() {
         )
         .unwrap();
     assert_eq!(templates, "1");
+    // What the children left are the clones they had prepared ahead and not used; marked with
+    // their (now dead) pids, so the orphan sweep drops them.
+    let swept = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(server.sweep_orphans())
+        .unwrap();
+    assert!(swept.len() <= 2 * 3, "more than the prepared clones left: {swept:?}");
     let left = server
         .psql(
             "postgres",

@@ -809,7 +809,11 @@ mod tests {
         #[test]
         fn normalizer_never_panics_and_is_idempotent(s in "\\PC{0,60}") {
             let once = normalize_query(&s);
-            prop_assert!(!once.contains("  "));
+            // Quoted identifiers are kept verbatim (`"a  b"` is another name than `"a b"`), so
+            // runs of spaces may only survive when there is one.
+            if !s.contains('"') {
+                prop_assert!(!once.contains("  "));
+            }
             prop_assert_eq!(normalize_query(&once), once.clone());
         }
 
@@ -820,6 +824,13 @@ mod tests {
                 "SELECT * FROM t WHERE x = ? LIMIT ?"
             );
         }
+    }
+
+    #[test]
+    fn quoted_identifiers_keep_their_spaces() {
+        // proptest found `"  0` (an unterminated quoted identifier): kept as written.
+        assert_eq!(normalize_query("\"  0"), "\"  0");
+        assert_eq!(normalize_query("SELECT  \"a  b\"  FROM t"), "SELECT \"a  b\" FROM t");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use pgdbm_core::{Error, Result};
+use pgdbm_core::{quote_catalog_name, Error, Result};
 
 use crate::admin::Op;
 use crate::template::{CLONE_STRATEGY, TOUCH_INTERVAL};
@@ -122,7 +122,32 @@ impl TestServer {
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
+        self.migrated_database_named(template, None, build).await
+    }
+
+    /// [`migrated_database`](Self::migrated_database), with the database named like
+    /// [`TestDatabase::create`] names it for `suffix` (`<test_prefix><suffix>_...`, for
+    /// example the test's name): a prepared clone is renamed (`ALTER DATABASE ... RENAME`, one
+    /// statement on the admin connection; nobody is connected to a spare).
+    ///
+    /// # Errors
+    /// As [`migrated_database`](Self::migrated_database), and [`Error::Schema`] for a
+    /// `suffix` that is not an identifier.
+    pub async fn migrated_database_named<F, Fut>(
+        &'static self,
+        template: &str,
+        suffix: Option<&str>,
+        build: F,
+    ) -> Result<TestDatabase>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
         let settings = TestConfig::from_env()?;
+        let wanted = match suffix {
+            Some(_) => Some(TestDatabase::new_name(&settings, suffix)?),
+            None => None,
+        };
         crate::validate_database_name(template)?;
         let mut last_error = None;
         for _attempt in 0..2 {
@@ -137,9 +162,28 @@ impl TestServer {
                     tracing::info!(target: "pgdbm::testkit", database = %name,
                         template = %template, "took a prepared clone");
                 }
+                let name = match wanted {
+                    Some(wanted) => {
+                        let sql = format!(
+                            "ALTER DATABASE {} RENAME TO {}",
+                            quote_catalog_name(&name)?,
+                            quote_catalog_name(&wanted)?
+                        );
+                        if let Err(e) = self.query_async("postgres", &sql).await {
+                            // Still this process's marked clone: the drop or a sweep takes it.
+                            let _ = self.drop_database_async(&name).await;
+                            return Err(e);
+                        }
+                        wanted
+                    }
+                    None => name,
+                };
                 return Ok(TestDatabase::created(self, name, settings));
             }
-            let name = unique_database_name(&settings.test_prefix)?;
+            let name = match &wanted {
+                Some(w) => w.clone(),
+                None => unique_database_name(&settings.test_prefix)?,
+            };
             match self.clone_database(template, &name).await {
                 Ok(()) => return Ok(TestDatabase::created(self, name, settings)),
                 Err(e) => {

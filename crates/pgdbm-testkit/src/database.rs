@@ -94,7 +94,8 @@ impl TestDatabase {
         Ok(Self::created(server, name, settings))
     }
 
-    fn new_name(config: &TestConfig, suffix: Option<&str>) -> Result<String> {
+    /// `<test_prefix>[<suffix>_]<unique part>`, the suffix checked as an identifier.
+    pub(crate) fn new_name(config: &TestConfig, suffix: Option<&str>) -> Result<String> {
         let mut prefix = config.test_prefix.clone();
         if let Some(s) = suffix {
             validate_identifier(s)?;

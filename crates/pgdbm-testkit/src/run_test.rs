@@ -303,7 +303,7 @@ async fn prepare<P: Pool>(
             let schema = args.schema;
             let built = std::cell::Cell::new(false);
             let test_db = server
-                .migrated_database(&template, |name| {
+                .migrated_database_named(&template, Some(&suffix), |name| {
                     let apply = apply.lock().ok().and_then(|mut a| a.take());
                     built.set(true);
                     async move {
