@@ -224,7 +224,10 @@ fn the_template_is_built_once_for_eight_tests_in_two_processes() {
         .unwrap()
         .block_on(server.sweep_orphans())
         .unwrap();
-    assert!(swept.len() <= 2 * 3, "more than the prepared clones left: {swept:?}");
+    assert!(
+        swept.len() <= 2 * 3,
+        "more than the prepared clones left: {swept:?}"
+    );
     let left = server
         .psql(
             "postgres",

@@ -64,11 +64,11 @@ pub use config::{
     duration_from_secs, split_search_path, Config, ConfigBuilder, DurationField, ResetPolicy,
     SslMode, NEUTRAL_SEARCH_PATH,
 };
+pub use config::{AuthMethod, ChannelBinding, RequireAuth, SYSTEM_ROOT_CERT};
 pub use config::{
     HostSpec, LoadBalanceHosts, Rejection, ServerState, SessionCheck, SessionQuery,
     TargetSessionAttrs,
 };
-pub use config::{AuthMethod, ChannelBinding, RequireAuth, SYSTEM_ROOT_CERT};
 pub use database::{
     AsQuery, Clock, Database, DbConnection, PreparedQuery, QueryEvent, QueryObserver, RenderedSql,
     RowOf, Savepoint, SystemClock, Transaction,

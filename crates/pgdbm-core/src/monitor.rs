@@ -830,7 +830,10 @@ mod tests {
     fn quoted_identifiers_keep_their_spaces() {
         // proptest found `"  0` (an unterminated quoted identifier): kept as written.
         assert_eq!(normalize_query("\"  0"), "\"  0");
-        assert_eq!(normalize_query("SELECT  \"a  b\"  FROM t"), "SELECT \"a  b\" FROM t");
+        assert_eq!(
+            normalize_query("SELECT  \"a  b\"  FROM t"),
+            "SELECT \"a  b\" FROM t"
+        );
     }
 
     #[test]

@@ -37,10 +37,10 @@
 
 mod admin;
 mod assertions;
-mod certs;
-mod cluster;
 mod budget;
+mod certs;
 mod clones;
+mod cluster;
 mod config;
 mod database;
 mod discover;
@@ -60,10 +60,10 @@ mod template;
 mod test_dbs;
 
 pub use assertions::{assert_table_unchanged, table_diff};
-pub use certs::TestCerts;
-pub use cluster::TestCluster;
 pub use budget::TEST_MAX_CONNECTIONS_ENV;
+pub use certs::TestCerts;
 pub use clones::{DEFAULT_PREPARED_CLONES, PREPARED_CLONES_ENV};
+pub use cluster::TestCluster;
 pub use config::{TestConfig, TEST_DB_HOST_ENV};
 pub use database::{snapshot_table, SnapshotRow, TestDatabase, TestHelpers};
 pub use discover::{find_pg_bin, PG_BIN_ENV};
@@ -72,8 +72,8 @@ pub use fixtures::{is_fixture_file_name, load_fixture, load_fixture_file, load_f
 pub use isolation::run_isolated;
 pub use names::{unique_database_name, validate_database_name, MAX_NAME_BYTES};
 pub use options::TestServerOptions;
-pub use run_test::{Fixture, TestArgs, TestFn, TestMigrations, TestOutcome};
 pub use pools::{TEST_POOL_MAX_CONNECTIONS, TEST_POOL_MIN_CONNECTIONS};
+pub use run_test::{Fixture, TestArgs, TestFn, TestMigrations, TestOutcome};
 pub use server::{TestServer, TEST_DB_ALLOW_REMOTE_ENV};
 pub use template::{template_name, CLONE_STRATEGY};
 pub use template::{DEFAULT_TEMPLATE_MAX_IDLE, TEMPLATE_MAX_IDLE_ENV};

@@ -448,8 +448,7 @@ async fn connect_host(
     let session = Arc::new(Session::default());
 
     let connected =
-        tokio::time::timeout_at(deadline, target.start(base, batch.clone(), session.clone()))
-            .await;
+        tokio::time::timeout_at(deadline, target.start(base, batch.clone(), session.clone())).await;
     let client = match connected {
         Err(_) => {
             return Err(fail(
