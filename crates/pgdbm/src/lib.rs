@@ -56,6 +56,7 @@ pub use pgdbm_core::{
     SslMode, SystemClock, TableSize, Transaction,
 };
 pub use pgdbm_core::{percent_encode, ConfigBuilder, TableName};
+pub use pgdbm_core::StatementMode;
 pub use pgdbm_core::{
     BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
     Stream,
