@@ -962,6 +962,10 @@ impl Connection for PgConnection {
         self.described_cache.clear();
     }
 
+    fn announced_backend_pid(&self) -> Option<i32> {
+        self.session.backend_key().map(|(pid, _)| pid)
+    }
+
     type CopyRow = crate::PgCopyRow;
 
     async fn query_stream(
