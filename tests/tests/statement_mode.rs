@@ -4,6 +4,7 @@
 //! transactions (as `SET LOCAL`), even before a `SET TRANSACTION`.
 
 use futures_util::TryStreamExt;
+use pgdbm::Row;
 use pgdbm::{
     CopyFormat, CopySource, Database, IsolationLevel, Pool, StatementMode, TransactionOptions,
 };
