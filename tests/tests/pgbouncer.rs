@@ -95,7 +95,8 @@ async fn task<P: Pool>(db: Database<P>, task: usize, iterations: usize) -> Tally
             .map(|_| ());
         record(r, &mut t);
         let vs: Vec<String> = (0..MANY).map(|j| format!("{v}-{j}")).collect();
-        let rows: Vec<[pgdbm::Param<'_>; 2]> = vs.iter().map(|s| [&k as pgdbm::Param<'_>, s]).collect();
+        let rows: Vec<[pgdbm::Param<'_>; 2]> =
+            vs.iter().map(|s| [&k as pgdbm::Param<'_>, s]).collect();
         let r = db
             .execute_many("INSERT INTO pb_items (k, v) VALUES ($1, $2)", &rows)
             .await
@@ -108,9 +109,7 @@ async fn task<P: Pool>(db: Database<P>, task: usize, iterations: usize) -> Tally
                 &[&k, &v],
             )
             .await?;
-            let jit: Option<String> = tx
-                .fetch_value("SELECT current_setting('jit')", &[])
-                .await?;
+            let jit: Option<String> = tx.fetch_value("SELECT current_setting('jit')", &[]).await?;
             let n: Option<i64> = tx
                 .fetch_value("SELECT count(*) FROM pb_items WHERE k = $1", &[&k])
                 .await?;
@@ -131,7 +130,10 @@ async fn task<P: Pool>(db: Database<P>, task: usize, iterations: usize) -> Tally
         .await;
         record(r, &mut t);
         let r = db
-            .fetch_one("SELECT v FROM pb_items WHERE k = $1 ORDER BY id LIMIT 1", &[&k])
+            .fetch_one(
+                "SELECT v FROM pb_items WHERE k = $1 ORDER BY id LIMIT 1",
+                &[&k],
+            )
             .await
             .map(|_| ());
         record(r, &mut t);
@@ -169,7 +171,12 @@ async fn unnamed_mode_survives_transaction_pooling<P: Pool>() {
         .iter()
         .filter(|e| e.contains("does not exist"))
         .count();
-    assert_eq!(not_exist, 0, "prepared statement errors: {:?}", &tally.errors[..tally.errors.len().min(5)]);
+    assert_eq!(
+        not_exist,
+        0,
+        "prepared statement errors: {:?}",
+        &tally.errors[..tally.errors.len().min(5)]
+    );
     assert!(
         tally.errors.is_empty(),
         "{} errors in {} operations, e.g. {:?}",
@@ -203,7 +210,10 @@ async fn unnamed_mode_survives_transaction_pooling<P: Pool>() {
     let pools = bouncer.show("POOLS").await.unwrap();
     let ours = pools
         .iter()
-        .find(|row| row.iter().any(|(c, v)| c == "database" && *v == direct.database))
+        .find(|row| {
+            row.iter()
+                .any(|(c, v)| c == "database" && *v == direct.database)
+        })
         .expect("PgBouncer has a pool for the test database");
     let get = |name: &str| -> i64 {
         ours.iter()
@@ -316,7 +326,10 @@ async fn migrations_are_refused_through_transaction_pooling<P: Pool>() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
-both_backends!(migrations_refused, migrations_are_refused_through_transaction_pooling);
+both_backends!(
+    migrations_refused,
+    migrations_are_refused_through_transaction_pooling
+);
 
 async fn migrations_run_through_session_pooling<P: Pool>() {
     // A session pooler keeps one server session per client: the lock holds, so the probe must
@@ -340,7 +353,10 @@ async fn migrations_run_through_session_pooling<P: Pool>() {
     direct_db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
-both_backends!(session_pooling_migrates, migrations_run_through_session_pooling);
+both_backends!(
+    session_pooling_migrates,
+    migrations_run_through_session_pooling
+);
 
 /// The testkit's PgBouncer stops and starts again on its port, and answers its console.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +365,9 @@ async fn test_pgbouncer_restarts_and_shows_pools() {
         return;
     };
     let (_direct, pooled) = configs(&bouncer, "pb_restart", StatementMode::Unnamed);
-    let db = Database::<pgdbm::DeadpoolPool>::connect(pooled).await.unwrap();
+    let db = Database::<pgdbm::DeadpoolPool>::connect(pooled)
+        .await
+        .unwrap();
     let one: Option<i32> = db.fetch_value("SELECT 1", &[]).await.unwrap();
     assert_eq!(one, Some(1));
     let port = bouncer.port();
@@ -370,9 +388,9 @@ async fn test_pgbouncer_restarts_and_shows_pools() {
     assert!(ok, "no query through the restarted PgBouncer");
     let pools = bouncer.show("POOLS").await.unwrap();
     assert!(
-        pools
+        pools.iter().any(|row| row
             .iter()
-            .any(|row| row.iter().any(|(c, v)| c == "pool_mode" && v == "transaction")),
+            .any(|(c, v)| c == "pool_mode" && v == "transaction")),
         "{pools:?}"
     );
     db.close().await;

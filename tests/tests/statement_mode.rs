@@ -38,7 +38,10 @@ async fn unnamed_mode_leaves_no_prepared_statement<P: Pool>() {
         .unwrap();
     assert_eq!(name.as_deref(), Some("one"));
     assert!(db
-        .fetch_one("SELECT name FROM {{tables.items}} WHERE id = $1", &[&99_i32])
+        .fetch_one(
+            "SELECT name FROM {{tables.items}} WHERE id = $1",
+            &[&99_i32]
+        )
         .await
         .unwrap()
         .is_none());
@@ -49,6 +52,16 @@ async fn unnamed_mode_leaves_no_prepared_statement<P: Pool>() {
         .unwrap();
     assert_eq!(again.as_deref(), Some("one"));
 
+    // A wrong parameter count is refused, as for a prepared statement.
+    let err = db
+        .fetch_value::<i32, _>("SELECT $1::int", &[&1_i32, &2_i32])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("expected 1 parameters but got 2"),
+        "{err}"
+    );
+
     // execute_many: one pipeline, all or nothing, the failing row named.
     let names: Vec<String> = (2..12).map(|i| format!("n{i}")).collect();
     let ids: Vec<i32> = (2..12).collect();
@@ -58,7 +71,10 @@ async fn unnamed_mode_leaves_no_prepared_statement<P: Pool>() {
         .map(|(i, n)| [i as pgdbm::Param<'_>, n as pgdbm::Param<'_>])
         .collect();
     let inserted = db
-        .execute_many("INSERT INTO {{tables.items}} (id, name) VALUES ($1, $2)", &rows)
+        .execute_many(
+            "INSERT INTO {{tables.items}} (id, name) VALUES ($1, $2)",
+            &rows,
+        )
         .await
         .unwrap();
     assert_eq!(inserted, 10);
@@ -68,7 +84,10 @@ async fn unnamed_mode_leaves_no_prepared_statement<P: Pool>() {
         .map(|i| [i as pgdbm::Param<'_>, &"dup" as pgdbm::Param<'_>])
         .collect();
     let err = db
-        .execute_many("INSERT INTO {{tables.items}} (id, name) VALUES ($1, $2)", &dup_rows)
+        .execute_many(
+            "INSERT INTO {{tables.items}} (id, name) VALUES ($1, $2)",
+            &dup_rows,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.as_query().and_then(|q| q.row), Some(2), "{err}");
@@ -127,7 +146,11 @@ async fn unnamed_mode_leaves_no_prepared_statement<P: Pool>() {
         .fetch_value("SELECT current_setting('jit')", &[])
         .await
         .unwrap();
-    assert_eq!(outside.as_deref(), Some("on"), "no startup options in unnamed mode");
+    assert_eq!(
+        outside.as_deref(),
+        Some("on"),
+        "no startup options in unnamed mode"
+    );
     let mut tx = conn
         .begin_with(&TransactionOptions::default().isolation(IsolationLevel::Serializable))
         .await

@@ -88,11 +88,7 @@ pub(crate) async fn refuse_transaction_pooler<P: Pool>(
     }
 }
 
-async fn probe<P: Pool>(
-    pool: &P,
-    conn: &mut P::Connection,
-    query_timeout: Duration,
-) -> Result<()> {
+async fn probe<P: Pool>(pool: &P, conn: &mut P::Connection, query_timeout: Duration) -> Result<()> {
     let announced = conn.announced_backend_pid();
     let pid_row = conn
         .query_opt("SELECT pg_backend_pid()", &[], Some(query_timeout))

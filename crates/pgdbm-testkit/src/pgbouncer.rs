@@ -315,7 +315,8 @@ impl TestPgBouncer {
             checked("setting", value)?;
             ini.push_str(&format!("{name} = {value}\n"));
         }
-        fs::write(&self.config_path, ini).map_err(|e| io_error("cannot write", &self.config_path, e))?;
+        fs::write(&self.config_path, ini)
+            .map_err(|e| io_error("cannot write", &self.config_path, e))?;
         if let Some(r) = self.run_as {
             std::os::unix::fs::chown(&self.config_path, Some(r.uid), Some(r.gid))
                 .map_err(|e| io_error("cannot hand over", &self.config_path, e))?;

@@ -583,10 +583,17 @@ impl PgConnection {
             if allow_unnamed && n_params == 0 {
                 return Ok(Stmt::Typed(Described::default()));
             }
-            return self
-                .described(sql, n_params, deadline, timeout)
-                .await
-                .map(Stmt::Typed);
+            let d = self.described(sql, n_params, deadline, timeout).await?;
+            if d.params.len() != n_params {
+                // What tokio-postgres says for a prepared statement (the typed query would
+                // drop extra values silently).
+                return Err(client_error(
+                    QueryErrorKind::Client,
+                    format!("expected {} parameters but got {n_params}", d.params.len()),
+                    sql,
+                ));
+            }
+            return Ok(Stmt::Typed(d));
         }
         if !self.cache.enabled() {
             if allow_unnamed && n_params == 0 {

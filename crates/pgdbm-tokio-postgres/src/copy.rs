@@ -158,8 +158,10 @@ async fn copy_rows(
     copy_sql: &str,
     types: &[postgres_types::Type],
     rows: &[&[Param<'_>]],
-) -> std::result::Result<std::result::Result<u64, (usize, tokio_postgres::Error)>, tokio_postgres::Error>
-{
+) -> std::result::Result<
+    std::result::Result<u64, (usize, tokio_postgres::Error)>,
+    tokio_postgres::Error,
+> {
     let sink = client.copy_in(copy_sql).await?;
     let writer = BinaryCopyInWriter::new(sink, types);
     let mut writer = std::pin::pin!(writer);

@@ -280,7 +280,10 @@ impl PgConnection {
 /// when it builds a Bind). Rows `1..n` of each chunk are kept (the wire shim writes them);
 /// each chunk's row 0 is only checked (tokio-postgres encodes it again). The error names
 /// the first bad row, with the texts tokio-postgres would use.
-fn encode_rows(stmt: &ManyStmt<'_>, rows: &[&[Param<'_>]]) -> std::result::Result<Vec<Rows>, BadRow> {
+fn encode_rows(
+    stmt: &ManyStmt<'_>,
+    rows: &[&[Param<'_>]],
+) -> std::result::Result<Vec<Rows>, BadRow> {
     let types = stmt.params();
     let mut scratch = bytes::BytesMut::new();
     let mut chunks = Vec::with_capacity(rows.len().div_ceil(EXECUTE_MANY_CHUNK));

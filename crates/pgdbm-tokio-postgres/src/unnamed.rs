@@ -209,14 +209,20 @@ mod tests {
         c.statement_mode = StatementMode::Unnamed;
         c.schema = Some("app".into());
         let s = local_settings(&c);
-        assert!(s.contains("SET LOCAL search_path = \"app\", E'public'"), "{s}");
+        assert!(
+            s.contains("SET LOCAL search_path = \"app\", E'public'"),
+            "{s}"
+        );
         assert!(s.contains("SET LOCAL jit = E'off'"), "{s}");
         assert!(!s.contains("application_name"), "{s}");
     }
 
     #[test]
     fn list_values_keep_their_elements() {
-        assert_eq!(setting_value("search_path", "$user, public"), "E'$user', E'public'");
+        assert_eq!(
+            setting_value("search_path", "$user, public"),
+            "E'$user', E'public'"
+        );
         assert_eq!(setting_value("search_path", "\"a,b\", x"), "\"a,b\", E'x'");
         assert_eq!(setting_value("work_mem", "64MB"), "E'64MB'");
         assert_eq!(setting_name("myext.opt"), "myext.opt");

@@ -28,7 +28,7 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn round(db: &DeadpoolDb, tasks: usize, queries: usize) -> Duration {
+async fn round(db: &DeadpoolDb, tasks: usize, queries: usize) -> pgdbm::Result<Duration> {
     let per_task = queries / tasks;
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks)
@@ -37,16 +37,18 @@ async fn round(db: &DeadpoolDb, tasks: usize, queries: usize) -> Duration {
             tokio::spawn(async move {
                 for i in 0..per_task {
                     let id = i32::try_from((t * per_task + i) % 1000 + 1).unwrap_or(1);
-                    let row = db.fetch_one(SQL, &[&id]).await.expect("point select");
+                    let row = db.fetch_one(SQL, &[&id]).await?;
                     std::hint::black_box(row);
                 }
+                Ok::<(), pgdbm::Error>(())
             })
         })
         .collect();
     for h in handles {
-        h.await.expect("task");
+        h.await
+            .map_err(|e| pgdbm::Error::transaction(format!("benchmark task failed: {e}")))??;
     }
-    started.elapsed()
+    Ok(started.elapsed())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -108,7 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (label, config) in &contenders {
         let db = DeadpoolDb::connect(config.clone()).await?;
         // Warm up: every connection opened and the statement described or prepared.
-        round(&db, 16, 16 * 20).await;
+        round(&db, 16, 16 * 20).await?;
         dbs.push((*label, db));
     }
 
@@ -122,12 +124,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (0..dbs.len()).rev().collect()
             };
             for i in order {
-                times[i].push(round(&dbs[i].1, tasks, queries).await);
+                times[i].push(round(&dbs[i].1, tasks, queries).await?);
             }
         }
         let medians: Vec<Duration> = times.into_iter().map(median).collect();
         let base = medians[0].as_secs_f64();
-        println!("\n{tasks} task(s), {queries} point selects per round, median of {rounds} rounds:");
+        println!(
+            "\n{tasks} task(s), {queries} point selects per round, median of {rounds} rounds:"
+        );
         println!("| contender | time ratio to direct cached | queries/s |");
         println!("|---|---|---|");
         for ((label, _), m) in dbs.iter().zip(&medians) {

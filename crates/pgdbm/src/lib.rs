@@ -46,6 +46,7 @@
 #[cfg(not(any(feature = "deadpool", feature = "bb8")))]
 compile_error!("pgdbm needs a pool backend: enable the `deadpool` (default) or `bb8` feature");
 
+pub use pgdbm_core::StatementMode;
 pub use pgdbm_core::{
     checksum, log_query_performance, mask_dsn, quote_identifier, render, validate_identifier,
     AsQuery, BlockingQuery, Clock, ColumnIndex, Config, Connection, ConnectionInfo,
@@ -56,7 +57,6 @@ pub use pgdbm_core::{
     SslMode, SystemClock, TableSize, Transaction,
 };
 pub use pgdbm_core::{percent_encode, ConfigBuilder, TableName};
-pub use pgdbm_core::StatementMode;
 pub use pgdbm_core::{
     BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
     Stream,

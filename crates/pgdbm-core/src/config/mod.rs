@@ -12,17 +12,17 @@ use crate::error::{Error, Result};
 mod builder;
 mod duration;
 mod reset_policy;
-mod statement_mode;
 mod rules;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod ssl_mode;
+mod statement_mode;
 
 pub use builder::ConfigBuilder;
 pub use duration::{duration_from_secs, DurationField};
 pub use reset_policy::ResetPolicy;
-pub use statement_mode::StatementMode;
 pub use ssl_mode::SslMode;
+pub use statement_mode::StatementMode;
 
 /// Connection and pool configuration; the port of Python pgdbm's `DatabaseConfig`.
 ///

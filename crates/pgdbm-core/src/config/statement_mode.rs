@@ -97,7 +97,10 @@ mod tests {
         for m in [StatementMode::Cached, StatementMode::Unnamed] {
             assert_eq!(m.as_str().parse::<StatementMode>().unwrap(), m);
         }
-        assert_eq!(" UNNAMED ".parse::<StatementMode>().unwrap(), StatementMode::Unnamed);
+        assert_eq!(
+            " UNNAMED ".parse::<StatementMode>().unwrap(),
+            StatementMode::Unnamed
+        );
         let e = "named".parse::<StatementMode>().unwrap_err().to_string();
         assert!(e.contains("cached or unnamed"), "{e}");
     }
