@@ -153,6 +153,16 @@ impl PgConnection {
         Ok(())
     }
 
+    /// True for "prepared statement ... does not exist" (26000) in [`StatementMode::Unnamed`]:
+    /// pgdbm sent no named statement, so it was one tokio-postgres keeps for itself (its type
+    /// lookups), prepared on a server session a transaction pooler no longer lends this
+    /// connection. The client cannot be told to forget it: the connection is discarded, so the
+    /// error happens once and the pool's next connection looks the type up afresh.
+    pub(crate) fn lost_driver_statement(&self, e: &tokio_postgres::Error) -> bool {
+        self.settings().statement_mode == StatementMode::Unnamed
+            && e.code().is_some_and(|c| c.code() == "26000")
+    }
+
     /// The description of `sql`: from the cache, or asked of the server (and cached).
     pub(crate) async fn described(
         &mut self,

@@ -45,7 +45,8 @@ pub enum StatementMode {
     /// Limit: tokio-postgres looks up non-built-in types (enums, composites, extension types)
     /// with its own named statements; behind a transaction pooler, a connection that meets such
     /// a type for the first time outside the transaction that first looked up one may fail
-    /// with "prepared statement ... does not exist".
+    /// with "prepared statement ... does not exist"; that connection is then discarded, so the
+    /// pool's next one looks the type up again.
     Unnamed,
 }
 
