@@ -395,3 +395,67 @@ async fn test_pgbouncer_restarts_and_shows_pools() {
     );
     db.close().await;
 }
+
+async fn user_defined_types_survive_transaction_pooling<P: Pool>() {
+    // tokio-postgres looks non-built-in types up with named statements of its own; the unnamed
+    // mode loads the database's types once per connection inside a transaction, so enums as
+    // parameters and as result columns work through the pooler too.
+    let Some(bouncer) = bouncer(PoolMode::Transaction) else {
+        return;
+    };
+    let (direct, pooled) = configs(&bouncer, "pb_types", StatementMode::Unnamed);
+    let setup = Database::<P>::connect(direct).await.unwrap();
+    setup
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TYPE color AS ENUM ('red', 'blue'); \
+             CREATE TYPE size AS ENUM ('s', 'm'); \
+             CREATE TABLE e (m mood, c color, s size); \
+             INSERT INTO e VALUES ('sad', 'red', 's'), ('ok', 'blue', 'm')",
+        )
+        .await
+        .unwrap();
+    setup.close().await;
+    let db = Database::<P>::connect(pooled).await.unwrap();
+    let handles: Vec<_> = (0..32)
+        .map(|t| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let mut errors = Vec::new();
+                for i in 0..10 {
+                    let r = match (t + i) % 3 {
+                        0 => db
+                            .fetch_all("SELECT m FROM e WHERE m = $1::text::mood", &[&"sad"])
+                            .await
+                            .map(|rows| rows.len()),
+                        1 => db
+                            .fetch_all("SELECT c FROM e WHERE c::text = $1", &[&"red"])
+                            .await
+                            .map(|rows| rows.len()),
+                        _ => db
+                            .fetch_all("SELECT s FROM e", &[])
+                            .await
+                            .map(|rows| rows.len()),
+                    };
+                    match r {
+                        Ok(n) if n >= 1 => {}
+                        Ok(n) => errors.push(format!("{n} rows")),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for h in handles {
+        errors.extend(h.await.unwrap());
+    }
+    assert!(
+        errors.is_empty(),
+        "{} errors, e.g. {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    db.close().await;
+}
+both_backends!(user_types, user_defined_types_survive_transaction_pooling);

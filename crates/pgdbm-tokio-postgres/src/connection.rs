@@ -131,6 +131,9 @@ pub struct PgConnection {
     pub(crate) cache: StatementCache,
     /// Statement descriptions, in [`StatementMode::Unnamed`] (the named cache stays empty).
     pub(crate) described_cache: StatementCache<Described>,
+    /// [`StatementMode::Unnamed`]: the database's user-defined types were loaded
+    /// (`warm_types`).
+    pub(crate) types_warmed: bool,
     epoch: Option<(Arc<AtomicU64>, u64)>,
     created_at: Instant,
     pub(crate) last_used: Instant,
@@ -211,6 +214,7 @@ impl PgConnection {
             task,
             cache: StatementCache::new(settings.statement_cache_size),
             described_cache: StatementCache::new(settings.statement_cache_size),
+            types_warmed: false,
             settings,
             epoch: None,
             created_at: now,
@@ -580,6 +584,9 @@ impl PgConnection {
         allow_unnamed: bool,
     ) -> Result<Stmt> {
         if self.settings.statement_mode == StatementMode::Unnamed {
+            if !self.types_warmed {
+                self.warm_types(deadline, timeout).await?;
+            }
             if allow_unnamed && n_params == 0 {
                 return Ok(Stmt::Typed(Described::default()));
             }

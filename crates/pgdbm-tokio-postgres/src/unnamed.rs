@@ -11,6 +11,10 @@
 //! named statement it creates lives and dies on one server connection; inside the caller's
 //! transaction no wrapping is needed.
 //!
+//! Before the first statement of a connection, the database's user-defined types are loaded
+//! into tokio-postgres's type cache inside one transaction ([`PgConnection::warm_types`]):
+//! its own type lookups use named statements that a pooler would split.
+//!
 //! Session state is not relied on either: the startup settings go with every `BEGIN`
 //! ([`local_settings`]) instead of into the startup packet.
 
@@ -132,7 +136,70 @@ pub(crate) fn local_settings(config: &Config) -> String {
         .join("; ")
 }
 
+/// The SQL text `SELECT NULL::<type>, ...` naming every user-defined type of the database
+/// (enums, domains, ranges, standalone composites, extension base types and their arrays; not
+/// tables' row types), at most 500, or NULL when there is none. Preparing it makes
+/// tokio-postgres look them all up at once.
+const USER_TYPES: &str = "SELECT string_agg(format('NULL::%s', format_type(oid, NULL)), ', ') \
+     FROM (SELECT t.oid FROM pg_catalog.pg_type t \
+       JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+       LEFT JOIN pg_catalog.pg_class c ON c.oid = t.typrelid \
+       LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
+       LEFT JOIN pg_catalog.pg_class ec ON ec.oid = e.typrelid \
+       WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+         AND t.typisdefined AND t.typtype IN ('b', 'c', 'd', 'e', 'r', 'm') \
+         AND (t.typrelid = 0 OR c.relkind = 'c') \
+         AND (e.typrelid IS NULL OR e.typrelid = 0 OR ec.relkind = 'c') \
+       ORDER BY t.oid LIMIT 500) u";
+
+/// Ends pgdbm's own describe or type-loading transaction. `DEALLOCATE ALL` drops the named
+/// statements tokio-postgres prepared for its type lookups on this server session, which would
+/// otherwise stay there after the pooler lends the session to other clients (whose own
+/// tokio-postgres numbers its statements from `s0` too: a leftover `s3` would make another
+/// process's `s3` fail with "already exists"). A later lookup on this connection then fails
+/// once with 26000 and the connection is replaced ([`PgConnection::lost_driver_statement`]).
+const END_OWN: &str = "DEALLOCATE ALL; COMMIT";
+
 impl PgConnection {
+    /// Before the first statement in [`StatementMode::Unnamed`]: makes tokio-postgres load
+    /// every user-defined type of the database inside one transaction. Its type lookups use
+    /// named statements prepared in one request and bound in the next, which a transaction
+    /// pooler may send to different server sessions; loaded up front, the types never need a
+    /// lookup later (types created afterwards still do, see [`lost_driver_statement`]).
+    ///
+    /// [`lost_driver_statement`]: Self::lost_driver_statement
+    pub(crate) async fn warm_types(
+        &mut self,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let wrap = self.tx_status() == TxStatus::Idle;
+        let client = self.client();
+        let work = async move {
+            let load = async {
+                let row = client.query_one(USER_TYPES, &[]).await?;
+                if let Some(sql) = row.try_get::<_, Option<String>>(0)? {
+                    client.prepare(&format!("SELECT {sql}")).await?;
+                }
+                Ok::<(), tokio_postgres::Error>(())
+            };
+            if !wrap {
+                return load.await;
+            }
+            let (begun, loaded) =
+                futures_util::future::join(client.batch_execute("BEGIN"), load).await;
+            let ended = client.batch_execute(END_OWN).await;
+            begun?;
+            loaded?;
+            ended
+        };
+        let outcome = self.bounded(deadline, work).await;
+        self.settle(outcome, USER_TYPES, 0, timeout)?;
+        self.types_warmed = true;
+        Ok(())
+    }
+
     /// In [`StatementMode::Unnamed`], refuses `what` outside a transaction: tokio-postgres
     /// sends it as a named statement prepared in one request and bound in the next, which a
     /// transaction pooler may send to two different server connections.
@@ -188,7 +255,7 @@ impl PgConnection {
             // The statement is dropped here: its Close goes before the COMMIT, on the same
             // server connection. After a failed Parse the COMMIT answers ROLLBACK.
             let described = prepared.map(|s| Described::of(&s));
-            let ended = client.batch_execute("COMMIT").await;
+            let ended = client.batch_execute(END_OWN).await;
             begun?;
             let described = described?;
             ended?;

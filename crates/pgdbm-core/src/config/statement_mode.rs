@@ -42,11 +42,12 @@ pub enum StatementMode {
     /// the pooler lent: put session settings in `ALTER ROLE ... SET` or PgBouncer's
     /// `connect_query` instead.
     ///
-    /// Limit: tokio-postgres looks up non-built-in types (enums, composites, extension types)
-    /// with its own named statements; behind a transaction pooler, a connection that meets such
-    /// a type for the first time outside the transaction that first looked up one may fail
-    /// with "prepared statement ... does not exist"; that connection is then discarded, so the
-    /// pool's next one looks the type up again.
+    /// Non-built-in types (enums, domains, ranges, composites, extension types): tokio-postgres
+    /// looks them up with named statements of its own, so before its first statement each
+    /// connection loads every user-defined type of the database (up to 500) in one transaction
+    /// and drops those statements again (`DEALLOCATE ALL`). Limit: a type created after that
+    /// makes one statement fail with "prepared statement ... does not exist" (26000); that
+    /// connection is then discarded and the pool's next one loads the types afresh.
     Unnamed,
 }
 
