@@ -48,6 +48,8 @@ pub enum StatementMode {
     /// and drops those statements again (`DEALLOCATE ALL`). Limit: a type created after that
     /// makes one statement fail with "prepared statement ... does not exist" (26000); that
     /// connection is then discarded and the pool's next one loads the types afresh.
+    /// The transactions pgdbm opens for itself end with `DEALLOCATE ALL`, so SQL-level
+    /// `PREPARE`d statements do not survive them (they would not survive a pooler either).
     Unnamed,
 }
 
