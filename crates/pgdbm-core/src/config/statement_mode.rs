@@ -108,4 +108,12 @@ mod tests {
         let e = "named".parse::<StatementMode>().unwrap_err().to_string();
         assert!(e.contains("cached or unnamed"), "{e}");
     }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn config_files_name_the_mode() {
+        let c: crate::Config = toml::from_str("statement_mode = \"unnamed\"").unwrap();
+        assert_eq!(c.statement_mode, StatementMode::Unnamed);
+        assert!(toml::from_str::<crate::Config>("statement_mode = \"named\"").is_err());
+    }
 }
