@@ -60,6 +60,7 @@ pub mod table_name;
 pub mod template;
 pub mod transaction_options;
 
+pub use config::StatementMode;
 pub use config::{
     duration_from_secs, split_search_path, Config, ConfigBuilder, DurationField, ResetPolicy,
     SslMode, NEUTRAL_SEARCH_PATH,

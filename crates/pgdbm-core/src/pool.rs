@@ -215,6 +215,14 @@ pub trait Connection: Send {
     /// Drops every prepared statement cached on this connection.
     fn clear_statement_cache(&mut self);
 
+    /// The backend process id the server announced when the connection was opened
+    /// (`BackendKeyData`), when the adapter knows it (default `None`). Directly connected it
+    /// equals `pg_backend_pid()`; a connection pooler such as PgBouncer announces a key of its
+    /// own, so the two differ (the migrator uses this to detect a pooler).
+    fn announced_backend_pid(&self) -> Option<i32> {
+        None
+    }
+
     /// The row type of [`copy_out_rows`](Connection::copy_out_rows) (binary COPY rows).
     type CopyRow: Row;
 

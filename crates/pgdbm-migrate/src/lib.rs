@@ -31,6 +31,7 @@ mod clock;
 mod lock;
 mod migration;
 mod migrator;
+mod pooler;
 mod report;
 
 pub use migration::{EmbeddedMigration, HistoryEntry, Migration, MigrationSource};

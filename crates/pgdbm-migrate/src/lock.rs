@@ -120,6 +120,21 @@ pub(crate) async fn acquire<P: Pool>(
     let mut attempts: u32 = 0;
     let mut broken_connections: u32 = 0;
     let mut guard = new_guard(pool, module, query_timeout).await?;
+    // A session lock does not hold behind a transaction pooler: refuse before taking it (the
+    // guard's connection holds no lock yet and goes back to the pool).
+    if let Err(e) =
+        crate::pooler::refuse_transaction_pooler(pool, guard.conn()?, query_timeout).await
+    {
+        guard.give_back();
+        return Err(match e {
+            refusal @ Error::Migration { .. } => refusal,
+            e => lock_error(
+                module,
+                "the connection check before pg_try_advisory_lock failed",
+                e,
+            ),
+        });
+    }
     loop {
         attempts += 1;
         let conn = guard.conn()?;

@@ -1,21 +1,22 @@
-//! A small bounded LRU of prepared statements, keyed by SQL text.
+//! A small bounded LRU of prepared statements (or, in `StatementMode::Unnamed`, of statement
+//! descriptions), keyed by SQL text.
 
 use std::collections::HashMap;
 
 use tokio_postgres::Statement;
 
-/// Least-recently-used cache of prepared statements.
+/// Least-recently-used cache of prepared statements (`V` = [`Statement`]) or descriptions.
 ///
 /// Lookups and inserts are O(1); evicting scans the entries once (O(capacity)), which only
 /// happens when a new statement arrives in a full cache.
 #[derive(Debug)]
-pub(crate) struct StatementCache {
+pub(crate) struct StatementCache<V = Statement> {
     capacity: usize,
     tick: u64,
-    entries: HashMap<String, (Statement, u64)>,
+    entries: HashMap<String, (V, u64)>,
 }
 
-impl StatementCache {
+impl<V: Clone> StatementCache<V> {
     /// A cache holding at most `capacity` statements (0 disables caching).
     pub(crate) fn new(capacity: usize) -> Self {
         StatementCache {
@@ -31,7 +32,7 @@ impl StatementCache {
     }
 
     /// The cached statement for `sql`, marking it recently used.
-    pub(crate) fn get(&mut self, sql: &str) -> Option<Statement> {
+    pub(crate) fn get(&mut self, sql: &str) -> Option<V> {
         self.tick += 1;
         let tick = self.tick;
         self.entries.get_mut(sql).map(|(stmt, used)| {
@@ -42,7 +43,7 @@ impl StatementCache {
 
     /// Caches `stmt` for `sql`, evicting the least recently used entry when full. Dropping an
     /// evicted statement closes it on the server.
-    pub(crate) fn insert(&mut self, sql: &str, stmt: Statement) {
+    pub(crate) fn insert(&mut self, sql: &str, stmt: V) {
         if self.capacity == 0 {
             return;
         }

@@ -93,7 +93,9 @@ fn base_config(config: &Config) -> tokio_postgres::Config {
     if let Some(app) = settings.remove("application_name") {
         pg.application_name(app);
     }
-    if !settings.is_empty() {
+    // StatementMode::Unnamed applies them per transaction instead (see `unnamed`): a
+    // transaction pooler drops or refuses the startup `options`.
+    if !settings.is_empty() && config.statement_mode != pgdbm_core::StatementMode::Unnamed {
         pg.options(startup_options(
             settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         ));

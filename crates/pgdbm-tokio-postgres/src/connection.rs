@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use pgdbm_core::error::truncate_sql;
-use pgdbm_core::{Config, Connection, Error, Param, QueryErrorKind, ResetPolicy, Result};
+use pgdbm_core::{
+    Config, Connection, Error, Param, QueryErrorKind, ResetPolicy, Result, StatementMode,
+};
 use tokio_postgres::{Client, Statement};
 use tracing::Instrument;
 
@@ -24,6 +26,7 @@ use crate::errors::{client_error, params_shown, query_error};
 use crate::json;
 use crate::probe::{SocketProbe, SocketState};
 use crate::row::PgRow;
+use crate::unnamed::{local_settings, Described};
 use crate::wire::{Batch, Session, TxStatus};
 
 /// What a full session reset runs (asyncpg's reset plus temp objects and sequences); then
@@ -49,6 +52,10 @@ pub(crate) struct ConnSettings {
     pub(crate) init_commands: Vec<String>,
     /// Bound on settling, resetting or checking a connection on its way back to the pool.
     pub(crate) reset_timeout: Duration,
+    /// `Config::statement_mode`.
+    pub(crate) statement_mode: StatementMode,
+    /// `BEGIN` plus, in [`StatementMode::Unnamed`], the startup settings for the transaction.
+    pub(crate) begin_sql: String,
 }
 
 impl ConnSettings {
@@ -60,7 +67,19 @@ impl ConnSettings {
             reset_policy: config.reset_on_release,
             init_commands: config.init_commands.clone(),
             reset_timeout: crate::recycle::reset_timeout(config),
+            statement_mode: config.statement_mode,
+            begin_sql: begin_sql(config),
         }
+    }
+}
+
+/// `BEGIN`, followed in [`StatementMode::Unnamed`] by [`local_settings`] (one round trip).
+pub(crate) fn begin_sql(config: &Config) -> String {
+    let local = local_settings(config);
+    if local.is_empty() {
+        "BEGIN".to_string()
+    } else {
+        format!("BEGIN; {local}")
     }
 }
 
@@ -110,6 +129,11 @@ pub struct PgConnection {
     task: tokio::task::AbortHandle,
     settings: Arc<ConnSettings>,
     pub(crate) cache: StatementCache,
+    /// Statement descriptions, in [`StatementMode::Unnamed`] (the named cache stays empty).
+    pub(crate) described_cache: StatementCache<Described>,
+    /// [`StatementMode::Unnamed`]: the database's user-defined types were loaded
+    /// (`warm_types`).
+    pub(crate) types_warmed: bool,
     epoch: Option<(Arc<AtomicU64>, u64)>,
     created_at: Instant,
     pub(crate) last_used: Instant,
@@ -141,10 +165,12 @@ impl std::fmt::Debug for PgConnection {
     }
 }
 
-/// A statement ready to run: prepared (cached or not), or unnamed (no parameters, cache off).
+/// A statement ready to run: prepared (cached or not), unnamed (no parameters, cache off), or
+/// described and sent unnamed with its parameter types ([`StatementMode::Unnamed`]).
 pub(crate) enum Stmt {
     Prepared(Statement),
     Unnamed,
+    Typed(Described),
 }
 
 /// What a single statement returns.
@@ -187,6 +213,8 @@ impl PgConnection {
             session,
             task,
             cache: StatementCache::new(settings.statement_cache_size),
+            described_cache: StatementCache::new(settings.statement_cache_size),
+            types_warmed: false,
             settings,
             epoch: None,
             created_at: now,
@@ -496,6 +524,7 @@ impl PgConnection {
             if now != *seen {
                 *seen = now;
                 self.cache.clear();
+                self.described_cache.clear();
             }
         }
         self.forget_dropped_statements();
@@ -554,6 +583,25 @@ impl PgConnection {
         timeout: Option<Duration>,
         allow_unnamed: bool,
     ) -> Result<Stmt> {
+        if self.settings.statement_mode == StatementMode::Unnamed {
+            if !self.types_warmed {
+                self.warm_types(deadline, timeout).await?;
+            }
+            if allow_unnamed && n_params == 0 {
+                return Ok(Stmt::Typed(Described::default()));
+            }
+            let d = self.described(sql, n_params, deadline, timeout).await?;
+            if d.params.len() != n_params {
+                // What tokio-postgres says for a prepared statement (the typed query would
+                // drop extra values silently).
+                return Err(client_error(
+                    QueryErrorKind::Client,
+                    format!("expected {} parameters but got {n_params}", d.params.len()),
+                    sql,
+                ));
+            }
+            return Ok(Stmt::Typed(d));
+        }
         if !self.cache.enabled() {
             if allow_unnamed && n_params == 0 {
                 return Ok(Stmt::Unnamed);
@@ -596,6 +644,28 @@ impl PgConnection {
             }),
             (Stmt::Prepared(s), Op::QueryOpt) => Box::pin(async move {
                 let stream = client.query_raw(s, json::wrap(params)).await?;
+                first_row(stream).await
+            }),
+            (Stmt::Typed(d), Op::Execute) => Box::pin(async move {
+                use futures_util::TryStreamExt;
+                let stream = client
+                    .query_typed_raw(sql, typed(params, &d.params))
+                    .await?;
+                let mut stream = std::pin::pin!(stream);
+                while stream.try_next().await?.is_some() {}
+                Ok(Output::Count(stream.rows_affected().unwrap_or(0)))
+            }),
+            (Stmt::Typed(d), Op::Query) => Box::pin(async move {
+                use futures_util::TryStreamExt;
+                let stream = client
+                    .query_typed_raw(sql, typed(params, &d.params))
+                    .await?;
+                stream.try_collect().await.map(Output::Rows)
+            }),
+            (Stmt::Typed(d), Op::QueryOpt) => Box::pin(async move {
+                let stream = client
+                    .query_typed_raw(sql, typed(params, &d.params))
+                    .await?;
                 first_row(stream).await
             }),
             (Stmt::Unnamed, Op::Execute) => {
@@ -716,6 +786,15 @@ pub(crate) fn commit_outcome(err: Error, what: &str) -> Error {
         }
         other => other,
     }
+}
+
+/// The parameters (JSON text wrapped, see [`json`]) paired with the described types, for
+/// `query_typed_raw`.
+pub(crate) fn typed<'a>(
+    params: &'a [Param<'a>],
+    types: &'a [postgres_types::Type],
+) -> impl ExactSizeIterator<Item = (json::JsonText<'a>, postgres_types::Type)> + 'a {
+    json::wrap(params).zip(types.iter().cloned())
 }
 
 async fn first_row(
@@ -843,6 +922,13 @@ impl Connection for PgConnection {
     async fn prepare(&mut self, sql: &str) -> Result<()> {
         self.ready_for(sql).await?;
         let timeout = self.settings.control_timeout;
+        if self.settings.statement_mode == StatementMode::Unnamed {
+            // No named statement on the server: the description is what is kept.
+            return self
+                .described(sql, 0, deadline_of(timeout), timeout)
+                .await
+                .map(|_| ());
+        }
         let outcome = self
             .bounded(deadline_of(timeout), self.client.prepare(sql))
             .await;
@@ -853,7 +939,8 @@ impl Connection for PgConnection {
     }
 
     async fn begin(&mut self) -> Result<()> {
-        self.control("BEGIN").await
+        let settings = self.settings.clone();
+        self.control(&settings.begin_sql).await
     }
 
     async fn commit(&mut self) -> Result<()> {
@@ -886,6 +973,11 @@ impl Connection for PgConnection {
 
     fn clear_statement_cache(&mut self) {
         self.cache.clear();
+        self.described_cache.clear();
+    }
+
+    fn announced_backend_pid(&self) -> Option<i32> {
+        self.session.backend_key().map(|(pid, _)| pid)
     }
 
     type CopyRow = crate::PgCopyRow;

@@ -80,6 +80,7 @@ impl PgConnection {
         let types: Vec<postgres_types::Type> =
             match self.statement(&probe, 0, deadline, timeout, false).await? {
                 Stmt::Prepared(s) => s.columns().iter().map(|c| c.type_().clone()).collect(),
+                Stmt::Typed(d) => d.columns.iter().map(|(_, t)| t.clone()).collect(),
                 Stmt::Unnamed => Vec::new(),
             };
         if let Some((i, row)) = rows
@@ -102,16 +103,28 @@ impl PgConnection {
 
         let client = self.client();
         let copy_sql = copy.as_str();
+        // tokio-postgres prepares the COPY as a named statement and binds it in a second
+        // request: with StatementMode::Unnamed, both go inside one transaction, so a
+        // transaction pooler keeps them on one server connection.
+        let own_tx = self.settings().statement_mode == pgdbm_core::StatementMode::Unnamed
+            && self.tx_status() == crate::wire::TxStatus::Idle;
+        let begin_sql = self.settings().begin_sql.as_str();
         let work = async {
-            let sink = client.copy_in(copy_sql).await?;
-            let writer = BinaryCopyInWriter::new(sink, &types);
-            let mut writer = std::pin::pin!(writer);
-            for (i, row) in rows.iter().enumerate() {
-                if let Err(e) = writer.as_mut().write_raw(json::wrap(row)).await {
-                    return Ok(Err((i, e)));
+            if !own_tx {
+                return copy_rows(client, copy_sql, &types, rows).await;
+            }
+            client.batch_execute(begin_sql).await?;
+            let copied = copy_rows(client, copy_sql, &types, rows).await;
+            match copied {
+                Ok(Ok(n)) => {
+                    client.batch_execute("COMMIT").await?;
+                    Ok(Ok(n))
+                }
+                other => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    other
                 }
             }
-            writer.as_mut().finish().await.map(Ok)
         };
         let outcome = self.bounded(deadline, work).instrument(span.clone()).await;
         self.query_count += 1;
@@ -136,4 +149,26 @@ impl PgConnection {
         );
         result
     }
+}
+
+/// Copies `rows` with `COPY ... FROM STDIN (FORMAT binary)`: `Ok(Err((row, e)))` when a row
+/// does not encode (the copy is aborted).
+async fn copy_rows(
+    client: &tokio_postgres::Client,
+    copy_sql: &str,
+    types: &[postgres_types::Type],
+    rows: &[&[Param<'_>]],
+) -> std::result::Result<
+    std::result::Result<u64, (usize, tokio_postgres::Error)>,
+    tokio_postgres::Error,
+> {
+    let sink = client.copy_in(copy_sql).await?;
+    let writer = BinaryCopyInWriter::new(sink, types);
+    let mut writer = std::pin::pin!(writer);
+    for (i, row) in rows.iter().enumerate() {
+        if let Err(e) = writer.as_mut().write_raw(json::wrap(row)).await {
+            return Ok(Err((i, e)));
+        }
+    }
+    writer.as_mut().finish().await.map(Ok)
 }

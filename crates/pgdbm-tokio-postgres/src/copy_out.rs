@@ -87,6 +87,7 @@ impl PgConnection {
         timeout: Option<Duration>,
     ) -> Result<BoxStream<Bytes>> {
         self.ready_for(sql).await?;
+        self.needs_transaction("copy_out", sql)?;
         let outcome = self
             .bounded(deadline_of(timeout), self.client().copy_out(sql))
             .await;
@@ -126,6 +127,7 @@ impl PgConnection {
         let probe = format!("SELECT {quoted} FROM {table} LIMIT 0");
         let copy = format!("COPY {table} ({quoted}) TO STDOUT (FORMAT binary)");
         self.ready_for(&copy).await?;
+        self.needs_transaction("copy_out_rows", &copy)?;
         let deadline = deadline_of(timeout);
         let columns: Arc<[(String, Type)]> =
             match self.statement(&probe, 0, deadline, timeout, false).await? {
@@ -134,6 +136,7 @@ impl PgConnection {
                     .iter()
                     .map(|c| (c.name().to_string(), c.type_().clone()))
                     .collect(),
+                Stmt::Typed(d) => d.columns,
                 Stmt::Unnamed => Arc::from(Vec::new()),
             };
         let types: Vec<Type> = columns.iter().map(|(_, t)| t.clone()).collect();

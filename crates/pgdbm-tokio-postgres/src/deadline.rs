@@ -85,7 +85,7 @@ impl PgConnection {
         match outcome {
             Bounded::Done(Ok(v)) => Ok(v),
             Bounded::Done(Err(e)) => {
-                if discards_connection(&e) {
+                if discards_connection(&e) || self.lost_driver_statement(&e) {
                     self.mark_broken();
                 }
                 Err(query_error(e, sql, n_params))

@@ -2,9 +2,11 @@
 //! wire shim), inside `BEGIN`/`COMMIT` or a savepoint of the caller's transaction.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgdbm_core::{Error, Param, QueryError, QueryErrorKind, Result};
+use postgres_types::Type;
 use tokio_postgres::{Client, Statement};
 use tracing::Instrument;
 
@@ -44,6 +46,39 @@ fn shim_mismatch() {
              expects them (was tokio-postgres upgraded past the pinned version?); falling back to \
              one request per row for the rest of this process. Please report this."
         );
+    }
+}
+
+/// The statement `execute_many` runs: a prepared one, or (`StatementMode::Unnamed`) the SQL
+/// text with its described parameter types, parsed unnamed by each chunk's row 0 (the shim's
+/// rows `1..n` bind that unnamed statement, in the same pipeline before its Sync).
+enum ManyStmt<'s> {
+    Named(Statement),
+    Unnamed { sql: &'s str, types: Arc<[Type]> },
+}
+
+impl ManyStmt<'_> {
+    fn params(&self) -> &[Type] {
+        match self {
+            ManyStmt::Named(s) => s.params(),
+            ManyStmt::Unnamed { types, .. } => types,
+        }
+    }
+
+    /// Runs one row as its own request.
+    async fn execute(
+        &self,
+        client: &Client,
+        row: &[Param<'_>],
+    ) -> std::result::Result<u64, tokio_postgres::Error> {
+        match self {
+            ManyStmt::Named(s) => client.execute(s, row).await,
+            ManyStmt::Unnamed { sql, types } => {
+                let pairs: Vec<(Param<'_>, Type)> =
+                    row.iter().copied().zip(types.iter().cloned()).collect();
+                client.execute_typed(sql, &pairs).await
+            }
+        }
     }
 }
 
@@ -99,7 +134,11 @@ impl PgConnection {
             .instrument(span.clone())
             .await?
         {
-            Stmt::Prepared(s) => s,
+            Stmt::Prepared(s) => ManyStmt::Named(s),
+            Stmt::Typed(d) => ManyStmt::Unnamed {
+                sql,
+                types: d.params,
+            },
             // `statement` never answers Unnamed when `allow_unnamed` is false.
             Stmt::Unnamed => {
                 return Err(client_error(
@@ -143,6 +182,7 @@ impl PgConnection {
         // The server's word, not a guess: outside a transaction, execute_many opens its own.
         let own_tx = self.tx_status() == TxStatus::Idle;
         let commit_sent = AtomicBool::new(false);
+        let begin_sql = self.settings().begin_sql.as_str();
         let outcome = self
             .bounded(deadline, async {
                 Ok::<_, tokio_postgres::Error>(
@@ -152,7 +192,7 @@ impl PgConnection {
                         &stmt,
                         rows,
                         encoded,
-                        own_tx,
+                        own_tx.then_some(begin_sql),
                         &commit_sent,
                     )
                     .await,
@@ -240,7 +280,10 @@ impl PgConnection {
 /// when it builds a Bind). Rows `1..n` of each chunk are kept (the wire shim writes them);
 /// each chunk's row 0 is only checked (tokio-postgres encodes it again). The error names
 /// the first bad row, with the texts tokio-postgres would use.
-fn encode_rows(stmt: &Statement, rows: &[&[Param<'_>]]) -> std::result::Result<Vec<Rows>, BadRow> {
+fn encode_rows(
+    stmt: &ManyStmt<'_>,
+    rows: &[&[Param<'_>]],
+) -> std::result::Result<Vec<Rows>, BadRow> {
     let types = stmt.params();
     let mut scratch = bytes::BytesMut::new();
     let mut chunks = Vec::with_capacity(rows.len().div_ceil(EXECUTE_MANY_CHUNK));
@@ -274,14 +317,14 @@ fn encode_rows(stmt: &Statement, rows: &[&[Param<'_>]]) -> std::result::Result<V
 /// Runs rows one request each (pipelined in groups): the path when the shim cannot be used.
 async fn plain_rows(
     client: &Client,
-    stmt: &Statement,
+    stmt: &ManyStmt<'_>,
     rows: &[&[Param<'_>]],
     base: usize,
 ) -> std::result::Result<u64, ManyError> {
     let mut total = 0;
     for (g, group) in rows.chunks(PLAIN_PIPELINE).enumerate() {
         let answers =
-            futures_util::future::join_all(group.iter().map(|p| client.execute(stmt, p))).await;
+            futures_util::future::join_all(group.iter().map(|p| stmt.execute(client, p))).await;
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok(n) => total += n,
@@ -292,7 +335,7 @@ async fn plain_rows(
     Ok(total)
 }
 
-/// The pipelined part of `execute_many`: opens (BEGIN or SAVEPOINT), then for each chunk
+/// The pipelined part of `execute_many`: opens (`own_tx`: that BEGIN, else a SAVEPOINT), then for each chunk
 /// arms the wire shim with the chunk's rows `1..n` and issues one tokio-postgres `execute`
 /// for row 0, which the shim turns into the whole chunk with one Sync (see
 /// [`crate::wire`]), and closes (COMMIT or RELEASE) after the last chunk, or rolls back
@@ -300,15 +343,15 @@ async fn plain_rows(
 async fn pipeline_rows(
     client: &Client,
     batch: &Batch,
-    stmt: &Statement,
+    stmt: &ManyStmt<'_>,
     rows: &[&[Param<'_>]],
     encoded: Vec<Rows>,
-    own_tx: bool,
+    own_tx: Option<&str>,
     commit_sent: &AtomicBool,
 ) -> std::result::Result<u64, ManyError> {
-    let (open, close_ok, close_err) = if own_tx {
+    let (open, close_ok, close_err) = if let Some(begin) = own_tx {
         (
-            "BEGIN".to_string(),
+            begin.to_string(),
             "COMMIT".to_string(),
             "ROLLBACK".to_string(),
         )
@@ -345,7 +388,7 @@ async fn pipeline_rows(
                 .map(|n| total += n)
                 .err()
         } else {
-            let first_result = client.execute(stmt, first).await;
+            let first_result = stmt.execute(client, first).await;
             let outcome = if armed {
                 batch.take_outcome()
             } else {
@@ -417,6 +460,7 @@ async fn pipeline_rows(
     }
     // As above: the first poll queues the close.
     guard.complete();
+    let own_tx = own_tx.is_some();
     commit_sent.store(own_tx, Ordering::Relaxed);
     client
         .batch_execute(&close_ok)

@@ -77,6 +77,7 @@ mod recycle;
 mod row;
 mod stream;
 pub mod tls;
+mod unnamed;
 mod wire;
 
 pub use connection::PgConnection;

@@ -252,6 +252,10 @@ impl<G: PoolGuard> Connection for Pooled<G> {
         self.conn_mut().clear_statement_cache()
     }
 
+    fn announced_backend_pid(&self) -> Option<i32> {
+        self.conn().announced_backend_pid()
+    }
+
     type CopyRow = crate::PgCopyRow;
 
     async fn query_stream(

@@ -83,24 +83,23 @@ impl PgConnection {
     ) -> Result<BoxStream<PgRow>> {
         self.ready_for(sql).await?;
         let deadline = deadline_of(timeout);
-        let stmt = match self
+        let stmt = self
             .statement(sql, params.len(), deadline, timeout, false)
-            .await?
-        {
-            Stmt::Prepared(s) => s,
-            // `allow_unnamed` is false: `statement` always prepares.
-            Stmt::Unnamed => self
-                .client()
-                .prepare(sql)
-                .await
-                .map_err(|e| query_error(e, sql, 0))?,
+            .await?;
+        let client = self.client();
+        let start = async {
+            match &stmt {
+                Stmt::Typed(d) => {
+                    client
+                        .query_typed_raw(sql, crate::connection::typed(params, &d.params))
+                        .await
+                }
+                Stmt::Prepared(s) => client.query_raw(s, params.iter().copied()).await,
+                // `statement` with `allow_unnamed` false never answers Unnamed.
+                Stmt::Unnamed => client.query_raw(sql, params.iter().copied()).await,
+            }
         };
-        let outcome = self
-            .bounded(
-                deadline,
-                self.client().query_raw(&stmt, params.iter().copied()),
-            )
-            .await;
+        let outcome = self.bounded(deadline, start).await;
         self.query_count += 1;
         self.last_used = Instant::now();
         let rows = self

@@ -47,6 +47,7 @@
 #[cfg(not(any(feature = "deadpool", feature = "bb8")))]
 compile_error!("pgdbm needs a pool backend: enable the `deadpool` (default) or `bb8` feature");
 
+pub use pgdbm_core::StatementMode;
 pub use pgdbm_core::{
     checksum, log_query_performance, mask_dsn, quote_identifier, render, validate_identifier,
     AsQuery, BlockingQuery, Clock, ColumnIndex, Config, Connection, ConnectionInfo,

@@ -110,6 +110,8 @@ impl ConfigBuilder {
         acquire_timeout: Duration => |c, v| c.acquire_timeout = v;
         /// Sets [`Config::statement_cache_size`].
         statement_cache_size: usize => |c, v| c.statement_cache_size = v;
+        /// Sets [`Config::statement_mode`].
+        statement_mode: crate::config::StatementMode => |c, v| c.statement_mode = v;
         /// Sets [`Config::log_parameters`].
         log_parameters: bool => |c, v| c.log_parameters = v;
         /// Adds an init command ([`Config::init_commands`]).

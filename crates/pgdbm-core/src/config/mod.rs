@@ -22,6 +22,7 @@ mod rules;
 mod serde_impl;
 mod session_attrs;
 mod ssl_mode;
+mod statement_mode;
 
 pub use builder::ConfigBuilder;
 pub use channel_binding::ChannelBinding;
@@ -32,6 +33,7 @@ pub use require_auth::{AuthMethod, RequireAuth};
 pub use reset_policy::ResetPolicy;
 pub use session_attrs::{Rejection, ServerState, SessionCheck, SessionQuery, TargetSessionAttrs};
 pub use ssl_mode::SslMode;
+pub use statement_mode::StatementMode;
 
 /// Connection and pool configuration; the port of Python pgdbm's `DatabaseConfig`.
 ///
@@ -154,9 +156,16 @@ pub struct Config {
     /// Longest life of a physical connection before it is replaced (default 1 h; `None` = no limit).
     #[cfg_attr(feature = "serde", serde(with = "serde_impl::opt_secs"))]
     pub max_lifetime: Option<Duration>,
-    /// Prepared statements cached per connection (default 100; 0 = unnamed statements only, for
-    /// PgBouncer in transaction mode).
+    /// Statements cached per connection (default 100): named prepared statements with
+    /// [`StatementMode::Cached`] (0 = prepare and close one per statement with parameters;
+    /// statements without parameters go unnamed), statement descriptions with
+    /// [`StatementMode::Unnamed`] (0 = describe every time).
     pub statement_cache_size: usize,
+    /// How statements are sent (default [`StatementMode::Cached`]: named prepared statements).
+    /// [`StatementMode::Unnamed`] leaves no named prepared statement on the server and applies
+    /// the startup settings per transaction: the setting for PgBouncer < 1.21 in transaction
+    /// mode (see [`StatementMode`] for what it costs).
+    pub statement_mode: StatementMode,
     /// Show query parameters in logs and errors (default false: they are masked).
     pub log_parameters: bool,
     /// What the pool does to a connection's session when it is released (default
@@ -236,6 +245,7 @@ impl Default for Config {
             application_name: Some("pgdbm".to_string()),
             max_lifetime: Some(Duration::from_secs(3600)),
             statement_cache_size: 100,
+            statement_mode: StatementMode::Cached,
             log_parameters: false,
             reset_on_release: ResetPolicy::Rollback,
             keepalives: true,
@@ -690,6 +700,7 @@ impl fmt::Debug for Config {
             .field("application_name", &self.application_name)
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_cache_size", &self.statement_cache_size)
+            .field("statement_mode", &self.statement_mode)
             .field("log_parameters", &self.log_parameters)
             .field("reset_on_release", &self.reset_on_release)
             .field("keepalives", &self.keepalives)

@@ -139,6 +139,9 @@ impl BatchState {
             (Write::AwaitBind, b'S' | b'Q') => self.z_before += 1,
             (Write::AwaitBind, _) => {}
             (Write::AwaitExecute, b'E') => self.write = Write::AwaitSync,
+            // `execute_typed` (StatementMode::Unnamed) describes the unnamed statement between
+            // its Bind and Execute; the answer is row 0's and passes through.
+            (Write::AwaitExecute, b'D') => {}
             (Write::AwaitSync, b'S') => {
                 self.rows.write_to(&self.stmt, &self.result_formats, out);
                 self.outcome.injected = true;
