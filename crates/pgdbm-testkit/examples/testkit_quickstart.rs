@@ -2,7 +2,7 @@
 //! tokio-postgres, and print the server version. The server is stopped and its directory
 //! deleted when `server` is dropped at the end.
 //!
-//! Run: `cargo run -p pgdbm-testkit --example quickstart`
+//! Run: `cargo run -p pgdbm-testkit --example testkit_quickstart`
 
 use pgdbm_testkit::TestServer;
 
