@@ -414,7 +414,15 @@ both_backends!(json_fixtures, json_fixtures_fill_typed_columns);
 async fn a_directory_loads_in_name_order<P: Pool>() {
     let test_db = TestDatabase::create(Some("fixdir")).await.unwrap();
     let db = migrated::<P>(&test_db, None).await;
-    let dir = std::env::temp_dir().join(format!("pgdbm-fixdir-{}", std::process::id()));
+    // One directory per backend: both bodies run at once in this process.
+    let dir = std::env::temp_dir().join(format!(
+        "pgdbm-fixdir-{}-{}",
+        std::process::id(),
+        std::any::type_name::<P>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("pool")
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // b_ refers to a_'s row: it only works in name order.

@@ -219,7 +219,16 @@ impl EnvironmentConfig {
                 })?,
                 None => pgdbm::SslMode::VerifyFull,
             };
-            config.ssl_root_cert = self.ssl_ca_file.as_ref().map(Into::into);
+            // Python verifies against the system roots when no CA file is given
+            // (`ssl.create_default_context`); for verify-full that is libpq's
+            // `sslrootcert=system`. verify-ca without a CA file stays a configuration error.
+            config.ssl_root_cert = match &self.ssl_ca_file {
+                Some(file) => Some(file.into()),
+                None if config.ssl_mode == pgdbm::SslMode::VerifyFull => {
+                    Some(pgdbm::SYSTEM_ROOT_CERT.into())
+                }
+                None => None,
+            };
             config.ssl_cert = self.ssl_cert_file.as_ref().map(Into::into);
             config.ssl_key = self.ssl_key_file.as_ref().map(Into::into);
         }
@@ -491,6 +500,36 @@ mod tests {
             .to_db_config("dev", &none)
             .unwrap_err();
         assert!(err.to_string().contains("APP_DB is not set"), "{err}");
+    }
+
+    #[test]
+    fn ssl_enabled_without_a_ca_file_verifies_against_the_system_roots_like_python() {
+        let c = parse(
+            r#"
+            [environments.a]
+            host = "db.example"
+            database = "shop"
+            ssl_enabled = true
+            [environments.b]
+            host = "db.example"
+            database = "shop"
+            ssl_enabled = true
+            ssl_ca_file = "/etc/ca.pem"
+            "#,
+        );
+        let none = |_: &str| None;
+        let a = c.environments["a"].to_db_config("a", &none).unwrap();
+        assert_eq!(a.ssl_mode, pgdbm::SslMode::VerifyFull);
+        assert_eq!(
+            a.ssl_root_cert.as_deref(),
+            Some(std::path::Path::new(pgdbm::SYSTEM_ROOT_CERT))
+        );
+        a.validate().unwrap();
+        let b = c.environments["b"].to_db_config("b", &none).unwrap();
+        assert_eq!(
+            b.ssl_root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
     }
 
     #[test]

@@ -444,7 +444,8 @@ async fn connect_host(
         rejected: false,
     };
     let limit = config.connect_timeout;
-    let deadline = tokio::time::Instant::now() + limit;
+    // A huge connect_timeout ("no limit") must not overflow the deadline.
+    let deadline = tokio::time::Instant::now() + crate::connector::saturate(limit);
     let target = Target::new(config, host, port, addr, tls);
     let batch = Batch::default();
     let session = Arc::new(Session::default());

@@ -58,7 +58,7 @@ pub use pgdbm_core::{
     SslMode, SystemClock, TableSize, Transaction,
 };
 pub use pgdbm_core::{percent_encode, ConfigBuilder, TableName};
-pub use pgdbm_core::{AuthMethod, ChannelBinding, RequireAuth};
+pub use pgdbm_core::{AuthMethod, ChannelBinding, RequireAuth, SYSTEM_ROOT_CERT};
 pub use pgdbm_core::{
     BoxStream, Bytes, CopyFormat, CopySource, ListenEvent, Notification, OwnedRowStream, RowStream,
     Stream,
