@@ -45,6 +45,7 @@ const KNOWN_PARAMS: &[&str] = &[
     "hostaddr",
     "target_session_attrs",
     "load_balance_hosts",
+    "statement_mode",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -553,6 +554,7 @@ impl ParamSink {
                 }
                 c.connect_timeout = d;
             }
+            "statement_mode" => c.statement_mode = value.parse()?,
             "sslrootcert" => c.ssl_root_cert = Some(value.into()),
             "sslcert" => c.ssl_cert = Some(value.into()),
             "sslkey" => c.ssl_key = Some(value.into()),
@@ -1500,6 +1502,17 @@ mod tests {
 
         let c = Config::from_env_with(|_| None).unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn statement_mode_parameter() {
+        let c = Config::from_url("postgresql://u:pw@h:6432/db?statement_mode=unnamed").unwrap();
+        assert_eq!(c.statement_mode, crate::StatementMode::Unnamed);
+        assert!(!c.dsn().unwrap().contains("statement_mode"));
+        let c = Config::from_url("host=h statement_mode=cached").unwrap();
+        assert_eq!(c.statement_mode, crate::StatementMode::Cached);
+        let e = Config::from_url("postgresql://h/db?statement_mode=named").unwrap_err();
+        assert!(e.to_string().contains("statement_mode"), "{e}");
     }
 
     #[test]

@@ -302,9 +302,12 @@ impl Config {
     /// percent-decoding of every part, IPv6 hosts in brackets (`[::1]:5432`), and the query
     /// parameters `host`, `port`, `dbname`, `user`, `password`, `sslmode`, `application_name`,
     /// `options` (`-c key=value` pairs, which become [`server_settings`](Config::server_settings)),
-    /// `connect_timeout` (seconds), `sslrootcert`, `sslcert`, `sslkey`, `hostaddr`,
-    /// `target_session_attrs`, `load_balance_hosts`. `key=value` strings take the same
-    /// parameters, with libpq's quoting (`password='a b\'c'`).
+    /// `connect_timeout` (seconds), `sslrootcert`, `sslcert`, `sslkey`, `channel_binding`,
+    /// `require_auth`, the `keepalives*` and `tcp_user_timeout` settings, `hostaddr`,
+    /// `target_session_attrs`, `load_balance_hosts`, and pgdbm's own `statement_mode`
+    /// (`cached` | `unnamed`; [`dsn`](Config::dsn) leaves it out, libpq does not know it).
+    /// `key=value` strings take the same parameters, with libpq's quoting
+    /// (`password='a b\'c'`).
     ///
     /// Hosts, ports and addresses combine as in libpq: `host=a,b port=5432,5433` pairs them by
     /// position, a single port applies to every host, an empty entry is the default
