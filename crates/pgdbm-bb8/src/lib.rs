@@ -147,7 +147,14 @@ impl bb8::ManageConnection for Manager {
         if self.shared.is_closed() {
             return Err(pool_closed_error());
         }
-        self.connector.open().await
+        let conn = self.connector.open().await?;
+        // `close` may have run while this connect was under way (bb8 replenishes `min_idle`
+        // in the background): a connection it would add to the idle set after the drain is
+        // dropped here instead.
+        if self.shared.is_closed() {
+            return Err(pool_closed_error());
+        }
+        Ok(conn)
     }
 
     async fn is_valid(&self, conn: &mut PgConnection) -> Result<()> {
@@ -374,11 +381,9 @@ impl Pool for Bb8Pool {
         // Close the idle connections: one checkout pops every idle connection, and the
         // validation (now failing) makes bb8 close each of them. It polls the pool before the
         // timer, so the draining happens even with a short bound; the loop covers connections
-        // that come back meanwhile.
-        for _ in 0..3 {
-            if self.inner.pool.state().idle_connections == 0 {
-                break;
-            }
+        // that come back meanwhile, for up to two seconds on a loaded machine.
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.inner.pool.state().idle_connections > 0 && tokio::time::Instant::now() < until {
             let _ = tokio::time::timeout(Duration::from_millis(50), self.inner.pool.get()).await;
         }
     }
