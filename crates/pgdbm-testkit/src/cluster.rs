@@ -7,6 +7,7 @@ use pgdbm_core::{percent_encode, Config, Error, Result};
 
 use crate::names::validate_database_name;
 use crate::options::TestServerOptions;
+use crate::pgbouncer::{TestPgBouncer, TestPgBouncerOptions};
 use crate::server::TestServer;
 
 /// How often [`TestCluster::promote`] and [`TestCluster::wait_for_replay`] poll.
@@ -142,6 +143,18 @@ impl TestCluster {
         // checks it), and `members` is never empty; fall back to member 0 regardless.
         let i = self.primary_index();
         self.members.get(i).unwrap_or(&self.members[0])
+    }
+
+    /// Starts a PgBouncer in front of the current primary ([`TestPgBouncer`], transaction
+    /// pooling unless `options` say otherwise). It points at that server's port: after a
+    /// promotion, start another in front of the new primary. It dies with the test process like
+    /// the members.
+    ///
+    /// # Errors
+    /// As [`TestPgBouncer::start_with`]: pgbouncer is not installed (scripts/setup installs
+    /// it), or it does not start.
+    pub fn pgbouncer(&self, options: TestPgBouncerOptions) -> Result<TestPgBouncer> {
+        TestPgBouncer::start_with(self.primary(), options)
     }
 
     /// Stops member `i` (fast shutdown), keeping its data and port.

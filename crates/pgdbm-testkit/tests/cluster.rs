@@ -164,6 +164,59 @@ async fn primary_and_standby_replicate_promote_and_restart() {
     }
 }
 
+/// PgBouncer (transaction pooling) in front of the cluster's primary: writes through it land on
+/// the primary and replicate to the standby; the pooler holds the test database's pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbouncer_in_front_of_the_primary() {
+    if pgdbm_testkit::find_pgbouncer().is_none() {
+        assert!(
+            std::env::var_os("PGDBM_REQUIRE_PGBOUNCER").is_none(),
+            "PGDBM_REQUIRE_PGBOUNCER is set but pgbouncer is not installed (scripts/setup)"
+        );
+        eprintln!("SKIPPED: pgbouncer is not installed (scripts/setup installs it)");
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(|| TestCluster::start(1))
+        .await
+        .unwrap()
+        .unwrap();
+    cluster.create_database("via_bouncer").await.unwrap();
+    let bouncer = cluster
+        .pgbouncer(pgdbm_testkit::TestPgBouncerOptions::default())
+        .unwrap();
+    let mut config = bouncer.config("via_bouncer");
+    config.statement_mode = pgdbm_core::StatementMode::Unnamed;
+    config.min_connections = 0;
+    config.max_connections = 2;
+    let db = pgdbm_core::Database::<pgdbm_deadpool::DeadpoolPool>::connect(config)
+        .await
+        .unwrap();
+    db.execute("CREATE TABLE t (x int)", &[]).await.unwrap();
+    db.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let recovery: Option<bool> = db
+        .fetch_value("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap();
+    assert_eq!(recovery, Some(false), "PgBouncer forwards to the primary");
+    db.close().await;
+    cluster.wait_for_replay(1).await.unwrap();
+    let standby = cluster.member(1).unwrap();
+    assert_eq!(
+        standby
+            .query_async("via_bouncer", "SELECT count(*) FROM t")
+            .await
+            .unwrap(),
+        "1"
+    );
+    let pools = bouncer.show("POOLS").await.unwrap();
+    assert!(
+        pools.iter().any(|row| row
+            .iter()
+            .any(|(c, v)| c == "database" && v == "via_bouncer")),
+        "{pools:?}"
+    );
+}
+
 #[test]
 fn a_fixed_port_is_refused() {
     let e = TestCluster::start_with(1, TestServerOptions::default().port(5999)).unwrap_err();
