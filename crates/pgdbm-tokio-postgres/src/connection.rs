@@ -16,7 +16,6 @@ use pgdbm_core::{
     Config, Connection, Error, Param, QueryErrorKind, ResetPolicy, Result, StatementMode,
 };
 use tokio_postgres::{Client, Statement};
-use tracing::Instrument;
 
 use crate::cache::StatementCache;
 use crate::cancel::{cancel, CancelOutcome};
@@ -536,30 +535,19 @@ impl PgConnection {
         }
     }
 
-    pub(crate) fn span(&self, _op: &'static str, _sql: &str) -> tracing::Span {
-        // One span per query: the manager's (pgdbm-core's `query` span, OpenTelemetry
-        // conventions) is the current one here; wire-level events go into it.
-        tracing::Span::current()
-    }
-
-    pub(crate) fn record(
-        &self,
-        span: &tracing::Span,
-        started: Instant,
-        rows: Option<u64>,
-        ok: bool,
-    ) {
-        if span.is_disabled() {
+    /// Emits the wire-level trace event of a finished statement. There is one span per query,
+    /// the manager's (pgdbm-core's `query` span, OpenTelemetry conventions): the adapter runs
+    /// inside it and opens none of its own, so the event lands in it.
+    pub(crate) fn record(&self, started: Instant, rows: Option<u64>, ok: bool) {
+        if !tracing::enabled!(target: "pgdbm::wire", tracing::Level::TRACE) {
             return;
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        span.in_scope(|| {
-            if ok {
-                tracing::trace!(target: "pgdbm::wire", duration_ms = ms, rows, "statement finished");
-            } else {
-                tracing::trace!(target: "pgdbm::wire", duration_ms = ms, "statement failed");
-            }
-        });
+        if ok {
+            tracing::trace!(target: "pgdbm::wire", duration_ms = ms, rows, "statement finished");
+        } else {
+            tracing::trace!(target: "pgdbm::wire", duration_ms = ms, "statement failed");
+        }
     }
 
     /// With `Config::log_parameters`, puts the parameters' `Debug` text into a query error
@@ -723,20 +711,17 @@ impl PgConnection {
     async fn traced(
         &mut self,
         op: Op,
-        name: &'static str,
         sql: &str,
         params: &[Param<'_>],
         timeout: Option<Duration>,
     ) -> Result<Output> {
-        let span = self.span(name, sql);
         if self.settings.log_parameters && !params.is_empty() {
             let shown = params_shown(params, true);
-            span.in_scope(|| tracing::debug!(target: "pgdbm", params = ?shown, "query parameters"));
+            tracing::debug!(target: "pgdbm", params = ?shown, "query parameters");
         }
         let started = Instant::now();
         let result = self
             .run(op, sql, params, timeout)
-            .instrument(span.clone())
             .await
             .map_err(|e| self.show_params(e, params));
         self.last_used = Instant::now();
@@ -745,7 +730,7 @@ impl PgConnection {
             Ok(Output::Rows(r)) => Some(r.len() as u64),
             Err(_) => None,
         };
-        self.record(&span, started, rows, result.is_ok());
+        self.record(started, rows, result.is_ok());
         result
     }
 
@@ -753,17 +738,15 @@ impl PgConnection {
     /// bounded by `Config::command_timeout`.
     async fn control(&mut self, sql: &str) -> Result<()> {
         self.ready_for(sql).await?;
-        let span = self.span("control", sql);
         let started = Instant::now();
         let timeout = self.settings.control_timeout;
         let outcome = self
             .bounded(deadline_of(timeout), self.client.batch_execute(sql))
-            .instrument(span.clone())
             .await;
         self.query_count += 1;
         self.last_used = Instant::now();
         let result = self.settle(outcome, sql, 0, timeout);
-        self.record(&span, started, None, result.is_ok());
+        self.record(started, None, result.is_ok());
         result
     }
 }
@@ -845,10 +828,7 @@ impl Connection for PgConnection {
         params: &[Param<'_>],
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        match self
-            .traced(Op::Execute, "execute", sql, params, timeout)
-            .await?
-        {
+        match self.traced(Op::Execute, sql, params, timeout).await? {
             Output::Count(n) => Ok(n),
             Output::Rows(r) => Ok(r.len() as u64),
         }
@@ -860,10 +840,7 @@ impl Connection for PgConnection {
         params: &[Param<'_>],
         timeout: Option<Duration>,
     ) -> Result<Vec<PgRow>> {
-        match self
-            .traced(Op::Query, "query", sql, params, timeout)
-            .await?
-        {
+        match self.traced(Op::Query, sql, params, timeout).await? {
             Output::Rows(r) => Ok(r.into_iter().map(PgRow::new).collect()),
             Output::Count(_) => Ok(Vec::new()),
         }
@@ -875,10 +852,7 @@ impl Connection for PgConnection {
         params: &[Param<'_>],
         timeout: Option<Duration>,
     ) -> Result<Option<PgRow>> {
-        match self
-            .traced(Op::QueryOpt, "query_opt", sql, params, timeout)
-            .await?
-        {
+        match self.traced(Op::QueryOpt, sql, params, timeout).await? {
             Output::Rows(r) => Ok(r.into_iter().next().map(PgRow::new)),
             Output::Count(_) => Ok(None),
         }
@@ -886,17 +860,13 @@ impl Connection for PgConnection {
 
     async fn batch_execute(&mut self, sql: &str, timeout: Option<Duration>) -> Result<()> {
         self.ready_for(sql).await?;
-        let span = self.span("batch_execute", sql);
         let started = Instant::now();
         let deadline = deadline_of(timeout);
-        let outcome = self
-            .bounded(deadline, self.client.batch_execute(sql))
-            .instrument(span.clone())
-            .await;
+        let outcome = self.bounded(deadline, self.client.batch_execute(sql)).await;
         self.query_count += 1;
         self.last_used = Instant::now();
         let result = self.settle(outcome, sql, 0, timeout);
-        self.record(&span, started, None, result.is_ok());
+        self.record(started, None, result.is_ok());
         result
     }
 

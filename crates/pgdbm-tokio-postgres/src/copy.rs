@@ -7,7 +7,6 @@ use pgdbm_core::{
     QueryError, QueryErrorKind, Result, Row, TableName,
 };
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tracing::Instrument;
 
 use crate::connection::{PgConnection, Stmt};
 use crate::deadline::deadline_of;
@@ -73,7 +72,6 @@ impl PgConnection {
         let probe = format!("SELECT {quoted} FROM {table} LIMIT 0");
         let copy = format!("COPY {table} ({quoted}) FROM STDIN (FORMAT binary)");
         self.ready_for(&copy).await?;
-        let span = self.span("copy_in", &copy);
         let started = Instant::now();
         let deadline = deadline_of(timeout);
 
@@ -126,7 +124,7 @@ impl PgConnection {
                 }
             }
         };
-        let outcome = self.bounded(deadline, work).instrument(span.clone()).await;
+        let outcome = self.bounded(deadline, work).await;
         self.query_count += 1;
         self.last_used = Instant::now();
         let result = match self.settle(outcome, &copy, 0, timeout) {
@@ -141,12 +139,7 @@ impl PgConnection {
             }
             Err(e) => Err(e),
         };
-        self.record(
-            &span,
-            started,
-            result.as_ref().ok().copied(),
-            result.is_ok(),
-        );
+        self.record(started, result.as_ref().ok().copied(), result.is_ok());
         result
     }
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use pgdbm_core::{Error, Param, QueryError, QueryErrorKind, Result};
 use postgres_types::Type;
 use tokio_postgres::{Client, Statement};
-use tracing::Instrument;
 
 use crate::connection::{commit_outcome, PgConnection, Stmt};
 use crate::deadline::{deadline_of, Bounded};
@@ -125,13 +124,11 @@ impl PgConnection {
         if rows.is_empty() {
             return Ok(0);
         }
-        let span = self.span("execute_many", sql);
         let started = Instant::now();
         let deadline = deadline_of(timeout);
         let n_params = rows.first().map_or(0, |r| r.len());
         let stmt = match self
             .statement(sql, n_params, deadline, timeout, false)
-            .instrument(span.clone())
             .await?
         {
             Stmt::Prepared(s) => ManyStmt::Named(s),
@@ -175,7 +172,7 @@ impl PgConnection {
                 .with_values_shown(self.settings().log_parameters);
                 q.row = Some(row);
                 q.source = source;
-                self.record(&span, started, None, false);
+                self.record(started, None, false);
                 return Err(q.into());
             }
         };
@@ -198,7 +195,6 @@ impl PgConnection {
                     .await,
                 )
             })
-            .instrument(span.clone())
             .await;
         self.query_count += rows.len() as u64;
         self.last_used = Instant::now();
@@ -210,12 +206,7 @@ impl PgConnection {
             Err(e) if timed_out_at_commit => Err(commit_outcome(e, "execute_many's COMMIT")),
             Err(e) => Err(e),
         };
-        self.record(
-            &span,
-            started,
-            result.as_ref().ok().copied(),
-            result.is_ok(),
-        );
+        self.record(started, result.as_ref().ok().copied(), result.is_ok());
         result
     }
 
