@@ -2,109 +2,25 @@
 //! for both pool backends (deadpool and bb8) from one generic test body.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use pgdbm_core::{Config, Connection, Database, Error, Pool, Row};
+use pgdbm_core::{Connection, Database, Error, Pool, Row};
 use pgdbm_migrate::{
     embed_migrations, EmbeddedMigration, MigrationSource, MigrationStatus, Migrator,
 };
-use pgdbm_testkit::{unique_database_name, TestServer};
+
+mod common;
+use common::Env;
 use sha2::{Digest, Sha256};
 
 static EMBEDDED: &[EmbeddedMigration] = embed_migrations!("tests/fixtures/embedded");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/embedded");
-
-/// Generous bound so that a deadlock fails the test instead of hanging it.
-const BOUND: Duration = Duration::from_secs(120);
-
-/// One test database, a pool on it and a scratch migrations directory.
-struct Env<P: Pool> {
-    server: &'static TestServer,
-    db: String,
-    config: Config,
-    pool: P,
-    dir: PathBuf,
-}
-
-impl<P: Pool> Env<P> {
-    async fn new(prefix: &str) -> Self {
-        Self::with(prefix, |_| {}).await
-    }
-
-    async fn with(prefix: &str, tweak: impl FnOnce(&mut Config)) -> Self {
-        let server = TestServer::shared().expect("test server");
-        let db = unique_database_name(prefix).expect("name");
-        server.create_database(&db).expect("create database");
-        let mut config = server.config(&db);
-        config.min_connections = 1;
-        config.max_connections = 12;
-        tweak(&mut config);
-        let pool = P::connect(&config).await.expect("connect");
-        let dir = std::env::temp_dir().join(format!("pgdbm-migrate-tests-{db}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Env {
-            server,
-            db,
-            config,
-            pool,
-            dir,
-        }
-    }
-
-    fn write(&self, name: &str, content: &str) {
-        std::fs::write(self.dir.join(name), content).expect("write migration");
-    }
-
-    fn migrator(&self) -> Migrator<P> {
-        Migrator::from_pool(self.pool.clone(), None).migrations_path(&self.dir)
-    }
-
-    fn psql(&self, sql: &str) -> String {
-        self.server.psql(&self.db, sql).expect("psql")
-    }
-
-    /// Advisory locks held in this test's database.
-    fn advisory_locks(&self) -> String {
-        self.psql(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = \
-             (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-    }
-
-    async fn finish(self) {
-        self.pool.close().await;
-        let _ = self.server.drop_database(&self.db);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn migration_error(e: &Error) -> (Option<String>, String) {
     match e {
         Error::Migration { file, message, .. } => (file.clone(), message.clone()),
         other => panic!("expected Error::Migration, got {other:?}"),
     }
-}
-
-/// Generates `mod $name { deadpool(), bb8() }` calling `$case::<Pool>()`.
-macro_rules! both_backends {
-    ($($name:ident => $case:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn deadpool() {
-                tokio::time::timeout(super::BOUND, super::$case::<pgdbm_deadpool::DeadpoolPool>())
-                    .await
-                    .expect("test timed out (deadlock?)");
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn bb8() {
-                tokio::time::timeout(super::BOUND, super::$case::<pgdbm_bb8::Bb8Pool>())
-                    .await
-                    .expect("test timed out (deadlock?)");
-            }
-        }
-    )*};
 }
 
 both_backends! {

@@ -4,89 +4,13 @@
 //! lock, and the migrator's own queries have a client-side deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use pgdbm_core::{Config, Connection, Pool, Row};
-use pgdbm_migrate::Migrator;
-use pgdbm_testkit::{unique_database_name, FaultProxy, TestServer};
+use pgdbm_core::{Connection, Pool, Row};
+use pgdbm_testkit::{FaultProxy, TestServer};
 
-/// Generous bound so that a hang fails the test instead of blocking the suite.
-const BOUND: Duration = Duration::from_secs(120);
-
-/// One test database, a pool on it (built from a tweaked [`Config`]) and a migrations directory.
-struct Env<P: Pool> {
-    server: &'static TestServer,
-    db: String,
-    pool: P,
-    dir: PathBuf,
-}
-
-impl<P: Pool> Env<P> {
-    async fn new(prefix: &str, tweak: impl FnOnce(&mut Config)) -> Self {
-        let server = TestServer::shared().expect("test server");
-        let db = unique_database_name(prefix).expect("name");
-        server.create_database(&db).expect("create database");
-        let mut config = server.config(&db);
-        config.min_connections = 1;
-        config.max_connections = 8;
-        tweak(&mut config);
-        let pool = P::connect(&config).await.expect("connect");
-        let dir = std::env::temp_dir().join(format!("pgdbm-migrate-timeouts-{db}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Env {
-            server,
-            db,
-            pool,
-            dir,
-        }
-    }
-
-    fn write(&self, name: &str, content: &str) {
-        std::fs::write(self.dir.join(name), content).expect("write migration");
-    }
-
-    fn migrator(&self) -> Migrator<P> {
-        Migrator::from_pool(self.pool.clone(), None).migrations_path(&self.dir)
-    }
-
-    async fn value(&self, sql: &str) -> String {
-        let mut c = self.pool.acquire().await.expect("acquire");
-        let row = c
-            .query_opt(sql, &[], None)
-            .await
-            .expect(sql)
-            .expect("a row");
-        row.get_at::<String>(0).expect("text")
-    }
-
-    async fn finish(self) {
-        self.pool.close().await;
-        let _ = self.server.drop_database(&self.db);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Generates `mod $name { deadpool(), bb8() }` calling `$case::<Pool>()`.
-macro_rules! both_backends {
-    ($($name:ident => $case:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn deadpool() {
-                tokio::time::timeout(super::BOUND, super::$case::<pgdbm_deadpool::DeadpoolPool>())
-                    .await
-                    .expect("test timed out (hang?)");
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn bb8() {
-                tokio::time::timeout(super::BOUND, super::$case::<pgdbm_bb8::Bb8Pool>())
-                    .await
-                    .expect("test timed out (hang?)");
-            }
-        }
-    )*};
-}
+mod common;
+use common::Env;
 
 both_backends! {
     long_migration => long_migration_outlives_app_statement_timeout,
@@ -99,7 +23,7 @@ both_backends! {
 /// A migration that runs longer than the application's 200 ms `statement_timeout` succeeds,
 /// and the application's setting is unchanged on the pool's connections afterwards.
 async fn long_migration_outlives_app_statement_timeout<P: Pool>() {
-    let env = Env::<P>::new("mig_to_long_", |c| {
+    let env = Env::<P>::with("mig_to_long_", |c| {
         c.statement_timeout = Some(Duration::from_millis(200));
     })
     .await;
@@ -135,7 +59,7 @@ async fn long_migration_outlives_app_statement_timeout<P: Pool>() {
 
 /// `Migrator::statement_timeout` is applied to migration SQL (so the test above can fail).
 async fn migrator_statement_timeout_applies<P: Pool>() {
-    let env = Env::<P>::new("mig_to_own_", |_| {}).await;
+    let env = Env::<P>::with("mig_to_own_", |_| {}).await;
     env.write("001_slow.sql", "SELECT pg_sleep(2);\n");
     let err = env
         .migrator()
@@ -159,7 +83,7 @@ async fn migrator_statement_timeout_applies<P: Pool>() {
 /// 300 ms `lock_timeout` it would fail (leaving an INVALID index). The migration waits until
 /// the writer commits, well past 300 ms, and the index is valid.
 async fn create_index_concurrently_waits_past_app_lock_timeout<P: Pool>() {
-    let env = Env::<P>::new("mig_to_cic_", |c| {
+    let env = Env::<P>::with("mig_to_cic_", |c| {
         c.lock_timeout = Some(Duration::from_millis(300));
     })
     .await;
@@ -233,7 +157,7 @@ async fn create_index_concurrently_waits_past_app_lock_timeout<P: Pool>() {
 /// timeout fails with an error naming the lock, the holder and the fix; once the lock is
 /// released it succeeds.
 async fn migration_lock_wait_fails_naming_the_lock<P: Pool>() {
-    let env = Env::<P>::new("mig_to_lock_", |_| {}).await;
+    let env = Env::<P>::with("mig_to_lock_", |_| {}).await;
     env.write("001_t.sql", "CREATE TABLE t (id int);\n");
     let mut holder = env.pool.acquire().await.unwrap();
     let pid = holder
@@ -280,7 +204,7 @@ async fn migration_lock_wait_fails_naming_the_lock<P: Pool>() {
 async fn lock_queries_have_a_deadline<P: Pool>() {
     let server = TestServer::shared().expect("test server");
     let proxy = FaultProxy::for_server(server).expect("proxy");
-    let env = Env::<P>::new("mig_to_dead_", |c| {
+    let env = Env::<P>::with("mig_to_dead_", |c| {
         c.port = proxy.port();
         c.min_connections = 1;
         c.acquire_timeout = Duration::from_secs(2);

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pgdbm_testkit::{template_name, TestServer, DEFAULT_PREPARED_CLONES, PREPARED_CLONES_ENV};
+
+mod common;
+use common::spawn_test_child;
 
 const CHILD_ENV: &str = "PGDBM_TESTKIT_CLONES_CHILD";
 
@@ -114,16 +116,7 @@ fn prepared_clones_of_a_sigkilled_process_are_swept() {
         return;
     }
     let server = TestServer::start().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["clones_child", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, "1")
-        .env("TEST_DB_HOST", "127.0.0.1")
-        .env("TEST_DB_PORT", server.port().to_string())
-        .env("TEST_DB_USER", "postgres")
-        .env("TEST_DB_PASSWORD", server.password().unwrap())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_test_child("clones_child", CHILD_ENV, &server);
     let pid = child.id();
     let stdout = child.stdout.take().unwrap();
     let ready = BufReader::new(stdout)

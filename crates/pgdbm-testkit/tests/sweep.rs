@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use pgdbm_testkit::TestServer;
+
+mod common;
+use common::spawn_test_child;
 
 const CHILD_ENV: &str = "PGDBM_TESTKIT_SWEEP_CHILD";
 
@@ -23,16 +26,7 @@ fn exists(server: &TestServer, name: &str) -> bool {
 #[test]
 fn sweep_drops_the_database_of_a_sigkilled_process() {
     let server = TestServer::start().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["sweep_child", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, "1")
-        .env("TEST_DB_HOST", "127.0.0.1")
-        .env("TEST_DB_PORT", server.port().to_string())
-        .env("TEST_DB_USER", "postgres")
-        .env("TEST_DB_PASSWORD", server.password().unwrap())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_test_child("sweep_child", CHILD_ENV, &server);
     let stdout = child.stdout.take().unwrap();
     let name = BufReader::new(stdout)
         .lines()

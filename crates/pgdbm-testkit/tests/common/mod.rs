@@ -68,3 +68,23 @@ pub(crate) fn postgres_uid() -> u32 {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+/// Starts this test binary again as a child running only the ignored test `test`, with
+/// `child_env=1` and `server` as its `TEST_DB_HOST` (so what it creates is on this test's
+/// private server), stdout piped for the parent to read.
+pub(crate) fn spawn_test_child(
+    test: &str,
+    child_env: &str,
+    server: &pgdbm_testkit::TestServer,
+) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--ignored", "--nocapture"])
+        .env(child_env, "1")
+        .env("TEST_DB_HOST", "127.0.0.1")
+        .env("TEST_DB_PORT", server.port().to_string())
+        .env("TEST_DB_USER", "postgres")
+        .env("TEST_DB_PASSWORD", server.password().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
