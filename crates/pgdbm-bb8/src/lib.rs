@@ -140,10 +140,12 @@ struct Manager {
 }
 
 impl bb8::ManageConnection for Manager {
-    type Connection = PgConnection;
+    // Boxed: bb8 moves its connections in and out of its idle queue, and a `PgConnection` is
+    // some 600 bytes; a box is one pointer.
+    type Connection = Box<PgConnection>;
     type Error = Error;
 
-    async fn connect(&self) -> Result<PgConnection> {
+    async fn connect(&self) -> Result<Box<PgConnection>> {
         if self.shared.is_closed() {
             return Err(pool_closed_error());
         }
@@ -154,17 +156,17 @@ impl bb8::ManageConnection for Manager {
         if self.shared.is_closed() {
             return Err(pool_closed_error());
         }
-        Ok(conn)
+        Ok(Box::new(conn))
     }
 
-    async fn is_valid(&self, conn: &mut PgConnection) -> Result<()> {
+    async fn is_valid(&self, conn: &mut Box<PgConnection>) -> Result<()> {
         if self.shared.is_closed() {
             return Err(pool_closed_error());
         }
         self.connector.vet(conn).await
     }
 
-    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+    fn has_broken(&self, conn: &mut Box<PgConnection>) -> bool {
         self.shared.is_closed() || conn.is_broken()
     }
 }
@@ -331,7 +333,7 @@ impl Pool for Bb8Pool {
         // With min_connections = 0 nobody took the seed: hand it to bb8 directly.
         let unused = connector.take_seed();
         if let Some(seed) = unused {
-            if pool.add(seed).is_err() {
+            if pool.add(Box::new(seed)).is_err() {
                 tracing::debug!(target: "pgdbm", "first connection not kept: the pool is full");
             }
         }

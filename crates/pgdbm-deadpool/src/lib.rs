@@ -97,14 +97,20 @@ impl PoolGuard for DeadpoolGuard {
 struct Manager(Arc<Connector>);
 
 impl managed::Manager for Manager {
-    type Type = PgConnection;
+    // Boxed: deadpool moves its objects several times per checkout and return, and a
+    // `PgConnection` is some 600 bytes; a box is one pointer.
+    type Type = Box<PgConnection>;
     type Error = Error;
 
-    async fn create(&self) -> Result<PgConnection> {
-        self.0.open().await
+    async fn create(&self) -> Result<Box<PgConnection>> {
+        self.0.open().await.map(Box::new)
     }
 
-    async fn recycle(&self, conn: &mut PgConnection, _metrics: &Metrics) -> RecycleResult<Error> {
+    async fn recycle(
+        &self,
+        conn: &mut Box<PgConnection>,
+        _metrics: &Metrics,
+    ) -> RecycleResult<Error> {
         self.0.vet(conn).await.map_err(RecycleError::Backend)
     }
 }
