@@ -5,6 +5,10 @@ use std::collections::HashMap;
 
 use tokio_postgres::Statement;
 
+/// foldhash instead of std's SipHash: every statement hashes its SQL text here, and the map
+/// is bounded by the capacity, so colliding keys cannot grow a chain past it.
+type Hasher = foldhash::fast::RandomState;
+
 /// Least-recently-used cache of prepared statements (`V` = [`Statement`]) or descriptions.
 ///
 /// Lookups and inserts are O(1); evicting scans the entries once (O(capacity)), which only
@@ -13,7 +17,7 @@ use tokio_postgres::Statement;
 pub(crate) struct StatementCache<V = Statement> {
     capacity: usize,
     tick: u64,
-    entries: HashMap<String, (V, u64)>,
+    entries: HashMap<String, (V, u64), Hasher>,
 }
 
 impl<V: Clone> StatementCache<V> {
@@ -22,7 +26,7 @@ impl<V: Clone> StatementCache<V> {
         StatementCache {
             capacity,
             tick: 0,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 

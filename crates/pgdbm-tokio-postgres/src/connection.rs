@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::future::BoxFuture;
 use pgdbm_core::error::truncate_sql;
 use pgdbm_core::{
     Config, Connection, Error, Param, QueryErrorKind, ResetPolicy, Result, StatementMode,
@@ -20,7 +19,7 @@ use tokio_postgres::{Client, Statement};
 use crate::cache::StatementCache;
 use crate::cancel::{cancel, CancelOutcome};
 use crate::connect::Target;
-use crate::deadline::{deadline_of, Bounded, CANCEL_GRACE};
+use crate::deadline::{deadline_of, Bounded, DeadlineTimer, CANCEL_GRACE};
 use crate::errors::{client_error, params_shown, query_error};
 use crate::json;
 use crate::probe::{SocketProbe, SocketState};
@@ -148,6 +147,8 @@ pub struct PgConnection {
     endpoint: String,
     /// Peeks at the socket at checkout (`None` where the platform has no file descriptors).
     probe: Option<SocketProbe>,
+    /// The timer of [`bounded`](Self::bounded) requests, reused from one to the next.
+    timer: DeadlineTimer,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -224,6 +225,7 @@ impl PgConnection {
             broken: AtomicBool::new(false),
             endpoint,
             probe: None,
+            timer: DeadlineTimer::default(),
         }
     }
 
@@ -456,6 +458,10 @@ impl PgConnection {
         &self.target
     }
 
+    pub(crate) fn deadline_timer(&self) -> &DeadlineTimer {
+        &self.timer
+    }
+
     pub(crate) fn session(&self) -> &Session {
         &self.session
     }
@@ -609,60 +615,54 @@ impl PgConnection {
         Ok(Stmt::Prepared(stmt))
     }
 
-    fn start<'a>(
-        &'a self,
-        stmt: &'a Stmt,
-        sql: &'a str,
-        params: &'a [Param<'a>],
+    /// Sends one statement and reads its answer. An `async fn`, not a boxed future: the
+    /// caller's future holds the largest arm's state in place, no allocation per statement.
+    async fn start(
+        &self,
+        stmt: &Stmt,
+        sql: &str,
+        params: &[Param<'_>],
         op: Op,
-    ) -> BoxFuture<'a, std::result::Result<Output, tokio_postgres::Error>> {
+    ) -> std::result::Result<Output, tokio_postgres::Error> {
+        use futures_util::TryStreamExt;
         let client = &self.client;
         match (stmt, op) {
             // Parameters go through `json::wrap` so JSON text binds to json/jsonb.
-            (Stmt::Prepared(s), Op::Execute) => Box::pin(async move {
-                client
-                    .execute_raw(s, json::wrap(params))
-                    .await
-                    .map(Output::Count)
-            }),
-            (Stmt::Prepared(s), Op::Query) => Box::pin(async move {
-                use futures_util::TryStreamExt;
+            (Stmt::Prepared(s), Op::Execute) => client
+                .execute_raw(s, json::wrap(params))
+                .await
+                .map(Output::Count),
+            (Stmt::Prepared(s), Op::Query) => {
                 let stream = client.query_raw(s, json::wrap(params)).await?;
                 stream.try_collect().await.map(Output::Rows)
-            }),
-            (Stmt::Prepared(s), Op::QueryOpt) => Box::pin(async move {
+            }
+            (Stmt::Prepared(s), Op::QueryOpt) => {
                 let stream = client.query_raw(s, json::wrap(params)).await?;
                 first_row(stream).await
-            }),
-            (Stmt::Typed(d), Op::Execute) => Box::pin(async move {
-                use futures_util::TryStreamExt;
+            }
+            (Stmt::Typed(d), Op::Execute) => {
                 let stream = client
                     .query_typed_raw(sql, typed(params, &d.params))
                     .await?;
                 let mut stream = std::pin::pin!(stream);
                 while stream.try_next().await?.is_some() {}
                 Ok(Output::Count(stream.rows_affected().unwrap_or(0)))
-            }),
-            (Stmt::Typed(d), Op::Query) => Box::pin(async move {
-                use futures_util::TryStreamExt;
+            }
+            (Stmt::Typed(d), Op::Query) => {
                 let stream = client
                     .query_typed_raw(sql, typed(params, &d.params))
                     .await?;
                 stream.try_collect().await.map(Output::Rows)
-            }),
-            (Stmt::Typed(d), Op::QueryOpt) => Box::pin(async move {
+            }
+            (Stmt::Typed(d), Op::QueryOpt) => {
                 let stream = client
                     .query_typed_raw(sql, typed(params, &d.params))
                     .await?;
                 first_row(stream).await
-            }),
-            (Stmt::Unnamed, Op::Execute) => {
-                Box::pin(async move { client.execute_typed(sql, &[]).await.map(Output::Count) })
             }
-            (Stmt::Unnamed, Op::Query) => {
-                Box::pin(async move { client.query_typed(sql, &[]).await.map(Output::Rows) })
-            }
-            (Stmt::Unnamed, Op::QueryOpt) => Box::pin(async move {
+            (Stmt::Unnamed, Op::Execute) => client.execute_typed(sql, &[]).await.map(Output::Count),
+            (Stmt::Unnamed, Op::Query) => client.query_typed(sql, &[]).await.map(Output::Rows),
+            (Stmt::Unnamed, Op::QueryOpt) => {
                 let stream = client
                     .query_typed_raw(
                         sql,
@@ -673,7 +673,7 @@ impl PgConnection {
                     )
                     .await?;
                 first_row(stream).await
-            }),
+            }
         }
     }
 

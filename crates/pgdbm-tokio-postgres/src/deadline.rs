@@ -2,7 +2,12 @@
 //! the connection is handed back only once the cancelled statement's outcome is settled.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use tokio::time::Sleep;
 
 use pgdbm_core::{Error, QueryError, QueryErrorKind, Result};
 
@@ -32,6 +37,50 @@ pub(crate) fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
+/// A connection's deadline timer, kept from one request to the next.
+///
+/// A fresh `tokio::time::timeout` per request registers a timer entry in the runtime's wheel
+/// and removes it again (a lock each way), on every statement. This one stays registered:
+/// pushing its deadline later is one atomic update in tokio (a request's deadline is almost
+/// always later than the previous one's), and only an earlier deadline or an entry that
+/// already fired goes back to the wheel. It belongs to the runtime that polls it (a request
+/// from another runtime gets a timer of its own), so it never outlives its timer driver.
+#[derive(Debug, Default)]
+pub(crate) struct DeadlineTimer(Mutex<Option<(tokio::runtime::Id, Pin<Box<Sleep>>)>>);
+
+impl DeadlineTimer {
+    /// Polls `fut` until it finishes (`Some`) or `deadline` passes (`None`).
+    async fn race<F: Future>(&self, deadline: Instant, mut fut: Pin<&mut F>) -> Option<F::Output> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime: what tokio's own timeout does there.
+            return tokio::time::timeout_at(deadline.into(), fut).await.ok();
+        };
+        let runtime = runtime.id();
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let sleep = match &mut *slot {
+                Some((id, sleep)) if *id == runtime => sleep,
+                other => {
+                    armed = true;
+                    &mut other
+                        .insert((runtime, Box::pin(tokio::time::sleep_until(deadline.into()))))
+                        .1
+                }
+            };
+            if !armed {
+                sleep.as_mut().reset(deadline.into());
+                armed = true;
+            }
+            sleep.as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
 impl PgConnection {
     /// Runs `fut` (a request on this connection's client) until `deadline`. The connection is
     /// marked in flight for the whole request, so a caller that drops this future leaves the
@@ -49,12 +98,12 @@ impl PgConnection {
             return Bounded::Done(r);
         };
         let mut fut = std::pin::pin!(fut);
-        match tokio::time::timeout_at(deadline.into(), &mut fut).await {
-            Ok(r) => {
+        match self.deadline_timer().race(deadline, fut.as_mut()).await {
+            Some(r) => {
                 self.set_in_flight(false);
                 Bounded::Done(r)
             }
-            Err(_) => {
+            None => {
                 let grace_end = tokio::time::Instant::now() + CANCEL_GRACE;
                 let sent = cancel(self.target(), self.session().backend_key(), CANCEL_GRACE).await;
                 let finished = tokio::time::timeout_at(grace_end, &mut fut).await.ok();

@@ -6,7 +6,6 @@ use super::transaction::{begin_error, Savepoint, Transaction};
 use std::fmt;
 
 use postgres_types::FromSql;
-use tracing::Instrument;
 
 use crate::ident::{parse_qualified_name, quote_identifier};
 use crate::table_name::TableName;
@@ -125,10 +124,8 @@ impl<C: Connection> DbConnection<C> {
         self.flush_pending().await?;
         let sql = self.ctx.render(sql)?;
         let run = self.run("execute", &sql);
-        let result = self
-            .conn
-            .execute(&sql, params, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(self.conn.execute(&sql, params, self.ctx.timeout))
             .await;
         self.ctx
             .finish(&run, result, |n| Some(*n), &|_| debug_params(params))
@@ -139,10 +136,8 @@ impl<C: Connection> DbConnection<C> {
         self.flush_pending().await?;
         let sql = self.ctx.render(sql)?;
         let run = self.run("batch_execute", &sql);
-        let result = self
-            .conn
-            .batch_execute(&sql, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(self.conn.batch_execute(&sql, self.ctx.timeout))
             .await;
         self.ctx.finish(&run, result, |_| None, &|_| Vec::new())
     }
@@ -158,10 +153,8 @@ impl<C: Connection> DbConnection<C> {
         let sql = self.ctx.render(sql)?;
         let run = self.run("execute_many", &sql);
         let slices: Vec<&[Param<'_>]> = rows.iter().map(|r| r.as_ref()).collect();
-        let result = self
-            .conn
-            .execute_many(&sql, &slices, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(self.conn.execute_many(&sql, &slices, self.ctx.timeout))
             .await;
         self.ctx.finish(&run, result, |n| Some(*n), &|row| {
             row.and_then(|i| slices.get(i))
@@ -179,10 +172,8 @@ impl<C: Connection> DbConnection<C> {
         self.flush_pending().await?;
         let sql = self.ctx.render(sql)?;
         let run = self.run("fetch_one", &sql);
-        let result = self
-            .conn
-            .query_opt(&sql, params, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(self.conn.query_opt(&sql, params, self.ctx.timeout))
             .await;
         self.ctx
             .finish(&run, result, |r| Some(u64::from(r.is_some())), &|_| {
@@ -199,10 +190,8 @@ impl<C: Connection> DbConnection<C> {
         self.flush_pending().await?;
         let sql = self.ctx.render(sql)?;
         let run = self.run("fetch_all", &sql);
-        let result = self
-            .conn
-            .query(&sql, params, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(self.conn.query(&sql, params, self.ctx.timeout))
             .await;
         self.ctx
             .finish(&run, result, |r| Some(r.len() as u64), &|_| {
@@ -376,10 +365,11 @@ impl<C: Connection> DbConnection<C> {
             columns.join(", ")
         );
         let run = self.run("copy_records_to_table", &description);
-        let result = self
-            .conn
-            .copy_in(&target, &columns, &slices, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(
+                self.conn
+                    .copy_in(&target, &columns, &slices, self.ctx.timeout),
+            )
             .await;
         self.ctx.finish(&run, result, |n| Some(*n), &|_| Vec::new())
     }

@@ -310,6 +310,19 @@ pub(super) struct Run<'a> {
     pub(super) started: Option<Instant>,
 }
 
+impl Run<'_> {
+    /// Awaits `fut` inside this query's span; with the span disabled (no subscriber wants
+    /// it) the future is awaited as it is, without the `Instrumented` wrapper's enter and
+    /// exit on every poll.
+    pub(super) async fn in_span<F: std::future::Future>(&self, fut: F) -> F::Output {
+        if self.span.is_disabled() {
+            fut.await
+        } else {
+            tracing::Instrument::instrument(fut, self.span.clone()).await
+        }
+    }
+}
+
 pub(super) fn debug_params(params: &[Param<'_>]) -> Vec<String> {
     params.iter().map(|p| format!("{p:?}")).collect()
 }

@@ -2,8 +2,6 @@
 //! [`copy_out`](DbConnection::copy_out), [`copy_out_rows`](DbConnection::copy_out_rows),
 //! [`listen`](Database::listen) and [`notify`](DbConnection::notify).
 
-use tracing::Instrument;
-
 use super::context::debug_params;
 use super::{AsQuery, Database, DbConnection, RowOf};
 use crate::ident::{quote_identifier, validate_identifier};
@@ -26,10 +24,8 @@ impl<C: Connection> DbConnection<C> {
         self.flush_pending().await?;
         let sql = self.ctx.render(sql)?;
         let run = self.run("fetch_stream", &sql);
-        let result = self
-            .conn
-            .query_stream(&sql, params, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(self.conn.query_stream(&sql, params, self.ctx.timeout))
             .await;
         self.ctx
             .finish(&run, result, |_| None, &|_| debug_params(params))
@@ -58,10 +54,8 @@ impl<C: Connection> DbConnection<C> {
             }
         };
         let run = self.run("copy_out", &sql);
-        let result = self
-            .conn
-            .copy_out(&sql, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(self.conn.copy_out(&sql, self.ctx.timeout))
             .await;
         self.ctx
             .finish(&run, result, |_| None, &|_| Vec::new())
@@ -86,10 +80,11 @@ impl<C: Connection> DbConnection<C> {
             quoted_columns(columns)?
         );
         let run = self.run("copy_out_rows", &description);
-        let result = self
-            .conn
-            .copy_out_rows(&qualified, columns, self.ctx.timeout)
-            .instrument(run.span.clone())
+        let result = run
+            .in_span(
+                self.conn
+                    .copy_out_rows(&qualified, columns, self.ctx.timeout),
+            )
             .await;
         self.ctx
             .finish(&run, result, |_| None, &|_| Vec::new())
