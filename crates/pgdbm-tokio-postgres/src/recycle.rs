@@ -19,6 +19,10 @@ pub struct RecyclePolicy {
     pub max_idle: Duration,
     /// Idle time after which a liveness check runs before reuse (1 s).
     pub liveness_after: Duration,
+    /// Idle time after which the socket is peeked at before reuse (1 ms): a connection
+    /// handed back and out again sooner was answering a moment ago, and a busy pool would
+    /// otherwise pay one system call per checkout for it.
+    pub probe_after: Duration,
     /// Bound on the reset (`ROLLBACK`) and on the liveness check.
     pub reset_timeout: Duration,
 }
@@ -31,6 +35,7 @@ impl RecyclePolicy {
             max_lifetime: config.max_lifetime,
             max_idle: config.max_inactive_connection_lifetime,
             liveness_after: Duration::from_secs(1),
+            probe_after: Duration::from_millis(1),
             reset_timeout: reset_timeout(config),
         }
     }
@@ -59,8 +64,8 @@ fn reject(label: &'static str, reason: String) -> Error {
 /// In order: a broken connection, `max_queries` reached, `max_lifetime` exceeded or idle longer
 /// than `max_idle` are rejected; a connection that still [needs a reset](PgConnection::needs_reset)
 /// is reset (the release path normally did that already, see [`Pooled`](crate::Pooled)); one
-/// idle longer than `liveness_after`, or whose socket holds unread bytes, gets a liveness check
-/// (a socket the server closed is rejected at once). Both are bounded by
+/// idle longer than `liveness_after`, or idle longer than `probe_after` with unread bytes in
+/// its socket, gets a liveness check (a socket the server closed is rejected at once). Both are bounded by
 /// `reset_timeout`. A connection that passes is marked as checked out by a new borrower.
 pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<()> {
     if conn.is_broken() {
@@ -101,7 +106,11 @@ pub async fn recycle(conn: &mut PgConnection, policy: &RecyclePolicy) -> Result<
     }
     // An idle connection's socket should hold nothing: bytes waiting (often the server's
     // FATAL goodbye the connection task has not read yet) call for a round trip before reuse.
-    let state = conn.socket_state();
+    let state = if idle >= policy.probe_after {
+        conn.socket_state()
+    } else {
+        SocketState::Quiet
+    };
     if state == SocketState::Closed {
         return Err(reject("peer_closed", "the server closed it".to_string()));
     }

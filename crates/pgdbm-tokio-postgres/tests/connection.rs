@@ -205,6 +205,85 @@ async fn recycle_enforces_max_queries_lifetime_and_idle() {
     c.check_alive(Duration::from_secs(5)).await.unwrap();
 }
 
+/// Ends backend `pid` from another thread (its own runtime) and returns once the server no
+/// longer lists it: the calling runtime does not run meanwhile, so the goodbye (FATAL, EOF)
+/// sits unread in the terminated connection's socket.
+fn terminate_elsewhere(db: &'static str, pid: i32) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut admin = PgConnection::connect(&support::config(db)).await.unwrap();
+            admin
+                .execute("SELECT pg_terminate_backend($1)", &[&pid], None)
+                .await
+                .unwrap();
+            for _ in 0..200 {
+                let n: i64 = admin
+                    .query_opt(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                        &[&pid],
+                        None,
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .get_at(0)
+                    .unwrap();
+                if n == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("backend {pid} still listed 5 s after pg_terminate_backend");
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_socket_probe_catches_an_ended_session_the_task_has_not_read() {
+    // Idle longer than probe_after (zero here): the peek finds the server's goodbye before
+    // the connection task has read it, and the connection is not handed out.
+    let mut c = support::connect("t_probe").await;
+    let pid: i32 = c
+        .query_opt("SELECT pg_backend_pid()", &[], None)
+        .await
+        .unwrap()
+        .unwrap()
+        .get_at(0)
+        .unwrap();
+    terminate_elsewhere("t_probe", pid);
+    assert!(!c.is_broken(), "the task has not run: nothing is known yet");
+    let mut policy = RecyclePolicy::from_config(&support::config("t_probe"));
+    policy.probe_after = Duration::ZERO;
+    let e = recycle(&mut c, &policy).await.unwrap_err();
+    assert!(e.to_string().contains("not reused"), "{e}");
+
+    // Reused within probe_after, the socket is not peeked at (no system call per checkout of
+    // a busy pool): the same situation passes the checkout and the first statement fails,
+    // with a connection error that discards it.
+    let mut c = PgConnection::connect(&support::config("t_probe"))
+        .await
+        .unwrap();
+    let pid: i32 = c
+        .query_opt("SELECT pg_backend_pid()", &[], None)
+        .await
+        .unwrap()
+        .unwrap()
+        .get_at(0)
+        .unwrap();
+    terminate_elsewhere("t_probe", pid);
+    policy.probe_after = Duration::from_secs(3600);
+    recycle(&mut c, &policy).await.unwrap();
+    let e = c.execute("SELECT 1", &[], None).await.unwrap_err();
+    assert_eq!(kind(&e), QueryErrorKind::Connection, "{e}");
+    assert!(c.is_broken());
+}
+
 #[tokio::test]
 async fn timeout_cancels_the_statement_on_the_server() {
     let mut c = support::connect("t_timeout").await;
