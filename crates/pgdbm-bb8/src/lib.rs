@@ -125,6 +125,9 @@ struct Shared {
     closed: AtomicBool,
     /// The last error met while bb8 opened a connection in the background (shown in timeouts).
     last_connect_error: Mutex<Option<String>>,
+    /// `last_connect_error` holds an error: checkouts clear it only then, so a busy pool's
+    /// checkouts do not all take one shared lock.
+    has_connect_error: AtomicBool,
 }
 
 impl Shared {
@@ -192,6 +195,7 @@ impl bb8::ErrorSink<Error> for Sink {
             .last_connect_error
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+        self.0.has_connect_error.store(true, Ordering::Release);
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<Error>> {
@@ -269,12 +273,13 @@ impl Bb8Pool {
             return Err(pool_closed_error());
         }
         // A connection was handed out: older background connect errors are stale.
-        *self
-            .inner
-            .shared
-            .last_connect_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
+        let shared = &self.inner.shared;
+        if shared.has_connect_error.swap(false, Ordering::AcqRel) {
+            *shared
+                .last_connect_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
         Ok(Some(Bb8Guard {
             conn,
             _permit: permit,
@@ -291,6 +296,7 @@ impl Pool for Bb8Pool {
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
             last_connect_error: Mutex::new(None),
+            has_connect_error: AtomicBool::new(false),
         });
         let manager = Manager {
             connector: connector.clone(),

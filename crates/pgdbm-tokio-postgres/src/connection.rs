@@ -719,18 +719,22 @@ impl PgConnection {
             let shown = params_shown(params, true);
             tracing::debug!(target: "pgdbm", params = ?shown, "query parameters");
         }
-        let started = Instant::now();
+        // The clock is read for the trace event only when someone records it.
+        let started =
+            tracing::enabled!(target: "pgdbm::wire", tracing::Level::TRACE).then(Instant::now);
         let result = self
             .run(op, sql, params, timeout)
             .await
             .map_err(|e| self.show_params(e, params));
         self.last_used = Instant::now();
-        let rows = match &result {
-            Ok(Output::Count(n)) => Some(*n),
-            Ok(Output::Rows(r)) => Some(r.len() as u64),
-            Err(_) => None,
-        };
-        self.record(started, rows, result.is_ok());
+        if let Some(started) = started {
+            let rows = match &result {
+                Ok(Output::Count(n)) => Some(*n),
+                Ok(Output::Rows(r)) => Some(r.len() as u64),
+                Err(_) => None,
+            };
+            self.record(started, rows, result.is_ok());
+        }
         result
     }
 

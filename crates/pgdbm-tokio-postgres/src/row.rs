@@ -68,16 +68,17 @@ impl Row for PgRow {
             )
             .into());
         };
-        let rust = std::any::type_name::<T>();
-        if !T::accepts(col.type_()) {
-            return Err(conversion(format!(
-                "column `{}` (index {idx}) has PostgreSQL type `{}`, which cannot be decoded as \
-                 Rust type `{rust}`; read it as a matching type or cast it in SQL",
-                col.name(),
-                col.type_()
-            )));
-        }
+        // The type check tokio-postgres does first is repeated only to word its error.
         self.0.try_get::<usize, T>(idx).map_err(|e| {
+            let rust = std::any::type_name::<T>();
+            if !T::accepts(col.type_()) {
+                return conversion(format!(
+                    "column `{}` (index {idx}) has PostgreSQL type `{}`, which cannot be decoded as \
+                     Rust type `{rust}`; read it as a matching type or cast it in SQL",
+                    col.name(),
+                    col.type_()
+                ));
+            }
             let cause = e
                 .source()
                 .map(|s| s.to_string())

@@ -285,6 +285,66 @@ async fn the_socket_probe_catches_an_ended_session_the_task_has_not_read() {
 }
 
 #[tokio::test]
+async fn the_reused_deadline_timer_fires_for_earlier_and_later_deadlines() {
+    // One timer serves every statement of a connection: a deadline later than the one it
+    // holds moves it, an earlier one re-registers it, and after it fired it is armed again.
+    let mut c = support::connect("t_timer").await;
+    let long = Some(Duration::from_secs(60));
+    let short = Some(Duration::from_millis(300));
+    for _ in 0..3 {
+        c.execute("SELECT 1", &[], long).await.unwrap();
+    }
+    let e = c
+        .execute("SELECT pg_sleep(30)", &[], short)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+    // Fired once; a later, longer deadline does not fire early.
+    c.execute("SELECT pg_sleep(0.5)", &[], short.map(|d| d * 4))
+        .await
+        .unwrap();
+    c.execute("SELECT 1", &[], long).await.unwrap();
+    let e = c
+        .execute("SELECT pg_sleep(30)", &[], short)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+    c.execute("SELECT 1", &[], None).await.unwrap();
+
+    // Used from another runtime, which then shuts down: that runtime's requests get a timer
+    // of their own, and this runtime's next deadline does not touch the dead one's (tokio
+    // panics on polling a timer whose driver is gone). A fresh connection, so its timer is
+    // first made on the other runtime.
+    let mut c = PgConnection::connect(&support::config("t_timer"))
+        .await
+        .unwrap();
+    let mut c = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let e = c
+                .execute("SELECT pg_sleep(30)", &[], short)
+                .await
+                .unwrap_err();
+            assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+            c.execute("SELECT 1", &[], long).await.unwrap();
+        });
+        drop(rt);
+        c
+    })
+    .await
+    .unwrap();
+    let e = c
+        .execute("SELECT pg_sleep(30)", &[], short)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+    c.execute("SELECT 1", &[], long).await.unwrap();
+}
+
+#[tokio::test]
 async fn timeout_cancels_the_statement_on_the_server() {
     let mut c = support::connect("t_timeout").await;
     let mut observer = PgConnection::connect(&support::config("t_timeout"))
