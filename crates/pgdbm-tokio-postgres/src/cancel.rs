@@ -30,11 +30,18 @@ pub(crate) enum CancelOutcome {
 
 /// Sends a CancelRequest for backend `key` (process id, secret) to `target` and waits, at most
 /// `limit`, until the server closes the stream.
+///
+/// Boxed: opening the stream (TCP, TLS) is a future of kilobytes, and the statement path that
+/// may need a cancel would otherwise carry it on every request.
 pub(crate) async fn cancel(
     target: &Target,
     key: Option<(i32, i32)>,
     limit: Duration,
 ) -> CancelOutcome {
+    Box::pin(send_cancel(target, key, limit)).await
+}
+
+async fn send_cancel(target: &Target, key: Option<(i32, i32)>, limit: Duration) -> CancelOutcome {
     let Some((pid, secret)) = key else {
         return CancelOutcome::NotSent;
     };

@@ -184,6 +184,8 @@ enum Op {
 enum Output {
     Count(u64),
     Rows(Vec<tokio_postgres::Row>),
+    /// The first row (`query_opt`), without a `Vec` around it.
+    Row(Option<tokio_postgres::Row>),
 }
 
 fn is_cached_plan_error(e: &tokio_postgres::Error) -> bool {
@@ -503,7 +505,7 @@ impl PgConnection {
     pub(crate) async fn ready_for(&mut self, sql: &str) -> Result<()> {
         if self.in_flight() && !self.is_broken() {
             let timeout = self.settings.reset_timeout;
-            if let Err(e) = self.settle_in_flight(timeout).await {
+            if let Err(e) = Box::pin(self.settle_in_flight(timeout)).await {
                 self.mark_broken();
                 return Err(e);
             }
@@ -579,12 +581,12 @@ impl PgConnection {
     ) -> Result<Stmt> {
         if self.settings.statement_mode == StatementMode::Unnamed {
             if !self.types_warmed {
-                self.warm_types(deadline, timeout).await?;
+                Box::pin(self.warm_types(deadline, timeout)).await?;
             }
             if allow_unnamed && n_params == 0 {
                 return Ok(Stmt::Typed(Described::default()));
             }
-            let d = self.described(sql, n_params, deadline, timeout).await?;
+            let d = Box::pin(self.described(sql, n_params, deadline, timeout)).await?;
             if d.params.len() != n_params {
                 // What tokio-postgres says for a prepared statement (the typed query would
                 // drop extra values silently).
@@ -600,7 +602,7 @@ impl PgConnection {
             if allow_unnamed && n_params == 0 {
                 return Ok(Stmt::Unnamed);
             }
-            let outcome = self.bounded(deadline, self.client.prepare(sql)).await;
+            let outcome = Box::pin(self.bounded(deadline, self.client.prepare(sql))).await;
             return self
                 .settle(outcome, sql, n_params, timeout)
                 .map(Stmt::Prepared);
@@ -609,6 +611,17 @@ impl PgConnection {
         if let Some(stmt) = self.cache.get(sql) {
             return Ok(Stmt::Prepared(stmt));
         }
+        // A miss is rare: boxed, so the prepare future is not part of every statement's.
+        Box::pin(self.prepare_and_cache(sql, n_params, deadline, timeout)).await
+    }
+
+    async fn prepare_and_cache(
+        &mut self,
+        sql: &str,
+        n_params: usize,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<Stmt> {
         let outcome = self.bounded(deadline, self.client.prepare(sql)).await;
         let stmt = self.settle(outcome, sql, n_params, timeout)?;
         self.cache.insert(sql, stmt.clone());
@@ -731,6 +744,7 @@ impl PgConnection {
             let rows = match &result {
                 Ok(Output::Count(n)) => Some(*n),
                 Ok(Output::Rows(r)) => Some(r.len() as u64),
+                Ok(Output::Row(r)) => Some(u64::from(r.is_some())),
                 Err(_) => None,
             };
             self.record(started, rows, result.is_ok());
@@ -795,7 +809,7 @@ async fn first_row(
     if first.is_some() {
         while stream.try_next().await?.is_some() {}
     }
-    Ok(Output::Rows(first.into_iter().collect()))
+    Ok(Output::Row(first))
 }
 
 impl Drop for PgConnection {
@@ -835,6 +849,7 @@ impl Connection for PgConnection {
         match self.traced(Op::Execute, sql, params, timeout).await? {
             Output::Count(n) => Ok(n),
             Output::Rows(r) => Ok(r.len() as u64),
+            Output::Row(r) => Ok(u64::from(r.is_some())),
         }
     }
 
@@ -846,6 +861,7 @@ impl Connection for PgConnection {
     ) -> Result<Vec<PgRow>> {
         match self.traced(Op::Query, sql, params, timeout).await? {
             Output::Rows(r) => Ok(r.into_iter().map(PgRow::new).collect()),
+            Output::Row(r) => Ok(r.into_iter().map(PgRow::new).collect()),
             Output::Count(_) => Ok(Vec::new()),
         }
     }
@@ -857,6 +873,7 @@ impl Connection for PgConnection {
         timeout: Option<Duration>,
     ) -> Result<Option<PgRow>> {
         match self.traced(Op::QueryOpt, sql, params, timeout).await? {
+            Output::Row(r) => Ok(r.map(PgRow::new)),
             Output::Rows(r) => Ok(r.into_iter().next().map(PgRow::new)),
             Output::Count(_) => Ok(None),
         }

@@ -244,19 +244,21 @@ fn terminate_elsewhere(db: &'static str, pid: i32) {
     .unwrap();
 }
 
+async fn backend_pid(c: &mut PgConnection) -> i32 {
+    c.query_opt("SELECT pg_backend_pid()", &[], None)
+        .await
+        .unwrap()
+        .unwrap()
+        .get_at(0)
+        .unwrap()
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_socket_probe_catches_an_ended_session_the_task_has_not_read() {
     // Idle longer than probe_after (zero here): the peek finds the server's goodbye before
     // the connection task has read it, and the connection is not handed out.
     let mut c = support::connect("t_probe").await;
-    let pid: i32 = c
-        .query_opt("SELECT pg_backend_pid()", &[], None)
-        .await
-        .unwrap()
-        .unwrap()
-        .get_at(0)
-        .unwrap();
-    terminate_elsewhere("t_probe", pid);
+    terminate_elsewhere("t_probe", backend_pid(&mut c).await);
     assert!(!c.is_broken(), "the task has not run: nothing is known yet");
     let mut policy = RecyclePolicy::from_config(&support::config("t_probe"));
     policy.probe_after = Duration::ZERO;
@@ -269,14 +271,7 @@ async fn the_socket_probe_catches_an_ended_session_the_task_has_not_read() {
     let mut c = PgConnection::connect(&support::config("t_probe"))
         .await
         .unwrap();
-    let pid: i32 = c
-        .query_opt("SELECT pg_backend_pid()", &[], None)
-        .await
-        .unwrap()
-        .unwrap()
-        .get_at(0)
-        .unwrap();
-    terminate_elsewhere("t_probe", pid);
+    terminate_elsewhere("t_probe", backend_pid(&mut c).await);
     policy.probe_after = Duration::from_secs(3600);
     recycle(&mut c, &policy).await.unwrap();
     let e = c.execute("SELECT 1", &[], None).await.unwrap_err();

@@ -15,6 +15,12 @@ use crate::{Error, QueryErrorKind};
 /// Opens the span of one query: `operation` is pgdbm's method (`fetch_all`...), `sql` the
 /// rendered statement.
 pub(super) fn query_span(ctx: &Ctx, operation: &'static str, sql: &str) -> tracing::Span {
+    // No tracing subscriber was ever installed: no span can be recorded. Returned before the
+    // macro, which otherwise hands every field to the `log` facade when any crate in the
+    // build turns on tracing's `log` feature (a cost per query with nobody listening).
+    if !tracing::dispatcher::has_been_set() {
+        return tracing::Span::none();
+    }
     let span = tracing::debug_span!(
         target: "pgdbm",
         "query",
