@@ -279,6 +279,15 @@ async fn the_socket_probe_catches_an_ended_session_the_task_has_not_read() {
     assert!(c.is_broken());
 }
 
+/// A 30 s sleep under `timeout` fails with a timeout error.
+async fn times_out(c: &mut PgConnection, timeout: Option<Duration>) {
+    let e = c
+        .execute("SELECT pg_sleep(30)", &[], timeout)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+}
+
 #[tokio::test]
 async fn the_reused_deadline_timer_fires_for_earlier_and_later_deadlines() {
     // One timer serves every statement of a connection: a deadline later than the one it
@@ -289,21 +298,13 @@ async fn the_reused_deadline_timer_fires_for_earlier_and_later_deadlines() {
     for _ in 0..3 {
         c.execute("SELECT 1", &[], long).await.unwrap();
     }
-    let e = c
-        .execute("SELECT pg_sleep(30)", &[], short)
-        .await
-        .unwrap_err();
-    assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+    times_out(&mut c, short).await;
     // Fired once; a later, longer deadline does not fire early.
     c.execute("SELECT pg_sleep(0.5)", &[], short.map(|d| d * 4))
         .await
         .unwrap();
     c.execute("SELECT 1", &[], long).await.unwrap();
-    let e = c
-        .execute("SELECT pg_sleep(30)", &[], short)
-        .await
-        .unwrap_err();
-    assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+    times_out(&mut c, short).await;
     c.execute("SELECT 1", &[], None).await.unwrap();
 
     // Used from another runtime, which then shuts down: that runtime's requests get a timer
@@ -319,11 +320,7 @@ async fn the_reused_deadline_timer_fires_for_earlier_and_later_deadlines() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let e = c
-                .execute("SELECT pg_sleep(30)", &[], short)
-                .await
-                .unwrap_err();
-            assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+            times_out(&mut c, short).await;
             c.execute("SELECT 1", &[], long).await.unwrap();
         });
         drop(rt);
@@ -331,11 +328,7 @@ async fn the_reused_deadline_timer_fires_for_earlier_and_later_deadlines() {
     })
     .await
     .unwrap();
-    let e = c
-        .execute("SELECT pg_sleep(30)", &[], short)
-        .await
-        .unwrap_err();
-    assert_eq!(kind(&e), QueryErrorKind::Timeout, "{e}");
+    times_out(&mut c, short).await;
     c.execute("SELECT 1", &[], long).await.unwrap();
 }
 
