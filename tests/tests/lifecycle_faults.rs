@@ -95,6 +95,73 @@ async fn commit_cut_before_its_answer_is_outcome_unknown<P: Pool>() {
     assert_eq!(rows(&obs).await, 2);
 }
 
+/// `execute_many` outside a transaction sends one chunk as one implicit transaction: its Sync
+/// commits it, with no `BEGIN` before and no `COMMIT` after. With the server's answers held,
+/// the rows are committed although the client heard nothing (behind a `BEGIN` nothing would get
+/// past that `BEGIN`'s answer); when the connection is then cut, the error must say the outcome
+/// is unknown, not that nothing was committed.
+async fn execute_many_whose_answer_is_lost_is_outcome_unknown<P: Pool>() {
+    let (proxy, db, obs) = through_proxy::<P>(|c| {
+        c.command_timeout = Some(Duration::from_secs(60));
+    })
+    .await;
+    let insert = "INSERT INTO t VALUES ($1)";
+    // A first batch: until the wire shim has carried one, execute_many wraps a chunk in
+    // BEGIN/COMMIT.
+    let ids: Vec<i32> = (1..=3).collect();
+    let first: Vec<[pgdbm::Param<'_>; 1]> = ids.iter().map(|i| [i as pgdbm::Param<'_>]).collect();
+    assert_eq!(db.execute_many(insert, &first).await.unwrap(), 3);
+
+    proxy.blackhole(Direction::ServerToClient);
+    let batch = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let ids: Vec<i32> = (100..1100).collect();
+            let rows: Vec<[pgdbm::Param<'_>; 1]> =
+                ids.iter().map(|i| [i as pgdbm::Param<'_>]).collect();
+            db.execute_many(insert, &rows).await
+        }
+    });
+    let mut committed = false;
+    for _ in 0..300 {
+        if rows(&obs).await == 1003 {
+            committed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        committed,
+        "the batch's rows were not committed while its answers were held (was it waiting on a BEGIN?)"
+    );
+    // No session of this database is left inside a transaction (the server's view).
+    let in_tx = obs
+        .fetch_value::<i64, _>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(in_tx, 0);
+
+    proxy.cut_all();
+    let err = tokio::time::timeout(Duration::from_secs(30), batch)
+        .await
+        .expect("execute_many hung after its connection was cut")
+        .unwrap()
+        .expect_err("the batch's answer was cut");
+    assert!(
+        is_kind(&err, QueryErrorKind::CommitOutcomeUnknown),
+        "expected commit outcome unknown, got {err:?}"
+    );
+    proxy.heal();
+    assert!(recovers(&db).await, "the pool did not recover after heal()");
+    assert_eq!(rows(&obs).await, 1003);
+    db.close().await;
+}
+
 async fn blackholed_query_fails_within_command_timeout_and_pool_recovers<P: Pool>() {
     let (proxy, db, obs) = through_proxy::<P>(|c| {
         c.command_timeout = Some(Duration::from_secs(1));
@@ -268,6 +335,10 @@ async fn restart_under_load_loses_no_acknowledged_write<P: Pool>() {
 both_backends!(
     commit_cut_outcome_unknown,
     commit_cut_before_its_answer_is_outcome_unknown
+);
+both_backends!(
+    execute_many_answer_lost_outcome_unknown,
+    execute_many_whose_answer_is_lost_is_outcome_unknown
 );
 both_backends!(
     blackholed_query_times_out,

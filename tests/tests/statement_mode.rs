@@ -176,6 +176,35 @@ async fn unnamed_mode_leaves_no_prepared_statement<P: Pool>() {
         .unwrap();
     assert_eq!(prepared, Some(0));
     tx.commit().await.unwrap();
+
+    // execute_many outside a transaction opens its own, with the settings (the batch above
+    // proved the shim, which would otherwise let one chunk run as an implicit transaction).
+    db.execute(
+        "CREATE TABLE {{tables.seen}} (id int, jit text, path text)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let ids: Vec<i32> = (0..5).collect();
+    let rows: Vec<[pgdbm::Param<'_>; 1]> = ids.iter().map(|i| [i as pgdbm::Param<'_>]).collect();
+    db.execute_many(
+        "INSERT INTO {{tables.seen}} VALUES ($1, current_setting('jit'), current_setting('search_path'))",
+        &rows,
+    )
+    .await
+    .unwrap();
+    let seen: Option<i64> = db
+        .fetch_value(
+            "SELECT count(*) FROM {{tables.seen}} WHERE jit = 'off' AND path = 'unnamed_app, public'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        Some(5),
+        "execute_many ran without the transaction's settings"
+    );
     db.close().await;
 }
 both_backends!(unnamed_mode, unnamed_mode_leaves_no_prepared_statement);

@@ -1,5 +1,7 @@
 //! `execute_many`: every row's Bind/Execute in one pipeline with one Sync per chunk (through the
-//! wire shim), inside `BEGIN`/`COMMIT` or a savepoint of the caller's transaction.
+//! wire shim). One chunk outside a transaction is one implicit transaction (its Sync commits
+//! it, as asyncpg's `executemany`); more chunks share a `BEGIN`/`COMMIT`, and inside the
+//! caller's transaction they share a savepoint.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +33,20 @@ const EXECUTE_MANY_SAVEPOINT: &str = "pgdbm_execute_many";
 /// from then on `execute_many` sends each row as its own request, which is slower but correct.
 static SHIM_UNUSABLE: AtomicBool = AtomicBool::new(false);
 
+/// Set once the shim carried a chunk of a prepared (named) statement, and of an unnamed one
+/// (`StatementMode::Unnamed`): only then does `execute_many` rely on the chunk's Sync alone
+/// for atomicity. Until then it wraps the chunk in `BEGIN`/`COMMIT`, so a request pattern the
+/// shim does not know can still fall back to one request per row inside a transaction.
+static PROVEN_NAMED: AtomicBool = AtomicBool::new(false);
+static PROVEN_UNNAMED: AtomicBool = AtomicBool::new(false);
+
+/// What a failure after an implicit transaction's rows were sent leaves uncertain.
+const IMPLICIT_COMMIT: &str =
+    "execute_many's rows (one implicit transaction, committed by their Sync)";
+
+/// What a failure after pgdbm's own `COMMIT` was sent leaves uncertain.
+const OWN_COMMIT: &str = "execute_many's COMMIT";
+
 /// True while the wire shim's batch path is in use (it was never found not to match the
 /// driver's messages).
 pub fn batch_path_available() -> bool {
@@ -57,6 +73,14 @@ enum ManyStmt<'s> {
 }
 
 impl ManyStmt<'_> {
+    /// The flag saying the shim has carried a chunk of this kind of statement.
+    fn proven(&self) -> &'static AtomicBool {
+        match self {
+            ManyStmt::Named(_) => &PROVEN_NAMED,
+            ManyStmt::Unnamed { .. } => &PROVEN_UNNAMED,
+        }
+    }
+
     fn params(&self) -> &[Type] {
         match self {
             ManyStmt::Named(s) => s.params(),
@@ -89,6 +113,10 @@ enum ManyCause {
     Server(Box<ServerError>),
     /// The wire shim did not see the chunk through (the connection ended mid-chunk).
     Lost,
+    /// An implicit transaction's row 0 ran on its own because the shim did not recognise the
+    /// driver's request (cannot happen once the pattern was proven; kept as an error, not a
+    /// silent partial batch).
+    Unrecognised,
 }
 
 /// A row `execute_many` cannot send: (row index, kind, message, source).
@@ -99,8 +127,9 @@ struct ManyError {
     /// The failing row, when one failed.
     row: Option<usize>,
     cause: ManyCause,
-    /// The failure is the answer to the closing `COMMIT` of pgdbm's own transaction.
-    at_commit: bool,
+    /// Set when the failure came after a commit was sent (pgdbm's own `COMMIT`, or the Sync
+    /// of an implicit transaction) and the server's answer was not read: what was sent.
+    at_commit: Option<&'static str>,
 }
 
 impl ManyError {
@@ -108,7 +137,7 @@ impl ManyError {
         ManyError {
             row,
             cause: ManyCause::Driver(e),
-            at_commit: false,
+            at_commit: None,
         }
     }
 }
@@ -178,8 +207,27 @@ impl PgConnection {
         };
         // The server's word, not a guess: outside a transaction, execute_many opens its own.
         let own_tx = self.tx_status() == TxStatus::Idle;
-        let commit_sent = AtomicBool::new(false);
         let begin_sql = self.settings().begin_sql.as_str();
+        let open = match own_tx {
+            false => Open::Savepoint,
+            // One chunk: its Sync makes it one implicit transaction, no BEGIN/COMMIT round trips.
+            // Not when BEGIN carries the startup settings (`SET LOCAL`, unnamed mode): without
+            // a BEGIN the rows would run without them.
+            true if rows.len() <= EXECUTE_MANY_CHUNK
+                && begin_sql == "BEGIN"
+                && batch_path_available()
+                && stmt.proven().load(Ordering::Relaxed) =>
+            {
+                Open::Implicit { begin: begin_sql }
+            }
+            true => Open::Begin(begin_sql),
+        };
+        // The implicit transaction's commit goes out with its rows.
+        let commit_sent = AtomicBool::new(matches!(open, Open::Implicit { .. }));
+        let commit_label = match open {
+            Open::Implicit { .. } => IMPLICIT_COMMIT,
+            _ => OWN_COMMIT,
+        };
         let outcome = self
             .bounded(deadline, async {
                 Ok::<_, tokio_postgres::Error>(
@@ -189,7 +237,7 @@ impl PgConnection {
                         &stmt,
                         rows,
                         encoded,
-                        own_tx.then_some(begin_sql),
+                        open,
                         &commit_sent,
                     )
                     .await,
@@ -203,7 +251,7 @@ impl PgConnection {
         let result = match self.settle(outcome, sql, n_params, timeout) {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(many)) => Err(self.many_error(many, sql, rows, n_params)),
-            Err(e) if timed_out_at_commit => Err(commit_outcome(e, "execute_many's COMMIT")),
+            Err(e) if timed_out_at_commit => Err(commit_outcome(e, commit_label)),
             Err(e) => Err(e),
         };
         self.record(started, result.as_ref().ok().copied(), result.is_ok());
@@ -227,10 +275,9 @@ impl PgConnection {
                     self.mark_broken();
                 }
                 let err = query_error(e, sql, row_params);
-                if many.at_commit {
-                    commit_outcome(err, "execute_many's COMMIT")
-                } else {
-                    err
+                match many.at_commit {
+                    Some(what) => commit_outcome(err, what),
+                    None => err,
                 }
             }
             ManyCause::Server(e) => {
@@ -241,9 +288,27 @@ impl PgConnection {
             }
             ManyCause::Lost => {
                 self.mark_broken();
+                match many.at_commit {
+                    Some(what) => commit_outcome(
+                        client_error(
+                            QueryErrorKind::Connection,
+                            "the connection ended before the server's answer to the chunk arrived; the connection is discarded",
+                            sql,
+                        ),
+                        what,
+                    ),
+                    None => client_error(
+                        QueryErrorKind::Connection,
+                        "execute_many lost its connection in the middle of a chunk; nothing was committed and the connection is discarded, retry on a new one",
+                        sql,
+                    ),
+                }
+            }
+            ManyCause::Unrecognised => {
+                shim_mismatch();
                 client_error(
-                    QueryErrorKind::Connection,
-                    "execute_many lost its connection in the middle of a chunk; nothing was committed and the connection is discarded, retry on a new one",
+                    QueryErrorKind::Client,
+                    "the wire shim did not recognise tokio-postgres's request, so row 0 ran and committed on its own and the other rows were not sent (pgdbm bug: please report); later calls send every row as its own request inside BEGIN/COMMIT",
                     sql,
                 )
             }
@@ -326,20 +391,133 @@ async fn plain_rows(
     Ok(total)
 }
 
-/// The pipelined part of `execute_many`: opens (`own_tx`: that BEGIN, else a SAVEPOINT), then for each chunk
-/// arms the wire shim with the chunk's rows `1..n` and issues one tokio-postgres `execute`
-/// for row 0, which the shim turns into the whole chunk with one Sync (see
-/// [`crate::wire`]), and closes (COMMIT or RELEASE) after the last chunk, or rolls back
-/// when a row failed. Returns the total row count or the first failing row.
+/// How `execute_many` makes its rows all-or-nothing.
+#[derive(Clone, Copy)]
+enum Open<'a> {
+    /// Outside a transaction, one chunk, the shim proven: the chunk's single Sync ends one
+    /// implicit transaction. `begin` is used if the shim cannot be armed after all.
+    Implicit { begin: &'a str },
+    /// Outside a transaction: this `BEGIN`, then `COMMIT` after the last chunk.
+    Begin(&'a str),
+    /// Inside the caller's transaction: a savepoint around the chunks.
+    Savepoint,
+}
+
+/// One chunk as one implicit transaction: the shim is armed with rows `1..n`, row 0 goes out
+/// as a plain tokio-postgres `execute`, and the chunk's Sync commits all rows or, after a
+/// failing row, none (the server skips to the Sync and rolls back). No `BEGIN`/`COMMIT`
+/// round trips. Gives `rest` back, with nothing sent, when the shim cannot be armed.
+async fn implicit_chunk(
+    client: &Client,
+    batch: &Batch,
+    stmt: &ManyStmt<'_>,
+    rows: &[&[Param<'_>]],
+    rest: Rows,
+) -> std::result::Result<std::result::Result<u64, ManyError>, Rows> {
+    let Some(first) = rows.first() else {
+        return Ok(Ok(0));
+    };
+    let injected = rest.len() > 0;
+    // Dropped before the chunk's answer is read, the connection is poisoned: the shim may
+    // still be following the chunk.
+    let mut guard = ArmGuard::new(batch);
+    if injected {
+        if let Err(rest) = batch.arm(rest) {
+            guard.complete();
+            return Err(rest);
+        }
+    }
+    let first_result = stmt.execute(client, first).await;
+    let outcome = if injected {
+        batch.take_outcome()
+    } else {
+        Outcome::default()
+    };
+    guard.complete();
+    // A server error is definite (the implicit transaction rolled back); anything else after
+    // the Sync went out leaves the commit unknown.
+    let unknown = |cause| ManyError {
+        row: None,
+        cause,
+        at_commit: Some(IMPLICIT_COMMIT),
+    };
+    // A row's error, or (index n: after the last row's answer) the commit's own, such as a
+    // deferred constraint.
+    let server = |k: usize, e: ServerError| ManyError {
+        row: (k < rows.len()).then_some(k),
+        cause: ManyCause::Server(Box::new(e)),
+        at_commit: None,
+    };
+    Ok(match first_result {
+        Err(_) if outcome.error.is_some() => match outcome.error {
+            Some((k, e)) => Err(server(k, e)),
+            None => Err(unknown(ManyCause::Lost)),
+        },
+        Err(e) if e.as_db_error().is_some() => Err(ManyError::driver(Some(0), e)),
+        Err(e) => Err(unknown(ManyCause::Driver(e))),
+        Ok(n) if !injected => Ok(n),
+        Ok(n) => match outcome {
+            Outcome {
+                injected: true,
+                complete: true,
+                error: None,
+                rows,
+            } => Ok(n + rows),
+            Outcome {
+                injected: true,
+                complete: true,
+                error: Some((k, e)),
+                ..
+            } => Err(server(k, e)),
+            Outcome {
+                injected: false,
+                complete: true,
+                ..
+            } => Err(ManyError {
+                row: None,
+                cause: ManyCause::Unrecognised,
+                at_commit: None,
+            }),
+            _ => Err(unknown(ManyCause::Lost)),
+        },
+    })
+}
+
+/// The pipelined part of `execute_many`. [`Open::Implicit`]: one [`implicit_chunk`]. Else it
+/// opens (`BEGIN`, or a SAVEPOINT in the caller's transaction), then for each chunk arms the
+/// wire shim with the chunk's rows `1..n` and issues one tokio-postgres `execute` for row 0,
+/// which the shim turns into the whole chunk with one Sync (see [`crate::wire`]), and closes
+/// (COMMIT or RELEASE) after the last chunk, or rolls back when a row failed. Returns the
+/// total row count or the first failing row.
 async fn pipeline_rows(
     client: &Client,
     batch: &Batch,
     stmt: &ManyStmt<'_>,
     rows: &[&[Param<'_>]],
-    encoded: Vec<Rows>,
-    own_tx: Option<&str>,
+    mut encoded: Vec<Rows>,
+    open: Open<'_>,
     commit_sent: &AtomicBool,
 ) -> std::result::Result<u64, ManyError> {
+    let own_tx = match open {
+        Open::Implicit { begin } => {
+            let rest = if encoded.len() == 1 {
+                encoded.pop().unwrap_or_default()
+            } else {
+                Rows::default()
+            };
+            match implicit_chunk(client, batch, stmt, rows, rest).await {
+                Ok(done) => return done,
+                Err(rest) => {
+                    // Not armed, nothing sent: the explicit way, with the rows given back.
+                    commit_sent.store(false, Ordering::Relaxed);
+                    encoded = vec![rest];
+                    Some(begin)
+                }
+            }
+        }
+        Open::Begin(begin) => Some(begin),
+        Open::Savepoint => None,
+    };
     let (open, close_ok, close_err) = if let Some(begin) = own_tx {
         (
             begin.to_string(),
@@ -372,7 +550,7 @@ async fn pipeline_rows(
     for (chunk, rest) in rows.chunks(EXECUTE_MANY_CHUNK).zip(encoded) {
         let injected = rest.len();
         let Some(first) = chunk.first() else { break };
-        let armed = injected > 0 && batch_path_available() && batch.arm(rest);
+        let armed = injected > 0 && batch_path_available() && batch.arm(rest).is_ok();
         let failure = if injected > 0 && !armed {
             plain_rows(client, stmt, chunk, base)
                 .await
@@ -390,7 +568,7 @@ async fn pipeline_rows(
                 Err(_) if outcome.error.is_some() => outcome.error.map(|(k, e)| ManyError {
                     row: Some(base + k),
                     cause: ManyCause::Server(Box::new(e)),
-                    at_commit: false,
+                    at_commit: None,
                 }),
                 Err(e) => Some(ManyError::driver(Some(base), e)),
                 Ok(n) if !armed => {
@@ -404,6 +582,7 @@ async fn pipeline_rows(
                         error: None,
                         rows,
                     } => {
+                        stmt.proven().store(true, Ordering::Relaxed);
                         total += n + rows;
                         None
                     }
@@ -415,7 +594,7 @@ async fn pipeline_rows(
                     } => Some(ManyError {
                         row: Some(base + k),
                         cause: ManyCause::Server(Box::new(e)),
-                        at_commit: false,
+                        at_commit: None,
                     }),
                     // Row 0 ran but the shim never saw its Bind/Execute/Sync: the driver's
                     // message pattern is not the one the shim knows. Rows 1..n were not
@@ -435,7 +614,7 @@ async fn pipeline_rows(
                     _ => Some(ManyError {
                         row: None,
                         cause: ManyCause::Lost,
-                        at_commit: false,
+                        at_commit: None,
                     }),
                 },
             }
@@ -453,13 +632,14 @@ async fn pipeline_rows(
     guard.complete();
     let own_tx = own_tx.is_some();
     commit_sent.store(own_tx, Ordering::Relaxed);
+    let at_commit = own_tx.then_some(OWN_COMMIT);
     client
         .batch_execute(&close_ok)
         .await
         .map_err(|e| ManyError {
             row: None,
             cause: ManyCause::Driver(e),
-            at_commit: own_tx,
+            at_commit,
         })?;
     Ok(total)
 }

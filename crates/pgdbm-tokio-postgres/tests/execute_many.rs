@@ -484,3 +484,117 @@ async fn the_shim_recognises_the_pinned_driver() {
     assert_eq!(count(&mut c).await, 100);
     still_usable(&mut c).await;
 }
+
+/// Runs one small batch on a scratch table: until the shim has carried a chunk in this process,
+/// `execute_many` wraps a chunk in `BEGIN`/`COMMIT`; after it, one chunk outside a transaction
+/// is one implicit transaction.
+async fn prove_the_shim(c: &mut PgConnection) {
+    c.batch_execute("CREATE TEMP TABLE prove (id int)", None)
+        .await
+        .unwrap();
+    let rows: Vec<[P<'_>; 1]> = [1i32, 2, 3].iter().map(|i| [i as P<'_>]).collect();
+    let refs: Vec<&[P<'_>]> = rows.iter().map(|r| &r[..]).collect();
+    let n = c
+        .execute_many("INSERT INTO prove VALUES ($1)", &refs, None)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+}
+
+/// The server's view that no transaction is open: `SAVEPOINT` answers 25P01.
+async fn no_transaction_open(c: &mut PgConnection) {
+    let e = c.batch_execute("SAVEPOINT probe", None).await.unwrap_err();
+    assert_eq!(
+        e.as_query().and_then(|q| q.sqlstate.as_deref()),
+        Some("25P01"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_implicit_transaction_applies_nothing_when_a_row_fails() {
+    let mut c = setup("em_implicit_row").await;
+    prove_the_shim(&mut c).await;
+    assert_eq!(insert_ids(&mut c, &[1, 2, 3]).await.unwrap(), 3);
+    // Row 4 (0-based) repeats id 2: no row of the batch stays, the error names row 4.
+    let e = insert_ids(&mut c, &[10, 11, 12, 13, 2, 14])
+        .await
+        .unwrap_err();
+    let q = e.as_query().unwrap();
+    assert_eq!(q.row, Some(4), "{e}");
+    assert_eq!(q.sqlstate.as_deref(), Some("23505"), "{e}");
+    assert_eq!(count(&mut c).await, 3);
+    no_transaction_open(&mut c).await;
+    still_usable(&mut c).await;
+}
+
+/// A deferred constraint fails at the commit, after every row's answer: in an implicit
+/// transaction that is the chunk's Sync. The error is the commit's (no row named, since none
+/// failed on its own), nothing is applied and no transaction is left open.
+#[tokio::test]
+async fn a_deferred_constraint_failing_at_the_implicit_commit_names_no_row() {
+    let mut c = support::connect("em_deferred").await;
+    c.batch_execute(
+        "CREATE TABLE t (id int NOT NULL, v text NOT NULL, \
+         CONSTRAINT t_id_key UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)",
+        None,
+    )
+    .await
+    .unwrap();
+    prove_the_shim(&mut c).await;
+    let e = insert_ids(&mut c, &[1, 2, 1, 3]).await.unwrap_err();
+    let q = e.as_query().unwrap();
+    assert_eq!(q.sqlstate.as_deref(), Some("23505"), "{e}");
+    assert_eq!(q.constraint.as_deref(), Some("t_id_key"), "{e}");
+    assert_eq!(q.row, None, "{e}");
+    assert_eq!(count(&mut c).await, 0);
+    no_transaction_open(&mut c).await;
+    assert_eq!(insert_ids(&mut c, &[1, 2, 3]).await.unwrap(), 3);
+    still_usable(&mut c).await;
+}
+
+/// A COPY FROM STDIN is owed one ReadyForQuery for its two Syncs (the server ignores the one
+/// sent with its Execute): batches after successful and failing copies still end on their own
+/// ReadyForQuery, all rows or none.
+#[tokio::test]
+async fn batches_after_copies_stay_in_sync() {
+    let mut c = setup("em_after_copy").await;
+    prove_the_shim(&mut c).await;
+    let table = pgdbm_core::TableName::parse("public.t").unwrap();
+    let mut expected = 0i64;
+    for round in 0..4i32 {
+        let base = round * 1000;
+        let ids: Vec<i32> = (base..base + 50).collect();
+        let vals: Vec<String> = ids.iter().map(|i| format!("c{i}")).collect();
+        let rows: Vec<[P<'_>; 2]> = ids
+            .iter()
+            .zip(&vals)
+            .map(|(i, v)| [i as P<'_>, v as P<'_>])
+            .collect();
+        let refs: Vec<&[P<'_>]> = rows.iter().map(|r| &r[..]).collect();
+        assert_eq!(
+            c.copy_in(&table, &["id", "v"], &refs, None).await.unwrap(),
+            50
+        );
+        expected += 50;
+        // A copy the server refuses in copy-in mode (a duplicate key).
+        let dup: [[P<'_>; 2]; 1] = [[&base as P<'_>, &"dup" as P<'_>]];
+        let dup_refs: Vec<&[P<'_>]> = dup.iter().map(|r| &r[..]).collect();
+        c.copy_in(&table, &["id", "v"], &dup_refs, None)
+            .await
+            .unwrap_err();
+        let batch: Vec<i32> = (base + 500..base + 800).collect();
+        assert_eq!(
+            insert_ids(&mut c, &batch).await.unwrap(),
+            300,
+            "round {round}"
+        );
+        expected += 300;
+        let failing: Vec<i32> = (base + 900..base + 950).chain([base]).collect();
+        let e = insert_ids(&mut c, &failing).await.unwrap_err();
+        assert_eq!(e.as_query().unwrap().row, Some(50), "round {round}: {e}");
+        assert_eq!(count(&mut c).await, expected, "round {round}");
+        no_transaction_open(&mut c).await;
+    }
+    still_usable(&mut c).await;
+}

@@ -100,7 +100,10 @@ pub(crate) struct BatchState {
     result_formats: Vec<u8>,
     /// The read side follows the chunk (its `ReadyForQuery` has not passed yet).
     r_active: bool,
-    /// `ReadyForQuery` messages owed to requests written after arming, before row 0.
+    /// Row 0's `Bind` was written: `z_before` is known and the answers that follow are
+    /// counted. Until then every backend message answers an earlier request.
+    counted: bool,
+    /// `ReadyForQuery` messages still owed to requests written before row 0's `Bind`.
     z_before: usize,
     /// The row whose answer is being read.
     r_row: usize,
@@ -128,15 +131,18 @@ impl BatchState {
         self.rows = Rows::default();
     }
 
-    /// Called with each frontend header, before it is passed on.
-    pub(super) fn on_frontend(&mut self, tag: u8, out: &mut Vec<u8>) {
+    /// Called with each frontend header, before it is passed on. `owed` is the number of
+    /// `ReadyForQuery` messages the server still owes for requests written so far (the
+    /// shim's count), whether they were written before or after arming.
+    pub(super) fn on_frontend(&mut self, tag: u8, out: &mut Vec<u8>, owed: usize) {
         match (self.write, tag) {
             (Write::Idle | Write::InBind, _) => {}
             (Write::AwaitBind, b'B') => {
                 self.write = Write::InBind;
                 self.bind.clear();
+                self.z_before = owed;
+                self.counted = true;
             }
-            (Write::AwaitBind, b'S' | b'Q') => self.z_before += 1,
             (Write::AwaitBind, _) => {}
             (Write::AwaitExecute, b'E') => self.write = Write::AwaitSync,
             // `execute_typed` (StatementMode::Unnamed) describes the unnamed statement between
@@ -167,7 +173,7 @@ impl BatchState {
 
     /// Called with each backend header: what to do with the message.
     pub(super) fn on_backend(&mut self, tag: u8) -> Mode {
-        if !self.r_active {
+        if !self.r_active || !self.counted {
             return Mode::Pass;
         }
         match tag {
@@ -252,11 +258,13 @@ impl Batch {
     }
 
     /// Arms a chunk whose rows `1..n` are `rows`: the next `Bind`/`Execute`/`Sync` request
-    /// written must be row 0's. False (nothing armed) when a chunk is still active.
-    pub(crate) fn arm(&self, rows: Rows) -> bool {
+    /// written must be row 0's. Earlier requests may still be unanswered (the shim counts what
+    /// they are owed). Gives the rows back (nothing armed) when a chunk is still active or the
+    /// connection was poisoned.
+    pub(crate) fn arm(&self, rows: Rows) -> Result<(), Rows> {
         let mut st = self.lock();
         if !st.is_idle() || self.is_poisoned() {
-            return false;
+            return Err(rows);
         }
         *st = BatchState {
             rows,
@@ -265,7 +273,7 @@ impl Batch {
             ..BatchState::default()
         };
         self.0.armed.store(true, Ordering::Release);
-        true
+        Ok(())
     }
 
     /// Takes what rows `1..n` of the last chunk did.
