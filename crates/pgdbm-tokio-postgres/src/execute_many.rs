@@ -434,53 +434,82 @@ async fn implicit_chunk(
         Outcome::default()
     };
     guard.complete();
-    // A server error is definite (the implicit transaction rolled back); anything else after
-    // the Sync went out leaves the commit unknown.
-    let unknown = |cause| ManyError {
-        row: None,
-        cause,
-        at_commit: Some(IMPLICIT_COMMIT),
+    // A server error is definite (the implicit transaction rolled back); no answer after the
+    // Sync went out leaves the commit unknown.
+    match chunk_end(first_result, injected, outcome, rows.len()) {
+        ChunkEnd::Done(n) => Ok(Ok(n)),
+        ChunkEnd::Refused(row, cause) => Ok(Err(ManyError {
+            row,
+            cause,
+            at_commit: None,
+        })),
+        ChunkEnd::NoAnswer(e) => Ok(Err(ManyError {
+            row: None,
+            cause: e.map_or(ManyCause::Lost, ManyCause::Driver),
+            at_commit: Some(IMPLICIT_COMMIT),
+        })),
+        ChunkEnd::Unrecognised(_) => Ok(Err(ManyError {
+            row: None,
+            cause: ManyCause::Unrecognised,
+            at_commit: None,
+        })),
+    }
+}
+
+/// How one chunk ended, from row 0's tokio-postgres result and what the shim saw of rows
+/// `1..n`.
+enum ChunkEnd {
+    /// Every row ran: their total row count.
+    Done(u64),
+    /// The server refused row `k` (within the chunk), or the chunk's commit (`None`, an error
+    /// after the last row's answer, such as a deferred constraint in an implicit transaction).
+    Refused(Option<usize>, ManyCause),
+    /// No answer from the server: the connection failed (with the driver's error, if any).
+    NoAnswer(Option<tokio_postgres::Error>),
+    /// Row 0 ran (its row count) but the shim never saw its Bind/Execute/Sync: the driver's
+    /// message pattern is not the one the shim knows, and rows `1..n` were not sent.
+    Unrecognised(u64),
+}
+
+fn chunk_end(
+    first: std::result::Result<u64, tokio_postgres::Error>,
+    armed: bool,
+    outcome: Outcome,
+    len: usize,
+) -> ChunkEnd {
+    let refused = |k: usize, e: ServerError| {
+        ChunkEnd::Refused((k < len).then_some(k), ManyCause::Server(Box::new(e)))
     };
-    // A row's error, or (index n: after the last row's answer) the commit's own, such as a
-    // deferred constraint.
-    let server = |k: usize, e: ServerError| ManyError {
-        row: (k < rows.len()).then_some(k),
-        cause: ManyCause::Server(Box::new(e)),
-        at_commit: None,
-    };
-    Ok(match first_result {
+    match first {
+        // A later row's fatal error (57P01...) closed the connection: report it.
         Err(_) if outcome.error.is_some() => match outcome.error {
-            Some((k, e)) => Err(server(k, e)),
-            None => Err(unknown(ManyCause::Lost)),
+            Some((k, e)) => refused(k, e),
+            None => ChunkEnd::NoAnswer(None),
         },
-        Err(e) if e.as_db_error().is_some() => Err(ManyError::driver(Some(0), e)),
-        Err(e) => Err(unknown(ManyCause::Driver(e))),
-        Ok(n) if !injected => Ok(n),
+        Err(e) if e.as_db_error().is_some() => ChunkEnd::Refused(Some(0), ManyCause::Driver(e)),
+        Err(e) => ChunkEnd::NoAnswer(Some(e)),
+        Ok(n) if !armed => ChunkEnd::Done(n),
         Ok(n) => match outcome {
             Outcome {
                 injected: true,
                 complete: true,
                 error: None,
                 rows,
-            } => Ok(n + rows),
+            } => ChunkEnd::Done(n + rows),
             Outcome {
                 injected: true,
                 complete: true,
                 error: Some((k, e)),
                 ..
-            } => Err(server(k, e)),
+            } => refused(k, e),
             Outcome {
                 injected: false,
                 complete: true,
                 ..
-            } => Err(ManyError {
-                row: None,
-                cause: ManyCause::Unrecognised,
-                at_commit: None,
-            }),
-            _ => Err(unknown(ManyCause::Lost)),
+            } => ChunkEnd::Unrecognised(n),
+            _ => ChunkEnd::NoAnswer(None),
         },
-    })
+    }
 }
 
 /// The pipelined part of `execute_many`. [`Open::Implicit`]: one [`implicit_chunk`]. Else it
@@ -538,8 +567,6 @@ async fn pipeline_rows(
     // the connection is poisoned and will be closed: the shim may be armed for a request
     // that never comes.
     let mut guard = ArmGuard::new(batch);
-    // Waiting for the open also makes the connection idle (every earlier request, such as
-    // the Close of an evicted statement, is answered), which arming the shim requires.
     if let Err(e) = client.batch_execute(&open).await {
         guard.complete();
         return Err(ManyError::driver(None, e));
@@ -563,60 +590,35 @@ async fn pipeline_rows(
             } else {
                 Outcome::default()
             };
-            match first_result {
-                // A later row's fatal error (57P01...) closed the connection: report it.
-                Err(_) if outcome.error.is_some() => outcome.error.map(|(k, e)| ManyError {
-                    row: Some(base + k),
-                    cause: ManyCause::Server(Box::new(e)),
-                    at_commit: None,
-                }),
-                Err(e) => Some(ManyError::driver(Some(base), e)),
-                Ok(n) if !armed => {
+            match chunk_end(first_result, armed, outcome, chunk.len()) {
+                ChunkEnd::Done(n) => {
+                    if armed {
+                        stmt.proven().store(true, Ordering::Relaxed);
+                    }
                     total += n;
                     None
                 }
-                Ok(n) => match outcome {
-                    Outcome {
-                        injected: true,
-                        complete: true,
-                        error: None,
-                        rows,
-                    } => {
-                        stmt.proven().store(true, Ordering::Relaxed);
-                        total += n + rows;
-                        None
-                    }
-                    Outcome {
-                        injected: true,
-                        complete: true,
-                        error: Some((k, e)),
-                        ..
-                    } => Some(ManyError {
-                        row: Some(base + k),
-                        cause: ManyCause::Server(Box::new(e)),
-                        at_commit: None,
-                    }),
-                    // Row 0 ran but the shim never saw its Bind/Execute/Sync: the driver's
-                    // message pattern is not the one the shim knows. Rows 1..n were not
-                    // sent; send them the plain way and stop using the shim.
-                    Outcome {
-                        injected: false,
-                        complete: true,
-                        ..
-                    } => {
-                        shim_mismatch();
-                        total += n;
-                        plain_rows(client, stmt, chunk.get(1..).unwrap_or_default(), base + 1)
-                            .await
-                            .map(|m| total += m)
-                            .err()
-                    }
-                    _ => Some(ManyError {
-                        row: None,
-                        cause: ManyCause::Lost,
-                        at_commit: None,
-                    }),
-                },
+                ChunkEnd::Refused(k, cause) => Some(ManyError {
+                    row: k.map(|k| base + k),
+                    cause,
+                    at_commit: None,
+                }),
+                // Inside BEGIN or a savepoint nothing is committed yet.
+                ChunkEnd::NoAnswer(Some(e)) => Some(ManyError::driver(Some(base), e)),
+                ChunkEnd::NoAnswer(None) => Some(ManyError {
+                    row: None,
+                    cause: ManyCause::Lost,
+                    at_commit: None,
+                }),
+                // Rows 1..n were not sent; send them the plain way and stop using the shim.
+                ChunkEnd::Unrecognised(n) => {
+                    shim_mismatch();
+                    total += n;
+                    plain_rows(client, stmt, chunk.get(1..).unwrap_or_default(), base + 1)
+                        .await
+                        .map(|m| total += m)
+                        .err()
+                }
             }
         };
         if let Some(f) = failure {
