@@ -40,8 +40,14 @@ async fn sum(c: &mut PgConnection) -> i64 {
         .unwrap()
 }
 
-/// Inserts `(id, 'v<id>')` for each id with one `execute_many`.
-async fn insert_ids(c: &mut PgConnection, ids: &[i32]) -> Result<u64, Error> {
+/// How [`send_ids`] sends its rows.
+enum Via<'a> {
+    ExecuteMany,
+    Copy(&'a pgdbm_core::TableName),
+}
+
+/// Sends `(id, 'v<id>')` for each id with one `execute_many` or one COPY.
+async fn send_ids(c: &mut PgConnection, ids: &[i32], via: Via<'_>) -> Result<u64, Error> {
     let vals: Vec<String> = ids.iter().map(|i| format!("v{i}")).collect();
     let rows: Vec<[P<'_>; 2]> = ids
         .iter()
@@ -49,7 +55,15 @@ async fn insert_ids(c: &mut PgConnection, ids: &[i32]) -> Result<u64, Error> {
         .map(|(i, v)| [i as P<'_>, v as P<'_>])
         .collect();
     let refs: Vec<&[P<'_>]> = rows.iter().map(|r| &r[..]).collect();
-    c.execute_many(INSERT, &refs, None).await
+    match via {
+        Via::ExecuteMany => c.execute_many(INSERT, &refs, None).await,
+        Via::Copy(table) => c.copy_in(table, &["id", "v"], &refs, None).await,
+    }
+}
+
+/// Inserts `(id, 'v<id>')` for each id with one `execute_many`.
+async fn insert_ids(c: &mut PgConnection, ids: &[i32]) -> Result<u64, Error> {
+    send_ids(c, ids, Via::ExecuteMany).await
 }
 
 async fn still_usable(c: &mut PgConnection) {
@@ -565,22 +579,10 @@ async fn batches_after_copies_stay_in_sync() {
     for round in 0..4i32 {
         let base = round * 1000;
         let ids: Vec<i32> = (base..base + 50).collect();
-        let vals: Vec<String> = ids.iter().map(|i| format!("c{i}")).collect();
-        let rows: Vec<[P<'_>; 2]> = ids
-            .iter()
-            .zip(&vals)
-            .map(|(i, v)| [i as P<'_>, v as P<'_>])
-            .collect();
-        let refs: Vec<&[P<'_>]> = rows.iter().map(|r| &r[..]).collect();
-        assert_eq!(
-            c.copy_in(&table, &["id", "v"], &refs, None).await.unwrap(),
-            50
-        );
+        assert_eq!(send_ids(&mut c, &ids, Via::Copy(&table)).await.unwrap(), 50);
         expected += 50;
         // A copy the server refuses in copy-in mode (a duplicate key).
-        let dup: [[P<'_>; 2]; 1] = [[&base as P<'_>, &"dup" as P<'_>]];
-        let dup_refs: Vec<&[P<'_>]> = dup.iter().map(|r| &r[..]).collect();
-        c.copy_in(&table, &["id", "v"], &dup_refs, None)
+        send_ids(&mut c, &[base], Via::Copy(&table))
             .await
             .unwrap_err();
         let batch: Vec<i32> = (base + 500..base + 800).collect();
