@@ -468,3 +468,65 @@ async fn held_connections_are_real<P: Pool>() {
 }
 
 both_backends!(held_connections, held_connections_are_real);
+
+/// `COPY ... FROM STDIN` / `TO STDOUT` sent as plain SQL cannot stream rows. Through the
+/// extended and the simple protocol, the error names the way rows go in; the connection, which
+/// the server left in copy mode (copy-in holding the table's lock), is discarded at release:
+/// its backend ends (the COPY aborted, nothing applied) and every connection handed out
+/// afterwards is clean.
+async fn plain_sql_copy_is_discarded<P: Pool>() {
+    let app = app_name::<P>("copy");
+    let (db, obs) = pools::<P>(&app, |_| {}).await;
+    db.execute("CREATE TABLE t (id INT, v TEXT)", &[])
+        .await
+        .unwrap();
+    db.execute("INSERT INTO t VALUES (1, 'one')", &[])
+        .await
+        .unwrap();
+    for (how, sql) in [
+        ("execute", "COPY t (id, v) FROM STDIN"),
+        ("batch_execute", "COPY t (id, v) FROM STDIN"),
+        ("fetch_all", "COPY t TO STDOUT"),
+    ] {
+        let mut c = db.acquire().await.unwrap();
+        let pid: i32 = c
+            .fetch_value("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .unwrap();
+        let e = match how {
+            "execute" => c.execute(sql, &[]).await.unwrap_err(),
+            "batch_execute" => c.batch_execute(sql).await.unwrap_err(),
+            _ => match c.fetch_all(sql, &[]).await {
+                Ok(rows) => panic!("{sql} answered {} rows", rows.len()),
+                Err(e) => e,
+            },
+        };
+        assert!(
+            matches!(&e, Error::Query(q) if q.kind == pgdbm::QueryErrorKind::Connection),
+            "{how} {sql}: {e:?}"
+        );
+        assert!(
+            e.to_string().contains("copy_records_to_table"),
+            "{how} {sql}: {e}"
+        );
+        drop(c);
+        let listed = poll_zero(
+            &obs,
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &pid,
+        )
+        .await;
+        assert_eq!(listed, 0, "{how} {sql}: backend {pid} outlived its release");
+    }
+    let n: Option<i64> = obs
+        .fetch_value("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1), "a plain-SQL COPY FROM STDIN applied rows");
+    assert_pool_clean(&db, &obs, &app, "after plain-SQL COPY").await;
+    db.close().await;
+    obs.close().await;
+}
+
+both_backends!(plain_sql_copy, plain_sql_copy_is_discarded);

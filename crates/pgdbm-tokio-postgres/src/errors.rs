@@ -107,9 +107,18 @@ pub(crate) fn query_error(e: tokio_postgres::Error, sql: &str, n_params: usize) 
         q.hint = db.hint().map(str::to_string);
         q
     } else if is_connection_error(&e) {
+        let text = e.to_string();
+        // The server's answer to `COPY ... FROM STDIN` / `TO STDOUT` sent as plain SQL
+        // (CopyInResponse, CopyOutResponse) is one tokio-postgres does not expect there.
+        let why = if text.starts_with("unexpected message") {
+            "; `COPY ... FROM STDIN` or `COPY ... TO STDOUT` sent as plain SQL does this (rows go \
+             in with `copy_records_to_table`, or `copy_in` on a connection)"
+        } else {
+            ""
+        };
         QueryError::new(
             QueryErrorKind::Connection,
-            format!("the connection to the server broke: {e}; the connection is discarded, retry on a new one"),
+            format!("the connection to the server broke: {text}{why}; the connection is discarded, retry on a new one"),
             sql,
         )
     } else {
