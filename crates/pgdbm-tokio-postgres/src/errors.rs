@@ -62,6 +62,10 @@ pub(crate) fn params_shown(params: &[Param<'_>], log_parameters: bool) -> QueryP
     }
 }
 
+/// How tokio-postgres's error for a message it did not expect begins (a protocol desync, or the
+/// CopyIn/CopyOutResponse of a plain-SQL `COPY ... FROM STDIN` / `TO STDOUT`).
+const UNEXPECTED_MESSAGE: &str = "unexpected message";
+
 /// True when `e` means the connection itself is unusable (closed socket, I/O failure, or a
 /// server error that ends the session).
 pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
@@ -81,7 +85,7 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     // tokio-postgres reports an unexpected end of stream or protocol errors with these texts.
     let text = e.to_string();
     text.starts_with("connection closed")
-        || text.starts_with("unexpected message")
+        || text.starts_with(UNEXPECTED_MESSAGE)
         || text.starts_with("error communicating")
 }
 
@@ -108,9 +112,7 @@ pub(crate) fn query_error(e: tokio_postgres::Error, sql: &str, n_params: usize) 
         q
     } else if is_connection_error(&e) {
         let text = e.to_string();
-        // The server's answer to `COPY ... FROM STDIN` / `TO STDOUT` sent as plain SQL
-        // (CopyInResponse, CopyOutResponse) is one tokio-postgres does not expect there.
-        let why = if text.starts_with("unexpected message") {
+        let why = if text.starts_with(UNEXPECTED_MESSAGE) {
             "; `COPY ... FROM STDIN` or `COPY ... TO STDOUT` sent as plain SQL does this (rows go \
              in with `copy_records_to_table`, or `copy_in` on a connection)"
         } else {
